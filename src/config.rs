@@ -1,0 +1,730 @@
+//! The YAML configuration: serde structures, defaults, and validation.
+//!
+//! Parsing is strict (`deny_unknown_fields` everywhere) so a typo is an error, not a silently
+//! ignored setting. [`Config::from_yaml`] parses and then runs [`Config::validate`], which checks
+//! everything serde cannot (addresses parse, weights are positive, names are unique, limits are
+//! sane). Every error is a [`ConfigError`] that names the file, the field and the reason; `main`
+//! turns it into exit status 64.
+//!
+//! Secrets (the health-check password) are held in [`Secret`], whose `Debug` output is masked, and
+//! may come from the file, an environment variable or a file of their own.
+//!
+//! The documented example with every field lives in `config/galera-lb.yaml`; the built-in default
+//! (the local sandbox, see `scripts/sandbox`) is [`DEFAULT_CONFIG_YAML`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The configuration used when no `--config` is given: galera-lb on 127.0.0.1:3306 in front of the
+/// three-node sandbox that `scripts/sandbox start` runs on 3316/3326/3336.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/sandbox.yaml");
+
+/// A configuration problem, naming where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: {field}: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(file: &str, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub tcp: TcpConfig,
+    pub listeners: Vec<ListenerConfig>,
+    /// The backends of the pool named `default`.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Further named pools of backends (a listener picks one with `pool:`).
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; default: the number of CPU cores.
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `galera_lb=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections across all listeners.
+    pub max_connections: u32,
+    /// How long to wait for a backend's TCP connect before moving on to the next candidate.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long open connections may take to finish before they are closed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// TCP_NODELAY on both the client and the backend socket.
+    pub nodelay: bool,
+    /// TCP keepalive idle time on both sockets; `null` turns keepalive off.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
+    /// SO_REUSEPORT on listening sockets (several processes may share a port).
+    pub reuse_port: bool,
+    /// The listen backlog.
+    pub backlog: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            nodelay: true,
+            keepalive: Some(Duration::from_secs(60)),
+            reuse_port: false,
+            backlog: 1024,
+        }
+    }
+}
+
+/// How a listener chooses a backend for each new client.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Equal turns.
+    #[default]
+    RoundRobin,
+    /// Smooth, interleaved turns in proportion to the weights.
+    Weighted,
+    /// The backend with the fewest active connections per unit of weight.
+    LeastConn,
+    /// Random, in proportion to the weights.
+    Random,
+    /// A hash of the client IP: the same client goes to the same backend while the set is unchanged.
+    Source,
+    /// Every client to one backend: the highest weight, then the first configured.
+    Single,
+}
+
+impl PolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::RoundRobin => "round_robin",
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::LeastConn => "least_conn",
+            PolicyKind::Random => "random",
+            PolicyKind::Source => "source",
+            PolicyKind::Single => "single",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// `IP:PORT`; IPv6 as `[::1]:3306`.
+    pub bind: String,
+    #[serde(default)]
+    pub policy: PolicyKind,
+    /// The pool of backends this listener serves; default `default` (the top-level `backends:`).
+    #[serde(default = "default_pool_name")]
+    pub pool: String,
+    /// Client connections on this listener; default: only the global limit applies.
+    pub max_connections: Option<u32>,
+}
+
+fn default_pool_name() -> String {
+    DEFAULT_POOL.to_string()
+}
+
+/// The name of the pool formed by the top-level `backends:` list.
+pub const DEFAULT_POOL: &str = "default";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `HOST:PORT`; a host name is resolved at start and on reload.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// 1 = normal; higher tiers are used only when no backend of a lower tier is usable
+    /// (HAProxy's `backup` servers are tier 2).
+    #[serde(default = "default_tier")]
+    pub tier: u8,
+    /// Client connections to this backend; default: unlimited.
+    pub max_connections: Option<u32>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+fn default_tier() -> u8 {
+    1
+}
+
+/// Credentials and settings for health checks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// The user the health checks log in as.
+    pub user: String,
+    /// The password, written in the file (prefer `password_env` or `password_file`).
+    pub password: Option<Secret>,
+    /// The name of an environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            user: "monitor".to_string(),
+            password: None,
+            password_env: None,
+            password_file: None,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The check password from whichever source is set (at most one is, see `validate`).
+    pub fn resolve_password(&self) -> Result<Secret, String> {
+        if let Some(secret) = &self.password {
+            return Ok(secret.clone());
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
+        }
+        Ok(Secret::new(String::new()))
+    }
+}
+
+/// A string that never shows in logs or `Debug` output.
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_yaml(&text, &file)
+    }
+
+    /// The built-in default: galera-lb in front of the local sandbox.
+    pub fn builtin_default() -> Config {
+        Config::from_yaml(DEFAULT_CONFIG_YAML, "<built-in default>")
+            .expect("the built-in default configuration is valid (tested)")
+    }
+
+    /// Parses and validates YAML text; `file` names the source in error messages.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_string(),
+            message: describe_yaml_error(&e),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: addresses, weights, unique names, pools that exist, limits.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, reason: String| ConfigError::invalid(file, field, reason);
+
+        if self.runtime.worker_threads == Some(0) {
+            return Err(err(
+                "runtime.worker_threads".into(),
+                "must be at least 1 (or left out to use one per CPU core)".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(err("log.level".into(), format!("not a valid filter: {e}")));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(err(
+                "limits.max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.limits.connect_timeout.is_zero() {
+            return Err(err(
+                "limits.connect_timeout".into(),
+                "must be longer than 0 (e.g. 1s)".into(),
+            ));
+        }
+        if self.tcp.backlog == 0 {
+            return Err(err("tcp.backlog".into(), "must be at least 1".into()));
+        }
+        if self.listeners.is_empty() {
+            return Err(err(
+                "listeners".into(),
+                "at least one listener is needed".into(),
+            ));
+        }
+
+        let mut pool_names = vec![DEFAULT_POOL.to_string()];
+        validate_backends(&self.backends, "backends", file)?;
+        for (i, pool) in self.pools.iter().enumerate() {
+            let field = format!("pools[{i}]");
+            if pool.name.trim().is_empty() {
+                return Err(err(format!("{field}.name"), "must not be empty".into()));
+            }
+            if pool_names.contains(&pool.name) {
+                return Err(err(
+                    format!("{field}.name"),
+                    format!("pool name '{}' is used twice", pool.name),
+                ));
+            }
+            pool_names.push(pool.name.clone());
+            if pool.backends.is_empty() {
+                return Err(err(
+                    format!("{field}.backends"),
+                    "a pool needs at least one backend".into(),
+                ));
+            }
+            validate_backends(&pool.backends, &format!("{field}.backends"), file)?;
+        }
+
+        let mut listener_names: Vec<&str> = Vec::new();
+        let mut binds: Vec<SocketAddr> = Vec::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let field = format!("listeners[{i}]");
+            if listener.name.trim().is_empty() {
+                return Err(err(format!("{field}.name"), "must not be empty".into()));
+            }
+            if listener_names.contains(&listener.name.as_str()) {
+                return Err(err(
+                    format!("{field}.name"),
+                    format!("listener name '{}' is used twice", listener.name),
+                ));
+            }
+            listener_names.push(&listener.name);
+            let bind: SocketAddr = listener.bind.parse().map_err(|_| {
+                err(
+                    format!("{field}.bind"),
+                    format!(
+                        "'{}' is not IP:PORT (e.g. 127.0.0.1:3306 or [::1]:3306)",
+                        listener.bind
+                    ),
+                )
+            })?;
+            if binds.contains(&bind) {
+                return Err(err(
+                    format!("{field}.bind"),
+                    format!("{bind} is bound by another listener"),
+                ));
+            }
+            binds.push(bind);
+            if !pool_names.contains(&listener.pool) {
+                return Err(err(
+                    format!("{field}.pool"),
+                    format!(
+                        "no pool named '{}' (known: {})",
+                        listener.pool,
+                        pool_names.join(", ")
+                    ),
+                ));
+            }
+            if listener.pool == DEFAULT_POOL && self.backends.is_empty() {
+                return Err(err(
+                    "backends".into(),
+                    format!(
+                        "listener '{}' uses the default pool, which has no backends",
+                        listener.name
+                    ),
+                ));
+            }
+            if listener.max_connections == Some(0) {
+                return Err(err(
+                    format!("{field}.max_connections"),
+                    "must be at least 1 (or left out)".into(),
+                ));
+            }
+        }
+
+        let health = &self.health;
+        let sources = [
+            health.password.is_some(),
+            health.password_env.is_some(),
+            health.password_file.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() > 1 {
+            return Err(err(
+                "health.password".into(),
+                "set only one of password, password_env and password_file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pools by name, the top-level `backends:` being the pool `default`.
+    pub fn pools(&self) -> Vec<(&str, &[BackendConfig])> {
+        let mut pools = vec![(DEFAULT_POOL, self.backends.as_slice())];
+        pools.extend(
+            self.pools
+                .iter()
+                .map(|p| (p.name.as_str(), p.backends.as_slice())),
+        );
+        pools
+    }
+}
+
+fn validate_backends(
+    backends: &[BackendConfig],
+    field: &str,
+    file: &str,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, backend) in backends.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        if let Err(reason) = split_host_port(&backend.address) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.address"),
+                reason,
+            ));
+        }
+        if seen.contains(&backend.address.as_str()) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.address"),
+                format!("{} is listed twice in this pool", backend.address),
+            ));
+        }
+        seen.push(&backend.address);
+        if !(backend.weight.is_finite() && backend.weight > 0.0) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.weight"),
+                format!("must be a number greater than 0, not {}", backend.weight),
+            ));
+        }
+        if backend.tier == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.tier"),
+                "tiers start at 1".to_string(),
+            ));
+        }
+        if backend.max_connections == Some(0) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.max_connections"),
+                "must be at least 1 (or left out)".to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` for IPv6) into its parts, with a reason when it cannot.
+pub fn split_host_port(address: &str) -> Result<(&str, u16), String> {
+    let bad =
+        || format!("'{address}' is not HOST:PORT (e.g. 10.0.0.1:3306, db1:3306 or [::1]:3306)");
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
+        (host, port)
+    } else {
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        if host.contains(':') {
+            return Err(bad());
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(format!("'{address}': port 0 is not a port to connect to"));
+    }
+    Ok((host, port))
+}
+
+/// serde_yaml's message already carries the path (`listeners[0]: unknown field ...`) and position;
+/// make the position read as `line L column C`.
+fn describe_yaml_error(e: &serde_yaml::Error) -> String {
+    let message = e.to_string();
+    match e.location() {
+        Some(loc) if !message.contains("line") => {
+            format!("{message} (line {} column {})", loc.line(), loc.column())
+        }
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+    policy: round_robin
+backends:
+  - address: 127.0.0.1:3316
+    weight: 1
+";
+
+    fn invalid(yaml: &str) -> String {
+        Config::from_yaml(yaml, "test.yaml")
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let config = Config::from_yaml(MINIMAL, "test.yaml").unwrap();
+        assert_eq!(config.listeners[0].policy, PolicyKind::RoundRobin);
+        assert_eq!(config.listeners[0].pool, DEFAULT_POOL);
+        assert_eq!(config.limits.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.limits.shutdown_grace, Duration::from_secs(30));
+        assert!(config.tcp.nodelay);
+        assert_eq!(config.backends[0].weight, 1.0);
+        assert_eq!(config.backends[0].tier, 1);
+    }
+
+    #[test]
+    fn builtin_default_is_valid() {
+        let config = Config::builtin_default();
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:3306");
+        assert_eq!(config.backends.len(), 3);
+    }
+
+    #[test]
+    fn example_config_is_valid_and_sets_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/galera-lb.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The example's password comes from an environment variable that need not be set here.
+        let config = Config::from_yaml(&text, "config/galera-lb.yaml").unwrap();
+        assert_ne!(config.runtime, RuntimeConfig::default());
+        assert_ne!(config.limits, LimitsConfig::default());
+        assert!(!config.pools.is_empty());
+        assert!(config.listeners.len() >= 2);
+    }
+
+    #[test]
+    fn durations_parse() {
+        let yaml = format!("{MINIMAL}limits:\n  connect_timeout: 500ms\n  shutdown_grace: 2s\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        assert_eq!(config.limits.connect_timeout, Duration::from_millis(500));
+        assert_eq!(config.limits.shutdown_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn errors_name_the_file_the_field_and_the_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("listeners:\n  - name: rw\n    bind: [", "test.yaml", "line"),
+            (
+                &MINIMAL.replace("weight: 1", "weight: 1\n    colour: red"),
+                "backends[0]",
+                "unknown field `colour`",
+            ),
+            (
+                &MINIMAL.replace("127.0.0.1:3316", "127.0.0.1"),
+                "backends[0].address",
+                "not HOST:PORT",
+            ),
+            (
+                &MINIMAL.replace("127.0.0.1:3306", "localhost:3306"),
+                "listeners[0].bind",
+                "not IP:PORT",
+            ),
+            (
+                &MINIMAL.replace("weight: 1", "weight: 0"),
+                "backends[0].weight",
+                "greater than 0",
+            ),
+            (
+                &MINIMAL.replace("weight: 1", "weight: -2"),
+                "backends[0].weight",
+                "greater than 0",
+            ),
+            (
+                &MINIMAL.replace("round_robin", "fastest"),
+                "listeners[0].policy",
+                "unknown variant `fastest`",
+            ),
+            (
+                &format!("{MINIMAL}limits:\n  connect_timeout: soon\n"),
+                "limits.connect_timeout",
+                "",
+            ),
+            (
+                &MINIMAL.replace(
+                    "    policy: round_robin",
+                    "    policy: round_robin\n  - name: rw\n    bind: 127.0.0.1:3307",
+                ),
+                "listeners[1].name",
+                "used twice",
+            ),
+            (
+                &MINIMAL.replace("    policy: round_robin", "    pool: writers"),
+                "listeners[0].pool",
+                "no pool named 'writers'",
+            ),
+            (
+                &format!("{MINIMAL}health:\n  password: a\n  password_env: B\n"),
+                "health.password",
+                "only one",
+            ),
+            ("backends: []\n", "test.yaml", "listeners"),
+        ];
+        for (yaml, field, reason) in cases {
+            let message = invalid(yaml);
+            assert!(message.starts_with("test.yaml: "), "{message}");
+            assert!(message.contains(field), "expected {field} in: {message}");
+            assert!(message.contains(reason), "expected {reason} in: {message}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked_in_debug_output() {
+        let yaml = format!("{MINIMAL}health:\n  user: monitor\n  password: hunter2\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("****"));
+        assert_eq!(
+            config.health.resolve_password().unwrap().expose(),
+            "hunter2"
+        );
+    }
+
+    #[test]
+    fn password_may_come_from_the_environment() {
+        // SAFETY: this test is the only user of this variable.
+        unsafe { std::env::set_var("GALERA_LB_TEST_CHECK_PASSWORD", "s3cret") };
+        let yaml = format!("{MINIMAL}health:\n  password_env: GALERA_LB_TEST_CHECK_PASSWORD\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        assert_eq!(config.health.resolve_password().unwrap().expose(), "s3cret");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let unset = format!("{MINIMAL}health:\n  password_env: GALERA_LB_TEST_UNSET_VARIABLE\n");
+        let config = Config::from_yaml(&unset, "t").unwrap();
+        assert!(
+            config
+                .health
+                .resolve_password()
+                .unwrap_err()
+                .contains("not set")
+        );
+    }
+
+    #[test]
+    fn host_port_splitting() {
+        assert_eq!(split_host_port("db1:3306"), Ok(("db1", 3306)));
+        assert_eq!(split_host_port("[::1]:3306"), Ok(("::1", 3306)));
+        assert!(split_host_port("::1:3306").is_err());
+        assert!(split_host_port("db1").is_err());
+        assert!(split_host_port("db1:0").is_err());
+        assert!(split_host_port(":3306").is_err());
+        assert!(split_host_port("db1:99999").is_err());
+    }
+}

@@ -1,0 +1,478 @@
+//! The TCP proxy: listeners that accept clients, and the per-connection handler.
+//!
+//! [`bind`] opens a listening socket with the configured socket options. [`serve`] runs its accept
+//! loop: it takes a slot in the global and the listener's connection limits (over a limit the
+//! client gets ERR 1040), backs off on resource errors such as EMFILE instead of spinning, and
+//! spawns one handler task per client on the shared [`TaskTracker`] so shutdown can wait for them.
+//!
+//! A handler loads the routing snapshot once, asks its listener's route for a member, connects
+//! (with a timeout) and on a refused or timed-out connect asks again with that member excluded, so
+//! the client never notices a dead node. When no member is left it answers with a MySQL ERR packet.
+//! Once connected it copies bytes both ways until both sides are done, forwarding half-closes.
+//!
+//! The copy loop holds no buffer while a connection is idle: it waits for readability, then reads
+//! into a stack buffer and writes straight through; only bytes the destination cannot take at once
+//! are kept on the heap, and only until they are written.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backend::BackendState;
+use crate::config::TcpConfig;
+use crate::limit::{ActiveCount, Slot, try_acquire};
+use crate::mysql_packet::{self, ServerError};
+use crate::snapshot::{NoMember, Router};
+
+/// Everything a listener and its handlers share with the rest of galera-lb.
+#[derive(Debug)]
+pub struct ProxyContext {
+    pub router: Arc<Router>,
+    pub tcp: TcpConfig,
+    pub connect_timeout: Duration,
+    /// Client connections across all listeners.
+    pub global_active: Arc<ActiveCount>,
+    pub max_connections: u64,
+    /// Tracks every handler task, so shutdown can wait for them to finish.
+    pub tasks: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: open connections are closed.
+    pub force_close: CancellationToken,
+}
+
+/// A listener's own counters, kept for as long as it runs.
+#[derive(Debug, Default)]
+pub struct ListenerState {
+    pub name: String,
+    pub max_connections: Option<u32>,
+    active: ActiveCount,
+    /// Clients accepted.
+    pub accepted: AtomicU64,
+    /// Clients turned away with an ERR packet (limit reached, no backend).
+    pub refused: AtomicU64,
+    /// accept() failures (EMFILE and friends).
+    pub accept_errors: AtomicU64,
+}
+
+impl ListenerState {
+    pub fn new(name: String, max_connections: Option<u32>) -> Self {
+        ListenerState {
+            name,
+            max_connections,
+            ..Default::default()
+        }
+    }
+
+    pub fn active(&self) -> u64 {
+        self.active.get()
+    }
+}
+
+impl AsRef<ActiveCount> for ListenerState {
+    fn as_ref(&self) -> &ActiveCount {
+        &self.active
+    }
+}
+
+/// Why a listening socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} for listener '{listener}': {reason}")]
+pub struct BindError {
+    pub listener: String,
+    pub address: SocketAddr,
+    pub reason: String,
+}
+
+/// Opens a listening socket with SO_REUSEADDR, optional SO_REUSEPORT and the configured backlog.
+pub fn bind(
+    listener: &str,
+    address: SocketAddr,
+    tcp: &TcpConfig,
+) -> Result<TcpListener, BindError> {
+    let open = || -> io::Result<std::net::TcpListener> {
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        if tcp.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        if address.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(i32::try_from(tcp.backlog).unwrap_or(i32::MAX))?;
+        Ok(socket.into())
+    };
+    let error = |reason: String| BindError {
+        listener: listener.to_string(),
+        address,
+        reason,
+    };
+    let std_listener = open().map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            let holder = crate::port_owner::describe(address.port())
+                .map(|who| format!(" by {who}"))
+                .unwrap_or_default();
+            error(format!(
+                "the address is already in use{holder}. Stop that program (Debian's \
+                 mariadb-server package starts a server on 3306: `systemctl stop mariadb`) or \
+                 give this listener another `bind`"
+            ))
+        } else {
+            error(e.to_string())
+        }
+    })?;
+    TcpListener::from_std(std_listener).map_err(|e| error(e.to_string()))
+}
+
+/// First and longest pause after an accept error that means "out of resources".
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Runs a listener's accept loop until `stop_accepting` is cancelled; the socket is closed on
+/// return, so new clients are refused at once while handlers already spawned go on.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ListenerState>,
+    ctx: Arc<ProxyContext>,
+    stop_accepting: CancellationToken,
+) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                state.accepted.fetch_add(1, Ordering::Relaxed);
+                admit(stream, peer, &state, &ctx);
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                state.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    warn!(listener = %state.name, error = %e, "accept failed, out of resources; backing off");
+                }
+                tokio::select! {
+                    _ = stop_accepting.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+            Err(e) => {
+                // The client went away between SYN and accept (ECONNABORTED) and the like.
+                state.accept_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(listener = %state.name, error = %e, "accept failed");
+            }
+        }
+    }
+    info!(listener = %state.name, "stopped accepting");
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Applies the global and listener limits, then hands the client to a handler task.
+fn admit(stream: TcpStream, peer: SocketAddr, state: &Arc<ListenerState>, ctx: &Arc<ProxyContext>) {
+    let Some(global) = try_acquire(&ctx.global_active, Some(ctx.max_connections)) else {
+        let reason = format!(
+            "the global max_connections ({}) is reached",
+            ctx.max_connections
+        );
+        return refuse_in_background(stream, peer, state, ctx, reason);
+    };
+    let Some(local) = try_acquire(state, state.max_connections.map(u64::from)) else {
+        let reason = format!(
+            "listener '{}' has reached its max_connections ({})",
+            state.name,
+            state.max_connections.unwrap_or_default()
+        );
+        return refuse_in_background(stream, peer, state, ctx, reason);
+    };
+    let ctx_for_task = ctx.clone();
+    let state = state.clone();
+    ctx.tasks.spawn(async move {
+        let _slots = (global, local);
+        handle(stream, peer, &state, &ctx_for_task).await;
+    });
+}
+
+fn refuse_in_background(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &Arc<ListenerState>,
+    ctx: &ProxyContext,
+    reason: String,
+) {
+    let state = state.clone();
+    ctx.tasks.spawn(async move {
+        let message = format!("Too many connections (galera-lb: {reason})");
+        send_error(
+            &stream,
+            peer,
+            &state,
+            mysql_packet::TOO_MANY_CONNECTIONS,
+            message,
+        )
+        .await;
+    });
+}
+
+/// Serves one client: pick and connect with failover, then copy until both sides are done.
+async fn handle(client: TcpStream, peer: SocketAddr, listener: &ListenerState, ctx: &ProxyContext) {
+    if let Err(e) = set_stream_options(&client, &ctx.tcp) {
+        debug!(listener = %listener.name, client = %peer, error = %e, "cannot set client socket options");
+    }
+    let Some((backend_stream, slot)) = connect_with_failover(peer, listener, ctx, &client).await
+    else {
+        return;
+    };
+    let backend = slot.owner().clone();
+    backend.count_established();
+    debug!(listener = %listener.name, client = %peer, backend = %backend.address, "proxying");
+
+    let outcome = tokio::select! {
+        outcome = copy_both_ways(&client, &backend_stream, &backend) => outcome,
+        _ = ctx.force_close.cancelled() => Err(io::Error::other("closed at the end of the shutdown grace period")),
+    };
+    match outcome {
+        Ok(()) => {
+            debug!(listener = %listener.name, client = %peer, backend = %backend.address, "session ended")
+        }
+        Err(e) => {
+            debug!(listener = %listener.name, client = %peer, backend = %backend.address, error = %e, "session ended with an error")
+        }
+    }
+    drop(slot);
+}
+
+/// Asks the route for members until one accepts a connection; the client gets an ERR packet
+/// when none does.
+async fn connect_with_failover(
+    peer: SocketAddr,
+    listener: &ListenerState,
+    ctx: &ProxyContext,
+    client: &TcpStream,
+) -> Option<(TcpStream, Slot<BackendState>)> {
+    let snapshot = ctx.router.load_full();
+    let Some(route) = snapshot.route(&listener.name) else {
+        send_error(
+            client,
+            peer,
+            listener,
+            mysql_packet::NO_BACKEND,
+            format!("galera-lb: listener '{}' has no route", listener.name),
+        )
+        .await;
+        return None;
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        let index = match route.pick(peer.ip(), &tried) {
+            Ok(index) => index,
+            Err(NoMember::NoneUsable) => {
+                send_error(client, peer, listener, mysql_packet::NO_BACKEND, format!(
+                    "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
+                    listener.name, route.pool.name, route.pool.members.len())).await;
+                return None;
+            }
+            Err(NoMember::AllTried) => {
+                send_error(
+                    client,
+                    peer,
+                    listener,
+                    mysql_packet::NO_BACKEND,
+                    format!(
+                        "galera-lb: cannot connect to any backend for listener '{}': {}",
+                        listener.name,
+                        failures.join("; ")
+                    ),
+                )
+                .await;
+                return None;
+            }
+        };
+        tried.push(index);
+        let member = &route.pool.members[index];
+        let Some(slot) = try_acquire(&member.backend, member.max_connections.map(u64::from)) else {
+            // Filled up by another client since the pick: try the next one.
+            failures.push(format!(
+                "{} is at its max_connections",
+                member.backend.address
+            ));
+            continue;
+        };
+        match connect_backend(member.socket_addr, ctx.connect_timeout, &ctx.tcp).await {
+            Ok(stream) => return Some((stream, slot)),
+            Err(e) => {
+                member.backend.count_connect_error();
+                warn!(listener = %listener.name, client = %peer, backend = %member.backend.address,
+                    error = %e, "cannot connect to backend; trying the next one");
+                failures.push(format!("{}: {e}", member.backend.address));
+            }
+        }
+    }
+}
+
+/// Answers a client that cannot be served with an ERR packet in place of the server greeting,
+/// then half-closes; counted and logged once.
+async fn send_error(
+    client: &TcpStream,
+    peer: SocketAddr,
+    listener: &ListenerState,
+    error: ServerError,
+    message: String,
+) {
+    listener.refused.fetch_add(1, Ordering::Relaxed);
+    warn!(listener = %listener.name, client = %peer, code = error.code, "refusing client: {message}");
+    let packet = mysql_packet::err_packet(error, &message);
+    let write = async {
+        let mut written = 0;
+        while written < packet.len() {
+            client.writable().await?;
+            match client.try_write(&packet[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        SockRef::from(client).shutdown(Shutdown::Write)
+    };
+    // A client that does not read its error must not hold the task for long.
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+}
+
+/// Opens a connection to a backend with the configured socket options and timeout.
+async fn connect_backend(
+    address: SocketAddr,
+    timeout: Duration,
+    tcp: &TcpConfig,
+) -> io::Result<TcpStream> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(tcp.nodelay)?;
+    if let Some(idle) = tcp.keepalive {
+        SockRef::from(&socket).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    match tokio::time::timeout(timeout, socket.connect(address)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect timed out after {timeout:?}"),
+        )),
+    }
+}
+
+fn set_stream_options(stream: &TcpStream, tcp: &TcpConfig) -> io::Result<()> {
+    stream.set_nodelay(tcp.nodelay)?;
+    if let Some(idle) = tcp.keepalive {
+        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}
+
+/// Copies client→backend and backend→client until both directions have ended. An end of stream
+/// on one side is passed on as a half-close of the other; an error on either ends both.
+async fn copy_both_ways(
+    client: &TcpStream,
+    backend_stream: &TcpStream,
+    backend: &BackendState,
+) -> io::Result<()> {
+    let upstream = pump(client, backend_stream, |n| backend.add_bytes_to_backend(n));
+    let downstream = pump(backend_stream, client, |n| backend.add_bytes_to_client(n));
+    tokio::pin!(upstream, downstream);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        tokio::select! {
+            result = &mut upstream, if !up_done => { result?; up_done = true; }
+            result = &mut downstream, if !down_done => { result?; down_done = true; }
+        }
+    }
+    Ok(())
+}
+
+/// The size of the stack buffer one read fills.
+const READ_CHUNK: usize = 32 * 1024;
+
+/// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`.
+async fn pump(src: &TcpStream, dst: &TcpStream, count: impl Fn(u64)) -> io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        src.readable().await?;
+        match transfer_ready(src, dst, &mut pending) {
+            Ok(Transfer::Moved(n)) => count(n as u64),
+            Ok(Transfer::Blocked(n)) => {
+                count(n as u64);
+                while !pending.is_empty() {
+                    dst.writable().await?;
+                    match dst.try_write(&pending) {
+                        Ok(written) => {
+                            pending.drain(..written);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                pending = Vec::new();
+            }
+            Ok(Transfer::End) => match SockRef::from(dst).shutdown(Shutdown::Write) {
+                Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
+                _ => return Ok(()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+enum Transfer {
+    /// This many bytes were read and all written.
+    Moved(usize),
+    /// This many bytes were read; what `dst` could not take is in `pending`.
+    Blocked(usize),
+    /// `src` reached its end.
+    End,
+}
+
+/// One read from `src` into a stack buffer and as much of it written to `dst` as it takes now.
+/// Not async, so the buffer is never part of the connection's stored state.
+fn transfer_ready(src: &TcpStream, dst: &TcpStream, pending: &mut Vec<u8>) -> io::Result<Transfer> {
+    let mut buf = [0u8; READ_CHUNK];
+    let n = src.try_read(&mut buf)?;
+    if n == 0 {
+        return Ok(Transfer::End);
+    }
+    let mut written = 0;
+    while written < n {
+        match dst.try_write(&buf[written..n]) {
+            Ok(k) => written += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                pending.extend_from_slice(&buf[written..n]);
+                return Ok(Transfer::Blocked(n));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Transfer::Moved(n))
+}
