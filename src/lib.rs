@@ -127,6 +127,7 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         listeners.push((listener.name.clone(), local));
         listener_states.push(state);
     }
+    info!(listeners = listeners.len(), "ready");
     Ok(Running {
         listeners,
         updater,

@@ -1,0 +1,294 @@
+//! The `galera-lb` binary as a user runs it: `check`, exit codes, messages, signals, and what it
+//! does when it runs out of file descriptors. Backends here are small in-process fakes; the real
+//! cluster tests are in `tests/cluster.rs`.
+
+#[allow(dead_code)]
+#[path = "support/lb.rs"]
+mod lb;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use lb::{LbProcess, binary, free_port, simple_config};
+
+/// A fake backend on a thread: greets with "hello\n", then echoes until the client closes.
+fn echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                stream.write_all(b"hello\n")?;
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = stream.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    stream.write_all(&buf[..n])?;
+                }
+            });
+        }
+    });
+    address
+}
+
+fn read_greeting(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 6];
+    stream.read_exact(&mut buf).unwrap();
+    buf.to_vec()
+}
+
+fn write_config(yaml: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    file
+}
+
+#[test]
+fn check_accepts_the_examples_and_refuses_bad_files_with_64() {
+    for example in ["config/galera-lb.yaml", "config/sandbox.yaml"] {
+        let out = binary()
+            .args(["check", "--config", example])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bad = write_config(
+        "listeners:\n  - name: rw\n    bind: 127.0.0.1:3306\nbackends:\n  - address: db1\n",
+    );
+    let out = binary()
+        .arg("check")
+        .arg("--config")
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&bad.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("backends[0].address"), "{stderr}");
+    assert!(stderr.contains("not HOST:PORT"), "{stderr}");
+
+    let out = binary()
+        .args(["check", "--config", "/nonexistent/galera-lb.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/galera-lb.yaml"));
+}
+
+#[test]
+fn help_and_version() {
+    let out = binary().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("galera-lb {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = binary().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--config") && help.contains("check"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_missing_password_variable_is_a_configuration_error() {
+    let yaml = simple_config(
+        free_port(),
+        "round_robin",
+        &[echo_backend()],
+        "health:\n  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
+    );
+    let config = write_config(&yaml);
+    let out = binary()
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("health.password") && stderr.contains("GALERA_LB_TEST_SURELY_UNSET"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unresolvable_backend_name_is_a_configuration_error() {
+    let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  - address: no-such-node.invalid:3306\n";
+    let config = write_config(yaml);
+    let out = binary()
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("backends[0].address") && stderr.contains("no-such-node.invalid"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_reported_with_its_holder() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let config = write_config(&simple_config(port, "round_robin", &[echo_backend()], ""));
+    let out = binary()
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_on_request() {
+    let port = free_port();
+    let yaml = simple_config(
+        port,
+        "round_robin",
+        &[echo_backend()],
+        "log:\n  format: json\n",
+    );
+    let lb = LbProcess::start(&yaml);
+    let log = lb.log();
+    let line = log.lines().find(|l| l.contains("ready")).unwrap();
+    assert!(
+        line.starts_with('{') && line.contains("\"level\":\"INFO\""),
+        "{line}"
+    );
+}
+
+#[test]
+fn sigterm_stops_accepting_and_lets_open_sessions_finish() {
+    let port = free_port();
+    let yaml = simple_config(
+        port,
+        "round_robin",
+        &[echo_backend()],
+        "limits:\n  shutdown_grace: 10s\n",
+    );
+    let mut lb = LbProcess::start(&yaml);
+    let mut open = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(read_greeting(&mut open), b"hello\n");
+    lb.signal(libc::SIGTERM);
+    lb.wait_for_log("draining", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "new clients are refused"
+    );
+    open.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    open.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    drop(open);
+    let status = lb.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", lb.log());
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after "pid (comm)".
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
+    let port = free_port();
+    let yaml = simple_config(port, "round_robin", &[echo_backend()], "");
+    let lb = LbProcess::start_with(&yaml, |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 48,
+                    rlim_max: 48,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // Each proxied client costs two descriptors: far more clients than fit.
+    let mut clients = Vec::new();
+    for _ in 0..60 {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        clients.push(stream);
+    }
+    lb.wait_for_log("out of resources", Duration::from_secs(10));
+    let before = cpu_seconds(lb.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(lb.pid()) - before;
+    assert!(
+        used < 0.3,
+        "galera-lb used {used:.2} s of CPU in 2 s while out of descriptors"
+    );
+
+    // Clients that were served got the greeting or an ERR packet; none crashed galera-lb.
+    let mut served = 0;
+    for client in &mut clients {
+        let mut buf = [0u8; 6];
+        if client.read_exact(&mut buf).is_ok() && (&buf == b"hello\n" || buf[4] == 0xFF) {
+            served += 1;
+        }
+    }
+    assert!(served > 0);
+    drop(clients);
+
+    // Descriptors are free again: service resumes by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 6];
+        match stream.read_exact(&mut buf) {
+            Ok(()) if &buf == b"hello\n" => break,
+            // Still an ERR packet, or nothing yet: try again.
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume; log:\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
