@@ -19,9 +19,11 @@ pub const TOO_MANY_CONNECTIONS: ServerError = ServerError {
     sql_state: "08004",
 };
 
-/// CR_CONN_HOST_ERROR: no backend could be reached; connectors treat it as "cannot connect".
+/// ER_CONNECT_TO_FOREIGN_DATA_SOURCE ("Unable to connect to foreign data source"): no backend
+/// could be reached. Not 2003: codes 2000-2999 are client-side codes, and MariaDB's client library
+/// reports an ERR packet carrying one as "ERROR 2027: Received malformed packet".
 pub const NO_BACKEND: ServerError = ServerError {
-    code: 2003,
+    code: 1429,
     sql_state: "HY000",
 };
 
@@ -105,7 +107,7 @@ mod tests {
     fn err_packet_round_trips() {
         let packet = err_packet(NO_BACKEND, "galera-lb: no usable backend");
         let parsed = parse_err_packet(&packet).unwrap();
-        assert_eq!(parsed.code, 2003);
+        assert_eq!(parsed.code, 1429);
         assert_eq!(parsed.sql_state, "HY000");
         assert_eq!(parsed.message, "galera-lb: no usable backend");
     }

@@ -284,40 +284,16 @@ async fn connect_with_failover(
         return None;
     };
     let mut tried: Vec<usize> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    loop {
+    let mut connect_failures: Vec<String> = Vec::new();
+    let no_member = loop {
         let index = match route.pick(peer.ip(), &tried) {
             Ok(index) => index,
-            Err(NoMember::NoneUsable) => {
-                send_error(client, peer, listener, mysql_packet::NO_BACKEND, format!(
-                    "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
-                    listener.name, route.pool.name, route.pool.members.len())).await;
-                return None;
-            }
-            Err(NoMember::AllTried) => {
-                send_error(
-                    client,
-                    peer,
-                    listener,
-                    mysql_packet::NO_BACKEND,
-                    format!(
-                        "galera-lb: cannot connect to any backend for listener '{}': {}",
-                        listener.name,
-                        failures.join("; ")
-                    ),
-                )
-                .await;
-                return None;
-            }
+            Err(no_member) => break no_member,
         };
         tried.push(index);
         let member = &route.pool.members[index];
+        // Another client may have filled the member since the pick: then try the next one.
         let Some(slot) = try_acquire(&member.backend, member.max_connections.map(u64::from)) else {
-            // Filled up by another client since the pick: try the next one.
-            failures.push(format!(
-                "{} is at its max_connections",
-                member.backend.address
-            ));
             continue;
         };
         match connect_backend(member.socket_addr, ctx.connect_timeout, &ctx.tcp).await {
@@ -326,10 +302,42 @@ async fn connect_with_failover(
                 member.backend.count_connect_error();
                 warn!(listener = %listener.name, client = %peer, backend = %member.backend.address,
                     error = %e, "cannot connect to backend; trying the next one");
-                failures.push(format!("{}: {e}", member.backend.address));
+                connect_failures.push(format!("{}: {e}", member.backend.address));
             }
         }
-    }
+    };
+    let pool = &route.pool;
+    let any_healthy = pool.members.iter().any(|m| m.backend.is_healthy());
+    let (error, message) = match no_member {
+        NoMember::AllTried if !connect_failures.is_empty() => (
+            mysql_packet::NO_BACKEND,
+            format!(
+                "galera-lb: cannot connect to any backend for listener '{}': {}",
+                listener.name,
+                connect_failures.join("; ")
+            ),
+        ),
+        // Healthy members that could not be picked or taken are full.
+        _ if any_healthy => (
+            mysql_packet::TOO_MANY_CONNECTIONS,
+            format!(
+                "Too many connections (galera-lb: every usable backend of pool '{}' is at its \
+                 max_connections)",
+                pool.name
+            ),
+        ),
+        _ => (
+            mysql_packet::NO_BACKEND,
+            format!(
+                "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
+                listener.name,
+                pool.name,
+                pool.members.len()
+            ),
+        ),
+    };
+    send_error(client, peer, listener, error, message).await;
+    None
 }
 
 /// Answers a client that cannot be served with an ERR packet in place of the server greeting,

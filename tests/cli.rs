@@ -52,7 +52,11 @@ fn write_config(yaml: &str) -> tempfile::NamedTempFile {
 
 #[test]
 fn check_accepts_the_examples_and_refuses_bad_files_with_64() {
-    for example in ["config/galera-lb.yaml", "config/sandbox.yaml"] {
+    for example in [
+        "config/galera-lb.yaml",
+        "config/sandbox.yaml",
+        "config/docker.yaml",
+    ] {
         let out = binary()
             .args(["check", "--config", example])
             .output()

@@ -165,7 +165,7 @@ async fn no_reachable_backend_gets_an_err_packet_naming_galera_lb() {
     let (_running, proxy) = start(&config("round_robin", &backends, "")).await;
     let reply = read_all(proxy).await;
     let error = parse_err_packet(&reply).expect("an ERR packet");
-    assert_eq!(error.code, 2003);
+    assert_eq!(error.code, 1429);
     assert!(
         error
             .message
@@ -187,7 +187,7 @@ async fn an_unhealthy_pool_gets_an_err_packet() {
         .backend
         .set_healthy(false);
     let error = parse_err_packet(&read_all(proxy).await).expect("an ERR packet");
-    assert_eq!(error.code, 2003);
+    assert_eq!(error.code, 1429);
     assert!(error.message.contains("no usable backend"), "{error:?}");
 }
 
@@ -235,6 +235,20 @@ async fn a_full_backend_sends_clients_to_the_next_one() {
         held.push(stream);
     }
     assert_eq!(names, ["a", "a", "b", "b"]);
+}
+
+#[tokio::test]
+async fn when_every_backend_is_full_clients_get_1040() {
+    let mut config = config("round_robin", &[echo_backend("a").await], "");
+    config.backends[0].max_connections = Some(1);
+    let (_running, proxy) = start(&config).await;
+    let (_held, _) = greeting(proxy).await;
+    let error = parse_err_packet(&read_all(proxy).await).expect("an ERR packet");
+    assert_eq!(error.code, 1040);
+    assert!(
+        error.message.contains("at its max_connections"),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
