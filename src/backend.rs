@@ -2,13 +2,39 @@
 //!
 //! A backend is identified by its address as configured (`db1:3306`, `[::1]:3306`): never by its
 //! weight or pool, so that a weight change keeps its health and counters. [`BackendState`] holds
-//! everything that changes while galera-lb runs (health, connection and byte counters) as atomics,
-//! shared by `Arc` between every snapshot that includes the backend; the proxy updates the counters
-//! without a lock and readers (metrics, control port) load them when asked.
+//! everything that changes while galera-lb runs as atomics, shared by `Arc` between every snapshot
+//! that includes the backend: the proxy reads health and updates counters without a lock, the
+//! health checker writes health, and readers (metrics, control port) load them when asked.
+//!
+//! The last check's details (reason, timing, wsrep status) are an immutable [`HealthReport`]
+//! behind an `ArcSwap`, for the status displays; routing only reads the atomics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use crate::health::wsrep::WsrepStatus;
 use crate::limit::ActiveCount;
+
+/// The details of a backend's latest health check.
+#[derive(Debug, Clone, Default)]
+pub struct HealthReport {
+    /// When the latest check finished; `None` before the first.
+    pub checked_at: Option<SystemTime>,
+    pub duration: Duration,
+    /// Whether the latest check passed (routing follows rise/fall, see [`BackendState::is_healthy`]).
+    pub passed: bool,
+    /// A short reason: "synced", "non-Primary", "timeout", "error 1045", ...
+    pub reason: String,
+    /// The longer story: a server's error message, say.
+    pub detail: String,
+    /// The server's error code, when the check failed with one.
+    pub error_code: Option<u16>,
+    pub wsrep: Option<WsrepStatus>,
+}
 
 /// Live state of one backend, shared across routing snapshots.
 #[derive(Debug)]
@@ -17,6 +43,13 @@ pub struct BackendState {
     pub address: String,
     /// False while health checks consider the backend down.
     healthy: AtomicBool,
+    /// Healthy and allowed to hold the writer role (not `read_only`).
+    writable: AtomicBool,
+    /// The node's `wsrep_local_index`, `u32::MAX` while unknown.
+    local_index: AtomicU32,
+    report: ArcSwap<HealthReport>,
+    /// Bumped to close every open session to this backend.
+    close_sessions: watch::Sender<u64>,
     /// Proxied connections open now, or being opened.
     active: ActiveCount,
     /// Proxied connections ever established.
@@ -40,10 +73,15 @@ pub struct BackendCounters {
 }
 
 impl BackendState {
-    pub fn new(address: String) -> Self {
+    /// A backend that starts out healthy (and writable) or not.
+    pub fn new(address: String, healthy: bool) -> Self {
         BackendState {
             address,
-            healthy: AtomicBool::new(true),
+            healthy: AtomicBool::new(healthy),
+            writable: AtomicBool::new(healthy),
+            local_index: AtomicU32::new(u32::MAX),
+            report: ArcSwap::from_pointee(HealthReport::default()),
+            close_sessions: watch::Sender::new(0),
             active: ActiveCount::default(),
             total: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
@@ -58,6 +96,46 @@ impl BackendState {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Healthy and not read-only: may be the writer.
+    pub fn is_writable(&self) -> bool {
+        self.is_healthy() && self.writable.load(Ordering::Relaxed)
+    }
+
+    pub fn set_writable(&self, writable: bool) {
+        self.writable.store(writable, Ordering::Relaxed);
+    }
+
+    /// The node's position in the Galera view (`wsrep_local_index`), when known.
+    pub fn local_index(&self) -> Option<u32> {
+        match self.local_index.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            index => Some(index),
+        }
+    }
+
+    pub fn set_local_index(&self, index: Option<u32>) {
+        self.local_index
+            .store(index.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> Arc<HealthReport> {
+        self.report.load_full()
+    }
+
+    pub fn set_report(&self, report: HealthReport) {
+        self.report.store(Arc::new(report));
+    }
+
+    /// A receiver that changes when [`BackendState::close_sessions`] is called.
+    pub fn session_closer(&self) -> watch::Receiver<u64> {
+        self.close_sessions.subscribe()
+    }
+
+    /// Closes every open client session to this backend.
+    pub fn close_sessions(&self) {
+        self.close_sessions.send_modify(|n| *n += 1);
     }
 
     pub fn active(&self) -> u64 {

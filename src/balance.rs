@@ -282,7 +282,7 @@ mod tests {
             .map(|(i, &weight)| {
                 let address = format!("127.0.0.1:{}", 3316 + 10 * i);
                 Member {
-                    backend: Arc::new(BackendState::new(address.clone())),
+                    backend: Arc::new(BackendState::new(address.clone(), true)),
                     socket_addr: address.parse().unwrap(),
                     weight,
                     tier: 1,

@@ -200,6 +200,37 @@ pub struct ListenerConfig {
     pub pool: String,
     /// Client connections on this listener; default: only the global limit applies.
     pub max_connections: Option<u32>,
+    /// Which nodes of the pool this listener uses: every usable node, only the writer, or the
+    /// readers.
+    #[serde(default)]
+    pub role: Role,
+    /// For `role: reader`: leave the current writer out, unless it is the only usable node.
+    #[serde(default)]
+    pub exclude_writer: bool,
+}
+
+/// Which usable nodes of a pool a listener sends clients to.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Every usable node, chosen by the listener's policy.
+    #[default]
+    Any,
+    /// Exactly one node, the pool's writer: chosen deterministically from cluster state, so that
+    /// several galera-lb instances agree (the policy is not used).
+    Writer,
+    /// Usable nodes, chosen by the listener's policy (see `exclude_writer`).
+    Reader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Any => "any",
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+        }
+    }
 }
 
 fn default_pool_name() -> String {
@@ -239,11 +270,81 @@ fn default_tier() -> u8 {
     1
 }
 
-/// Credentials and settings for health checks.
+/// How galera-lb checks its backends.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// No checks: every backend counts as usable; only connect failover protects clients.
+    None,
+    /// A TCP connect. Cheap, but the server counts a connection closed before login as an aborted
+    /// connect, and blocks the host after `max_connect_errors` of them: prefer `handshake`.
+    Tcp,
+    /// A MySQL login as the check user, ended with COM_QUIT (no aborted connects).
+    Handshake,
+    /// A login plus the node's wsrep status: usable only when Galera says it can serve queries.
+    #[default]
+    Wsrep,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::None => "none",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Handshake => "handshake",
+            CheckKind::Wsrep => "wsrep",
+        }
+    }
+}
+
+/// What a backend's health is before its first check.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialState {
+    /// Down until its first passing check (the first result counts at once).
+    #[default]
+    Down,
+    /// Up until its first failing check.
+    Up,
+}
+
+/// What to do with a node's open sessions when it goes down (or stops being the writer).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionAction {
+    /// Leave them open: clients find out for themselves.
+    #[default]
+    None,
+    /// Close them, so clients reconnect through galera-lb to a usable node.
+    ShutdownSessions,
+}
+
+/// Health checks: how, how often, and what to do on a change.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// The user the health checks log in as.
+    pub check: CheckKind,
+    /// Time between checks of one backend (a little jitter is added).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take; longer counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passing checks that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failing checks that take an up backend down.
+    pub fall: u32,
+    pub initial: InitialState,
+    /// A Donor node serves clients if it does not reject queries (`wsrep_sst_donor_rejects_queries`).
+    pub available_when_donor: bool,
+    /// When a backend goes down: close its client sessions, or leave them.
+    pub on_down: SessionAction,
+    /// When the writer changes: close the sessions that writer listeners have on the old writer.
+    pub on_writer_change: SessionAction,
+    /// Give the writer role back to the preferred node when it is usable again (default: the
+    /// writer stays where it is while it is usable).
+    pub failback: bool,
+    /// The user the checks log in as.
     pub user: String,
     /// The password, written in the file (prefer `password_env` or `password_file`).
     pub password: Option<Secret>,
@@ -256,6 +357,16 @@ pub struct HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
+            check: CheckKind::Wsrep,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+            initial: InitialState::Down,
+            available_when_donor: false,
+            on_down: SessionAction::None,
+            on_writer_change: SessionAction::None,
+            failback: false,
             user: "monitor".to_string(),
             password: None,
             password_env: None,
@@ -440,6 +551,12 @@ impl Config {
                     ),
                 ));
             }
+            if listener.exclude_writer && listener.role != Role::Reader {
+                return Err(err(
+                    format!("{field}.exclude_writer"),
+                    "only applies to listeners with role: reader".into(),
+                ));
+            }
             if listener.max_connections == Some(0) {
                 return Err(err(
                     format!("{field}.max_connections"),
@@ -449,6 +566,24 @@ impl Config {
         }
 
         let health = &self.health;
+        if health.interval.is_zero() {
+            return Err(err(
+                "health.interval".into(),
+                "must be longer than 0 (e.g. 1s)".into(),
+            ));
+        }
+        if health.timeout.is_zero() {
+            return Err(err(
+                "health.timeout".into(),
+                "must be longer than 0 (e.g. 500ms)".into(),
+            ));
+        }
+        if health.rise == 0 {
+            return Err(err("health.rise".into(), "must be at least 1".into()));
+        }
+        if health.fall == 0 {
+            return Err(err("health.fall".into(), "must be at least 1".into()));
+        }
         let sources = [
             health.password.is_some(),
             health.password_env.is_some(),

@@ -13,6 +13,7 @@
 //! - [`limit`]: lock-free connection counts with limits, released by guards.
 //! - [`snapshot`]: pools, members and per-listener routes; the single writer that swaps them.
 //! - [`balance`]: the policies (round robin, weighted, least connections, random, source, single).
+//! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
 //! - [`proxy`]: listeners (accept loop with back-off) and the per-connection handler.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
@@ -24,6 +25,7 @@
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod health;
 pub mod limit;
 pub mod mysql_packet;
 pub mod port_owner;
@@ -42,19 +44,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::health::{HealthMonitor, HealthSettings};
 use crate::proxy::{ListenerState, ProxyContext};
 use crate::snapshot::Updater;
 
 /// Why galera-lb could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The configuration names something that cannot be used (e.g. a host name that does not
-    /// resolve): reported like an invalid configuration.
-    #[error("{file}: {source}")]
-    Config {
-        file: String,
-        source: snapshot::BuildError,
-    },
+    /// The configuration names something that cannot be used (a host name that does not
+    /// resolve, a password variable that is not set): reported like an invalid configuration.
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Bind(#[from] proxy::BindError),
 }
@@ -64,6 +64,7 @@ pub struct Running {
     /// Each listener's name and the address it is bound to (useful when the port was 0).
     pub listeners: Vec<(String, SocketAddr)>,
     pub updater: Updater,
+    pub health: HealthMonitor,
     pub listener_states: Vec<Arc<ListenerState>>,
     stop_accepting: CancellationToken,
     accept_loops: JoinSet<()>,
@@ -73,12 +74,13 @@ pub struct Running {
 
 /// Resolves the backends, binds every listener and starts accepting.
 pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunError> {
+    let password = config
+        .health
+        .resolve_password()
+        .map_err(|reason| RunError::Config(format!("{config_file}: health.password: {reason}")))?;
     let updater = Updater::new(config)
         .await
-        .map_err(|source| RunError::Config {
-            file: config_file.to_string(),
-            source,
-        })?;
+        .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
     let mut bound = Vec::new();
     for listener in &config.listeners {
         let address: SocketAddr = listener
@@ -99,6 +101,19 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         tasks: TaskTracker::new(),
         force_close: CancellationToken::new(),
     });
+    let mut health = HealthMonitor::start(
+        HealthSettings {
+            config: config.health.clone(),
+            password,
+        },
+        updater.router(),
+    );
+    health.sync(&updater.router().load_full());
+    // The sockets are bound, so clients wait in the backlog while the first checks run: routing
+    // starts from real health, not from the initial state.
+    health
+        .first_round(config.health.timeout + Duration::from_millis(500))
+        .await;
     let stop_accepting = CancellationToken::new();
     let mut accept_loops = JoinSet::new();
     let mut listeners = Vec::new();
@@ -127,10 +142,15 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         listeners.push((listener.name.clone(), local));
         listener_states.push(state);
     }
-    info!(listeners = listeners.len(), "ready");
+    info!(
+        listeners = listeners.len(),
+        check = config.health.check.as_str(),
+        "ready"
+    );
     Ok(Running {
         listeners,
         updater,
+        health,
         listener_states,
         stop_accepting,
         accept_loops,
@@ -161,6 +181,7 @@ impl Running {
             self.ctx.force_close.cancel();
             self.ctx.tasks.wait().await;
         }
+        self.health.stop();
         info!("all connections closed");
     }
 

@@ -111,7 +111,7 @@ fn run(config: Config, file: String) -> Result<(), Failure> {
         galera_lb::run(&config, &file, shutdown)
             .await
             .map_err(|e| match e {
-                galera_lb::RunError::Config { .. } => Failure::Config(e.to_string()),
+                galera_lb::RunError::Config(message) => Failure::Config(message),
                 other => Failure::Other(other.into()),
             })
     })
@@ -122,6 +122,7 @@ fn init_logging(config: &Config) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),

@@ -30,7 +30,7 @@ use crate::backend::BackendState;
 use crate::config::TcpConfig;
 use crate::limit::{ActiveCount, Slot, try_acquire};
 use crate::mysql_packet::{self, ServerError};
-use crate::snapshot::{NoMember, Router};
+use crate::snapshot::{NoMember, Pool, Router};
 
 /// Everything a listener and its handlers share with the rest of galera-lb.
 #[derive(Debug)]
@@ -235,22 +235,33 @@ fn refuse_in_background(
     });
 }
 
+/// A client's connection to the backend it was given.
+struct Connected {
+    stream: TcpStream,
+    slot: Slot<BackendState>,
+    /// Set for writer listeners with `on_writer_change: shutdown_sessions`: the pool whose writer
+    /// this session follows, and the member it is connected to.
+    follows_writer: Option<(Arc<Pool>, usize)>,
+}
+
 /// Serves one client: pick and connect with failover, then copy until both sides are done.
 async fn handle(client: TcpStream, peer: SocketAddr, listener: &ListenerState, ctx: &ProxyContext) {
     if let Err(e) = set_stream_options(&client, &ctx.tcp) {
         debug!(listener = %listener.name, client = %peer, error = %e, "cannot set client socket options");
     }
-    let Some((backend_stream, slot)) = connect_with_failover(peer, listener, ctx, &client).await
-    else {
+    let Some(connected) = connect_with_failover(peer, listener, ctx, &client).await else {
         return;
     };
-    let backend = slot.owner().clone();
+    let backend = connected.slot.owner().clone();
     backend.count_established();
     debug!(listener = %listener.name, client = %peer, backend = %backend.address, "proxying");
 
+    let mut backend_down = backend.session_closer();
     let outcome = tokio::select! {
-        outcome = copy_both_ways(&client, &backend_stream, &backend) => outcome,
+        outcome = copy_both_ways(&client, &connected.stream, &backend) => outcome,
         _ = ctx.force_close.cancelled() => Err(io::Error::other("closed at the end of the shutdown grace period")),
+        _ = backend_down.changed() => Err(io::Error::other("closed: the backend went down (on_down: shutdown_sessions)")),
+        _ = writer_moved_away(connected.follows_writer.as_ref()) => Err(io::Error::other("closed: the writer moved (on_writer_change: shutdown_sessions)")),
     };
     match outcome {
         Ok(()) => {
@@ -260,7 +271,23 @@ async fn handle(client: TcpStream, peer: SocketAddr, listener: &ListenerState, c
             debug!(listener = %listener.name, client = %peer, backend = %backend.address, error = %e, "session ended with an error")
         }
     }
-    drop(slot);
+}
+
+/// Completes when the pool's writer is no longer `member`; never when the session does not
+/// follow the writer.
+async fn writer_moved_away(follows: Option<&(Arc<Pool>, usize)>) {
+    let Some((pool, member)) = follows else {
+        return std::future::pending().await;
+    };
+    let mut changes = pool.writer_watch();
+    loop {
+        if pool.writer() != Some(*member) {
+            return;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Asks the route for members until one accepts a connection; the client gets an ERR packet
@@ -270,7 +297,7 @@ async fn connect_with_failover(
     listener: &ListenerState,
     ctx: &ProxyContext,
     client: &TcpStream,
-) -> Option<(TcpStream, Slot<BackendState>)> {
+) -> Option<Connected> {
     let snapshot = ctx.router.load_full();
     let Some(route) = snapshot.route(&listener.name) else {
         send_error(
@@ -297,7 +324,14 @@ async fn connect_with_failover(
             continue;
         };
         match connect_backend(member.socket_addr, ctx.connect_timeout, &ctx.tcp).await {
-            Ok(stream) => return Some((stream, slot)),
+            Ok(stream) => {
+                let follows_writer = route.follows_writer.then(|| (route.pool.clone(), index));
+                return Some(Connected {
+                    stream,
+                    slot,
+                    follows_writer,
+                });
+            }
             Err(e) => {
                 member.backend.count_connect_error();
                 warn!(listener = %listener.name, client = %peer, backend = %member.backend.address,

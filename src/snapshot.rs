@@ -12,12 +12,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::backend::BackendState;
 use crate::balance::{Policy, build_policy};
-use crate::config::{BackendConfig, Config, PolicyKind, split_host_port};
+use crate::config::{
+    BackendConfig, CheckKind, Config, InitialState, PolicyKind, Role, SessionAction,
+    split_host_port,
+};
 
 /// A backend as a member of a pool.
 #[derive(Debug, Clone)]
@@ -45,6 +50,95 @@ impl Member {
 pub struct Pool {
     pub name: String,
     pub members: Vec<Member>,
+    /// The index of the writer, [`NO_WRITER`] when there is none.
+    writer: AtomicUsize,
+    /// Bumped on every writer change, for sessions that follow the writer.
+    writer_changed: watch::Sender<u64>,
+}
+
+const NO_WRITER: usize = usize::MAX;
+
+impl Pool {
+    pub fn new(name: String, members: Vec<Member>) -> Pool {
+        Pool {
+            name,
+            members,
+            writer: AtomicUsize::new(NO_WRITER),
+            writer_changed: watch::Sender::new(0),
+        }
+    }
+
+    /// The member that holds the writer role now.
+    pub fn writer(&self) -> Option<usize> {
+        match self.writer.load(Ordering::Acquire) {
+            NO_WRITER => None,
+            index => Some(index),
+        }
+    }
+
+    /// A receiver that changes whenever the writer changes.
+    pub fn writer_watch(&self) -> watch::Receiver<u64> {
+        self.writer_changed.subscribe()
+    }
+
+    /// The writer candidates, best first: lowest tier, then highest weight, then lowest
+    /// `wsrep_local_index`, then address. The order depends only on configuration and cluster
+    /// state, so every galera-lb instance computes the same one.
+    pub fn writer_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.members.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&self.members[a], &self.members[b]);
+            a.tier
+                .cmp(&b.tier)
+                .then(b.weight.total_cmp(&a.weight))
+                .then(
+                    a.backend
+                        .local_index()
+                        .unwrap_or(u32::MAX)
+                        .cmp(&b.backend.local_index().unwrap_or(u32::MAX)),
+                )
+                .then(a.backend.address.cmp(&b.backend.address))
+        });
+        order
+    }
+
+    /// Chooses the writer: the current one while it stays writable (unless `failback` prefers a
+    /// better one), else the best writable candidate. Returns `(old, new)` when it changed. Only
+    /// the health coordinator calls this, so elections never race.
+    pub fn elect_writer(&self, failback: bool) -> Option<(Option<usize>, Option<usize>)> {
+        let current = self.writer();
+        let best = self
+            .writer_order()
+            .into_iter()
+            .find(|&i| self.members[i].backend.is_writable());
+        let keep = current.filter(|&w| self.members[w].backend.is_writable());
+        let chosen = if failback { best } else { keep.or(best) };
+        if chosen == current {
+            return None;
+        }
+        self.writer
+            .store(chosen.unwrap_or(NO_WRITER), Ordering::Release);
+        self.writer_changed.send_modify(|n| *n += 1);
+        Some((current, chosen))
+    }
+
+    /// Takes over the writer of `previous` (the same pool in the snapshot being replaced), by
+    /// address, so a reload does not move the writer.
+    fn inherit_writer(&self, previous: &Pool) {
+        let Some(address) = previous
+            .writer()
+            .map(|w| &previous.members[w].backend.address)
+        else {
+            return;
+        };
+        if let Some(index) = self
+            .members
+            .iter()
+            .position(|m| &m.backend.address == address)
+        {
+            self.writer.store(index, Ordering::Release);
+        }
+    }
 }
 
 /// What one listener routes to, and how.
@@ -52,6 +146,10 @@ pub struct Pool {
 pub struct Route {
     pub listener: String,
     pub policy_kind: PolicyKind,
+    pub role: Role,
+    pub exclude_writer: bool,
+    /// Sessions of this (writer) listener close when the writer moves to another node.
+    pub follows_writer: bool,
     pub pool: Arc<Pool>,
     policy: Box<dyn Policy>,
 }
@@ -66,25 +164,50 @@ pub enum NoMember {
 }
 
 impl Route {
-    /// Picks a member for `client`, skipping the members in `tried`: the lowest tier that still has
-    /// a usable, untried member, and within it the policy's choice.
+    /// Picks a member for `client`, skipping the members in `tried`.
+    ///
+    /// `any` and `reader` listeners use the lowest tier that still has a usable, untried member,
+    /// and within it the policy's choice (a reader with `exclude_writer` leaves the writer out
+    /// while another member is usable). A `writer` listener takes the pool's writer, and after a
+    /// failed connect the next writer candidate.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Result<usize, NoMember> {
         let members = &self.pool.members;
         let available = |i: usize| !tried.contains(&i) && members[i].is_usable();
-        let Some(tier) = (0..members.len())
-            .filter(|&i| available(i))
-            .map(|i| members[i].tier)
-            .min()
-        else {
-            return Err(if tried.is_empty() {
+        let none_left = || {
+            if tried.is_empty() {
                 NoMember::NoneUsable
             } else {
                 NoMember::AllTried
-            });
+            }
+        };
+        if self.role == Role::Writer {
+            if let Some(writer) = self.pool.writer().filter(|&w| available(w)) {
+                return Ok(writer);
+            }
+            return self
+                .pool
+                .writer_order()
+                .into_iter()
+                .find(|&i| available(i) && members[i].backend.is_writable())
+                .ok_or_else(none_left);
+        }
+        let left_out = match (self.exclude_writer, self.pool.writer()) {
+            (true, Some(writer)) if (0..members.len()).any(|i| i != writer && available(i)) => {
+                Some(writer)
+            }
+            _ => None,
+        };
+        let candidate = |i: usize| available(i) && Some(i) != left_out;
+        let Some(tier) = (0..members.len())
+            .filter(|&i| candidate(i))
+            .map(|i| members[i].tier)
+            .min()
+        else {
+            return Err(none_left());
         };
         self.policy
             .pick(members, client, &|i| {
-                members[i].tier == tier && available(i)
+                members[i].tier == tier && candidate(i)
             })
             .ok_or(NoMember::AllTried)
     }
@@ -161,6 +284,12 @@ impl Updater {
         let generation = self.router.load().generation + 1;
         let mut registry = self.backends.clone();
         let snapshot = build(config, &mut registry, generation).await?;
+        let previous = self.router.load_full();
+        for pool in &snapshot.pools {
+            if let Some(old) = previous.pools.iter().find(|p| p.name == pool.name) {
+                pool.inherit_writer(old);
+            }
+        }
         let in_use: Vec<&str> = snapshot
             .pools
             .iter()
@@ -178,6 +307,8 @@ async fn build(
     registry: &mut HashMap<String, Arc<BackendState>>,
     generation: u64,
 ) -> Result<Snapshot, BuildError> {
+    let healthy_at_start =
+        config.health.check == CheckKind::None || config.health.initial == InitialState::Up;
     let mut pools = Vec::new();
     for (pool_index, (name, backends)) in config.pools().into_iter().enumerate() {
         let field = if pool_index == 0 {
@@ -190,7 +321,9 @@ async fn build(
             let socket_addr = resolve(backend, &format!("{field}[{i}].address")).await?;
             let state = registry
                 .entry(backend.address.clone())
-                .or_insert_with(|| Arc::new(BackendState::new(backend.address.clone())))
+                .or_insert_with(|| {
+                    Arc::new(BackendState::new(backend.address.clone(), healthy_at_start))
+                })
                 .clone();
             members.push(Member {
                 backend: state,
@@ -200,10 +333,7 @@ async fn build(
                 max_connections: backend.max_connections,
             });
         }
-        pools.push(Arc::new(Pool {
-            name: name.to_string(),
-            members,
-        }));
+        pools.push(Arc::new(Pool::new(name.to_string(), members)));
     }
     let routes = config
         .listeners
@@ -217,6 +347,10 @@ async fn build(
             Route {
                 listener: listener.name.clone(),
                 policy_kind: listener.policy,
+                role: listener.role,
+                exclude_writer: listener.exclude_writer,
+                follows_writer: listener.role == Role::Writer
+                    && config.health.on_writer_change == SessionAction::ShutdownSessions,
                 policy: build_policy(listener.policy, &pool.members),
                 pool,
             }
@@ -273,6 +407,8 @@ pools:
     backends:
       - address: 127.0.0.1:3326
       - address: localhost:3336
+health:
+  check: none
 ";
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -346,5 +482,124 @@ pools:
         let error = Updater::new(&config(&yaml)).await.unwrap_err().to_string();
         assert!(error.contains("pools[0].backends[1].address"), "{error}");
         assert!(error.contains("no-such-host.invalid"), "{error}");
+    }
+
+    const ROLES: &str = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+    role: writer
+  - name: ro
+    bind: 127.0.0.1:3307
+    role: reader
+    exclude_writer: true
+backends:
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+  - address: 127.0.0.1:3336
+health:
+  initial: up
+";
+
+    #[tokio::test]
+    async fn the_writer_is_chosen_by_tier_weight_local_index_then_address() {
+        let yaml = ROLES.replace(
+            "  - address: 127.0.0.1:3336\n",
+            "  - address: 127.0.0.1:3336\n  - address: 127.0.0.1:3346\n    tier: 2\n    weight: 9\n",
+        );
+        let updater = Updater::new(&config(&yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        let index = |i: usize, n: u32| pool.members[i].backend.set_local_index(Some(n));
+        index(0, 2);
+        index(1, 0);
+        index(2, 1);
+        index(3, 3);
+        assert_eq!(
+            pool.writer_order(),
+            [1, 2, 0, 3],
+            "tier 1 by local index, then tier 2"
+        );
+        pool.members[2].backend.set_local_index(None);
+        assert_eq!(
+            pool.writer_order(),
+            [1, 0, 2, 3],
+            "an unknown index comes last"
+        );
+        assert_eq!(pool.elect_writer(false), Some((None, Some(1))));
+        assert_eq!(pool.elect_writer(false), None, "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_sticky_unless_failback_is_set() {
+        let updater = Updater::new(&config(ROLES)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        pool.members[0].backend.set_writable(false); // read_only
+        assert_eq!(pool.elect_writer(false), Some((None, Some(1))));
+        pool.members[0].backend.set_writable(true);
+        assert_eq!(
+            pool.elect_writer(false),
+            None,
+            "the writer stays while usable"
+        );
+        assert_eq!(
+            pool.elect_writer(true),
+            Some((Some(1), Some(0))),
+            "failback"
+        );
+        pool.members[0].backend.set_healthy(false);
+        assert_eq!(pool.elect_writer(false), Some((Some(0), Some(1))));
+        for m in &pool.members {
+            m.backend.set_healthy(false);
+        }
+        assert_eq!(pool.elect_writer(false), Some((Some(1), None)));
+    }
+
+    #[tokio::test]
+    async fn roles_route_to_the_writer_and_the_readers() {
+        let updater = Updater::new(&config(ROLES)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let (rw, ro) = (snapshot.route("rw").unwrap(), snapshot.route("ro").unwrap());
+        let pool = &snapshot.pools[0];
+        pool.elect_writer(false);
+        assert_eq!(pool.writer(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(rw.pick(LOCAL, &[]), Ok(0));
+            assert_ne!(ro.pick(LOCAL, &[]), Ok(0), "exclude_writer");
+        }
+        assert_eq!(
+            rw.pick(LOCAL, &[0]),
+            Ok(1),
+            "a failed connect goes to the next candidate"
+        );
+        // A read_only node may read but not write.
+        pool.members[1].backend.set_writable(false);
+        assert_eq!(rw.pick(LOCAL, &[0]), Ok(2));
+        // The writer is read only when it is the only usable node.
+        pool.members[1].backend.set_healthy(false);
+        pool.members[2].backend.set_healthy(false);
+        assert_eq!(ro.pick(LOCAL, &[]), Ok(0));
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_writer() {
+        let mut updater = Updater::new(&config(ROLES)).await.unwrap();
+        let before = updater.router().load_full();
+        before.pools[0].members[0].backend.set_writable(false);
+        before.pools[0].elect_writer(false);
+        before.pools[0].members[0].backend.set_writable(true);
+        assert_eq!(before.pools[0].writer(), Some(1));
+        let reordered = ROLES.replace(
+            "  - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n",
+            "  - address: 127.0.0.1:3326\n  - address: 127.0.0.1:3316\n",
+        );
+        updater.apply(&config(&reordered)).await.unwrap();
+        let after = updater.router().load_full();
+        let writer = after.pools[0].writer().unwrap();
+        assert_eq!(
+            after.pools[0].members[writer].backend.address,
+            "127.0.0.1:3326"
+        );
     }
 }

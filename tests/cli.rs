@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use lb::{LbProcess, binary, free_port, simple_config};
+use lb::{LbProcess, NO_CHECKS, binary, free_port, simple_config};
 
 /// A fake backend on a thread: greets with "hello\n", then echoes until the client closes.
 fn echo_backend() -> SocketAddr {
@@ -116,7 +116,7 @@ fn a_missing_password_variable_is_a_configuration_error() {
         free_port(),
         "round_robin",
         &[echo_backend()],
-        "health:\n  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
+        "health:\n  check: none\n  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
     );
     let config = write_config(&yaml);
     let out = binary()
@@ -153,7 +153,12 @@ fn an_unresolvable_backend_name_is_a_configuration_error() {
 fn a_port_in_use_is_reported_with_its_holder() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let config = write_config(&simple_config(port, "round_robin", &[echo_backend()], ""));
+    let config = write_config(&simple_config(
+        port,
+        "round_robin",
+        &[echo_backend()],
+        NO_CHECKS,
+    ));
     let out = binary()
         .arg("--config")
         .arg(config.path())
@@ -176,7 +181,7 @@ fn json_logs_on_request() {
         port,
         "round_robin",
         &[echo_backend()],
-        "log:\n  format: json\n",
+        &format!("{NO_CHECKS}log:\n  format: json\n"),
     );
     let lb = LbProcess::start(&yaml);
     let log = lb.log();
@@ -194,7 +199,7 @@ fn sigterm_stops_accepting_and_lets_open_sessions_finish() {
         port,
         "round_robin",
         &[echo_backend()],
-        "limits:\n  shutdown_grace: 10s\n",
+        &format!("{NO_CHECKS}limits:\n  shutdown_grace: 10s\n"),
     );
     let mut lb = LbProcess::start(&yaml);
     let mut open = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -229,7 +234,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
     let port = free_port();
-    let yaml = simple_config(port, "round_robin", &[echo_backend()], "");
+    let yaml = simple_config(port, "round_robin", &[echo_backend()], NO_CHECKS);
     let lb = LbProcess::start_with(&yaml, |command| {
         use std::os::unix::process::CommandExt;
         // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.

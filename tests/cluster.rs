@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lb::{LbProcess, free_port, simple_config};
+use lb::{LbProcess, NO_CHECKS, free_port, simple_config};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use support::sandbox;
@@ -55,6 +55,7 @@ fn lb_in_front(policy: &str, weights: &[f64], extra: &str) -> (LbProcess, u16) {
     for (node, weight) in nodes.iter().zip(weights) {
         yaml.push_str(&format!("  - address: {node}\n    weight: {weight}\n"));
     }
+    yaml.push_str("health:\n  user: monitor\n  password: monitor\n  interval: 300ms\n");
     yaml.push_str(extra);
     (LbProcess::start(&yaml), port)
 }
@@ -206,7 +207,14 @@ fn sha256_hex(data: &[u8]) -> String {
 async fn a_node_killed_mid_test_fails_its_sessions_and_new_clients_go_elsewhere() {
     let _fault = sandbox::fault_lock();
     let cluster = sandbox::cluster();
-    let (lb, port) = lb_in_front("round_robin", &[1.0, 1.0, 1.0], "");
+    // No health checks: this is about connect failover alone.
+    let port = free_port();
+    let lb = LbProcess::start(&simple_config(
+        port,
+        "round_robin",
+        &cluster.addresses,
+        NO_CHECKS,
+    ));
 
     let mut sessions = Vec::new();
     for _ in 0..9 {
@@ -243,7 +251,7 @@ async fn when_no_backend_can_be_reached_clients_get_an_err_packet() {
     let dead: Vec<SocketAddr> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
         .collect();
-    let _lb = LbProcess::start(&simple_config(port, "round_robin", &dead, ""));
+    let _lb = LbProcess::start(&simple_config(port, "round_robin", &dead, NO_CHECKS));
 
     let error = Conn::new(opts(port))
         .await

@@ -70,6 +70,8 @@ fn config(policy: &str, backends: &[SocketAddr], extra: &str) -> Config {
     for b in backends {
         yaml.push_str(&format!("  - address: {b}\n"));
     }
+    // Fake backends speak no MySQL: no health checks, only connect failover.
+    yaml.push_str("health:\n  check: none\n");
     yaml.push_str(extra);
     Config::from_yaml(&yaml, "test.yaml").unwrap()
 }

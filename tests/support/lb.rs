@@ -127,7 +127,11 @@ impl Drop for LbProcess {
     }
 }
 
-/// A listener section for one listener on `port` with `policy`, then the given backends.
+/// Health settings for fake backends, which speak no MySQL: no checks, only connect failover.
+pub const NO_CHECKS: &str = "health:\n  check: none\n";
+
+/// A listener section for one listener on `port` with `policy`, then the given backends and
+/// `extra` (which should set `health:`; see [`NO_CHECKS`]).
 pub fn simple_config(port: u16, policy: &str, backends: &[SocketAddr], extra: &str) -> String {
     let mut yaml = format!(
         "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\n    policy: {policy}\nbackends:\n"

@@ -1,0 +1,349 @@
+//! Health checks and the writer role.
+//!
+//! [`HealthMonitor`] runs one check task per backend (on `interval`, with a little jitter, each
+//! check bounded by `timeout`) and a coordinator that elects each pool's writer. A check task
+//! feeds its results through a rise/fall state machine ([`RiseFall`]) and writes the outcome into
+//! the backend's [`BackendState`] atomics and report; it never touches the proxy, which only reads
+//! those atomics. A state change is logged once, with the old state, the new one and the reason,
+//! and (with `on_down: shutdown_sessions`) closes the backend's sessions.
+//!
+//! Whenever health or writability changes, the task wakes the coordinator, which runs
+//! [`crate::snapshot::Pool::elect_writer`] for every pool. Only the coordinator elects, so
+//! elections never race; the choice depends only on configuration and cluster state, so several
+//! galera-lb instances agree on the writer without talking to each other.
+//!
+//! - [`probe`]: one check of one backend (tcp, handshake, wsrep).
+//! - [`wsrep`]: the wsrep status query and the rules that make a node usable.
+
+pub mod probe;
+pub mod wsrep;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backend::{BackendState, HealthReport};
+use crate::config::{CheckKind, HealthConfig, SessionAction};
+use crate::snapshot::{Router, Snapshot};
+use probe::{Outcome, Probe};
+
+/// Consecutive-result thresholds: `fall` failures take an up backend down, `rise` passes bring a
+/// down one up. The first result of all counts at once.
+#[derive(Debug, Clone)]
+pub struct RiseFall {
+    rise: u32,
+    fall: u32,
+    up: bool,
+    checked: bool,
+    streak: u32,
+}
+
+impl RiseFall {
+    pub fn new(rise: u32, fall: u32, up: bool) -> Self {
+        RiseFall {
+            rise,
+            fall,
+            up,
+            checked: false,
+            streak: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Records one result and returns the state after it.
+    pub fn record(&mut self, passed: bool) -> bool {
+        if !self.checked {
+            self.checked = true;
+            self.up = passed;
+            self.streak = 0;
+            return self.up;
+        }
+        if passed == self.up {
+            self.streak = 0;
+        } else {
+            self.streak += 1;
+            let needed = if self.up { self.fall } else { self.rise };
+            if self.streak >= needed {
+                self.up = passed;
+                self.streak = 0;
+            }
+        }
+        self.up
+    }
+}
+
+/// The health settings every check task shares.
+#[derive(Debug)]
+pub struct HealthSettings {
+    pub config: HealthConfig,
+    pub password: crate::config::Secret,
+}
+
+/// Runs the check tasks and the writer coordinator.
+#[derive(Debug)]
+pub struct HealthMonitor {
+    settings: Arc<HealthSettings>,
+    tasks: HashMap<(String, SocketAddr), CancellationToken>,
+    changed: Arc<Notify>,
+    /// How many started check tasks have not finished their first check yet.
+    first_checks_pending: Arc<watch::Sender<usize>>,
+    stop: CancellationToken,
+}
+
+impl HealthMonitor {
+    /// Starts the coordinator for `router`'s pools; [`HealthMonitor::sync`] starts the checks.
+    pub fn start(settings: HealthSettings, router: Arc<Router>) -> HealthMonitor {
+        let settings = Arc::new(settings);
+        let changed = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let first_checks_pending = Arc::new(watch::Sender::new(0));
+        tokio::spawn(coordinate(
+            router,
+            settings.clone(),
+            changed.clone(),
+            first_checks_pending.subscribe(),
+            stop.clone(),
+        ));
+        HealthMonitor {
+            settings,
+            tasks: HashMap::new(),
+            changed,
+            first_checks_pending,
+            stop,
+        }
+    }
+
+    /// Waits until every check task started so far has finished its first check (at most
+    /// `limit`), so that routing starts from real health rather than the initial state.
+    pub async fn first_round(&self, limit: Duration) {
+        let mut pending = self.first_checks_pending.subscribe();
+        let _ = tokio::time::timeout(limit, pending.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Starts a check task for every backend of `snapshot` that has none, and stops the tasks
+    /// of backends it no longer has. Then asks for a writer election.
+    pub fn sync(&mut self, snapshot: &Snapshot) {
+        let mut wanted: HashMap<(String, SocketAddr), Arc<BackendState>> = HashMap::new();
+        for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
+            wanted.insert(
+                (member.backend.address.clone(), member.socket_addr),
+                member.backend.clone(),
+            );
+        }
+        self.tasks.retain(|key, stop| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (key, backend) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let stop = self.stop.child_token();
+            self.tasks.insert(key.clone(), stop.clone());
+            if self.settings.config.check != CheckKind::None {
+                self.first_checks_pending.send_modify(|n| *n += 1);
+                tokio::spawn(run_checks(
+                    backend,
+                    key.1,
+                    self.settings.clone(),
+                    self.changed.clone(),
+                    self.first_checks_pending.clone(),
+                    stop,
+                ));
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Stops every check task and the coordinator.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Checks one backend until stopped.
+async fn run_checks(
+    backend: Arc<BackendState>,
+    address: SocketAddr,
+    settings: Arc<HealthSettings>,
+    changed: Arc<Notify>,
+    first_checks_pending: Arc<watch::Sender<usize>>,
+    stop: CancellationToken,
+) {
+    let config = &settings.config;
+    let mut first = true;
+    let mut probe = Probe::new(
+        config.check,
+        address,
+        &config.user,
+        &settings.password,
+        config.available_when_donor,
+    );
+    let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            outcome = tokio::time::timeout(config.timeout, probe.check()) => outcome,
+        };
+        let outcome = outcome.unwrap_or_else(|_| {
+            probe.reset();
+            Outcome::failed("timeout", format!("no answer within {:?}", config.timeout))
+        });
+        let duration = started.elapsed();
+        apply(&backend, &mut state, &outcome, duration, config, &changed);
+        if std::mem::take(&mut first) {
+            first_checks_pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
+        let jitter = config.interval.mul_f64(fastrand::f64() * 0.1);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.interval + jitter) => {}
+        }
+    }
+}
+
+/// Writes one check's outcome into the backend's state; logs and acts on a change of state.
+fn apply(
+    backend: &BackendState,
+    state: &mut RiseFall,
+    outcome: &Outcome,
+    duration: Duration,
+    config: &HealthConfig,
+    changed: &Notify,
+) {
+    let was_up = backend.is_healthy();
+    let was_writable = backend.is_writable();
+    let up = state.record(outcome.passed);
+    if outcome.passed {
+        // Writability and position follow passing checks only: a failed check is not a reason
+        // to move the writer before `fall` says the node is down.
+        backend.set_writable(outcome.writable);
+        if let Some(index) = outcome.wsrep.as_ref().and_then(|w| w.local_index) {
+            backend.set_local_index(Some(index));
+        }
+    }
+    backend.set_healthy(up);
+    let previous_reason = backend.report().reason.clone();
+    backend.set_report(HealthReport {
+        checked_at: Some(SystemTime::now()),
+        duration,
+        passed: outcome.passed,
+        reason: outcome.reason.clone(),
+        detail: outcome.detail.clone(),
+        error_code: outcome.error_code,
+        wsrep: outcome.wsrep.clone(),
+    });
+    if up != was_up {
+        let (old, new) = (up_down(was_up), up_down(up));
+        if up {
+            info!(backend = %backend.address, old, new, reason = %outcome.reason, "backend up");
+        } else {
+            if outcome.detail.is_empty() {
+                warn!(backend = %backend.address, old, new, reason = %outcome.reason, "backend down");
+            } else {
+                warn!(backend = %backend.address, old, new, reason = %outcome.reason,
+                    detail = %outcome.detail, "backend down");
+            }
+            if config.on_down == SessionAction::ShutdownSessions {
+                info!(backend = %backend.address, sessions = backend.active(), "closing the sessions of a backend that went down");
+                backend.close_sessions();
+            }
+        }
+    } else if up && outcome.passed && outcome.reason != previous_reason {
+        info!(backend = %backend.address, old = %previous_reason, new = %outcome.reason, "backend state");
+    }
+    if up != was_up || backend.is_writable() != was_writable {
+        changed.notify_one();
+    }
+}
+
+fn up_down(up: bool) -> &'static str {
+    if up { "up" } else { "down" }
+}
+
+/// Elects every pool's writer whenever a check task reports a change (and when the backend set
+/// changes). The one place that elects.
+async fn coordinate(
+    router: Arc<Router>,
+    settings: Arc<HealthSettings>,
+    changed: Arc<Notify>,
+    mut first_checks_pending: watch::Receiver<usize>,
+    stop: CancellationToken,
+) {
+    // The first election waits for every backend's first check, so that it does not go to
+    // whichever node happened to answer first: the result must not depend on timing.
+    let first_round = settings.config.timeout + Duration::from_millis(500);
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::timeout(first_round, first_checks_pending.wait_for(|n| *n == 0)) => {}
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changed.notified() => {}
+        }
+        let snapshot = router.load_full();
+        for pool in &snapshot.pools {
+            let Some((old, new)) = pool.elect_writer(settings.config.failback) else {
+                continue;
+            };
+            let name = |i: Option<usize>| {
+                i.map_or("none".to_string(), |i| {
+                    pool.members[i].backend.address.clone()
+                })
+            };
+            if old.is_none() && new.is_some() {
+                info!(pool = %pool.name, writer = %name(new), "writer elected");
+            } else {
+                warn!(pool = %pool.name, old = %name(old), new = %name(new), "writer changed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_result_counts_at_once() {
+        let mut state = RiseFall::new(2, 2, false);
+        assert!(state.record(true));
+        let mut state = RiseFall::new(2, 2, true);
+        assert!(!state.record(false));
+    }
+
+    #[test]
+    fn fall_failures_take_it_down_and_rise_passes_bring_it_up() {
+        let mut state = RiseFall::new(3, 2, true);
+        state.record(true);
+        assert!(state.record(false), "one blip does not take it down");
+        assert!(state.record(true));
+        assert!(state.record(false));
+        assert!(!state.record(false), "two failures in a row do");
+        assert!(!state.record(true));
+        assert!(!state.record(true));
+        assert!(!state.record(false), "a failure resets the rise count");
+        assert!(!state.record(true));
+        assert!(!state.record(true));
+        assert!(state.record(true), "three passes in a row bring it up");
+    }
+}
