@@ -287,6 +287,7 @@ mod tests {
                     weight,
                     tier: 1,
                     max_connections: None,
+                    origin: crate::snapshot::Origin::Configured,
                 }
             })
             .collect()

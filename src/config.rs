@@ -68,6 +68,12 @@ pub struct Config {
     /// The backends of the pool named `default`.
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// Whether the pool `default` adds the nodes its members report (see [`Discover`]).
+    #[serde(default)]
+    pub discover: Discover,
+    /// How many discovery rounds in a row a discovered node may be missing before it is retired.
+    #[serde(default = "default_retire_after")]
+    pub discover_retire_after: u32,
     /// Further named pools of backends (a listener picks one with `pool:`).
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
@@ -245,6 +251,27 @@ pub const DEFAULT_POOL: &str = "default";
 pub struct PoolConfig {
     pub name: String,
     pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub discover: Discover,
+    #[serde(default = "default_retire_after")]
+    pub discover_retire_after: u32,
+}
+
+/// Where a pool learns of nodes beyond the configured ones.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Discover {
+    /// Only the configured backends.
+    #[default]
+    None,
+    /// Also the nodes in the members' `wsrep_incoming_addresses` (needs `health.check: wsrep`).
+    /// Discovered nodes that stay missing for `discover_retire_after` rounds are retired;
+    /// configured ones never are.
+    Wsrep,
+}
+
+fn default_retire_after() -> u32 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -260,6 +287,11 @@ pub struct BackendConfig {
     pub tier: u8,
     /// Client connections to this backend; default: unlimited.
     pub max_connections: Option<u32>,
+    /// Follow the host name's DNS records: re-resolve this often, and make every address it
+    /// resolves to a backend of its own (Swarm `tasks.NAME`, Kubernetes headless services).
+    /// Default: resolve once, at start and on reload, and use the first address.
+    #[serde(default, with = "humantime_serde")]
+    pub resolve_every: Option<Duration>,
 }
 
 fn default_weight() -> f64 {
@@ -565,6 +597,24 @@ impl Config {
             }
         }
 
+        for pool in self.pools() {
+            if pool.discover == Discover::Wsrep && self.health.check != CheckKind::Wsrep {
+                return Err(err(
+                    pool.field
+                        .replace(".backends", ".discover")
+                        .replace("backends", "discover"),
+                    "discover: wsrep needs health.check: wsrep".into(),
+                ));
+            }
+            if pool.retire_after == 0 {
+                return Err(err(
+                    pool.field
+                        .replace(".backends", ".discover_retire_after")
+                        .replace("backends", "discover_retire_after"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         let health = &self.health;
         if health.interval.is_zero() {
             return Err(err(
@@ -598,16 +648,35 @@ impl Config {
         Ok(())
     }
 
-    /// The pools by name, the top-level `backends:` being the pool `default`.
-    pub fn pools(&self) -> Vec<(&str, &[BackendConfig])> {
-        let mut pools = vec![(DEFAULT_POOL, self.backends.as_slice())];
-        pools.extend(
-            self.pools
-                .iter()
-                .map(|p| (p.name.as_str(), p.backends.as_slice())),
-        );
+    /// The pools, the top-level `backends:` being the pool `default`.
+    pub fn pools(&self) -> Vec<PoolView<'_>> {
+        let mut pools = vec![PoolView {
+            name: DEFAULT_POOL,
+            field: "backends".to_string(),
+            backends: &self.backends,
+            discover: self.discover,
+            retire_after: self.discover_retire_after,
+        }];
+        pools.extend(self.pools.iter().enumerate().map(|(i, p)| PoolView {
+            name: &p.name,
+            field: format!("pools[{i}].backends"),
+            backends: &p.backends,
+            discover: p.discover,
+            retire_after: p.discover_retire_after,
+        }));
         pools
     }
+}
+
+/// One pool as configured, whichever way it was written.
+#[derive(Debug, Clone)]
+pub struct PoolView<'a> {
+    pub name: &'a str,
+    /// Where its backends are in the file, for messages (`backends`, `pools[0].backends`).
+    pub field: String,
+    pub backends: &'a [BackendConfig],
+    pub discover: Discover,
+    pub retire_after: u32,
 }
 
 fn validate_backends(
@@ -652,6 +721,13 @@ fn validate_backends(
                 file,
                 format!("{field}.max_connections"),
                 "must be at least 1 (or left out)".to_string(),
+            ));
+        }
+        if backend.resolve_every.is_some_and(|every| every.is_zero()) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.resolve_every"),
+                "must be longer than 0 (e.g. 5s)".to_string(),
             ));
         }
     }

@@ -14,6 +14,7 @@
 //! - [`snapshot`]: pools, members and per-listener routes; the single writer that swaps them.
 //! - [`balance`]: the policies (round robin, weighted, least connections, random, source, single).
 //! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
+//! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
 //! - [`proxy`]: listeners (accept loop with back-off) and the per-connection handler.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
@@ -25,6 +26,7 @@
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod discovery;
 pub mod health;
 pub mod limit;
 pub mod mysql_packet;
@@ -38,15 +40,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Discover};
+use crate::discovery::Change;
 use crate::health::{HealthMonitor, HealthSettings};
 use crate::proxy::{ListenerState, ProxyContext};
 use crate::snapshot::Updater;
+use crate::snapshot::{Origin, Router};
 
 /// Why galera-lb could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +68,19 @@ pub enum RunError {
 pub struct Running {
     /// Each listener's name and the address it is bound to (useful when the port was 0).
     pub listeners: Vec<(String, SocketAddr)>,
-    pub updater: Updater,
-    pub health: HealthMonitor,
+    /// The current routing (read-only: changes go through the updater task).
+    pub router: Arc<Router>,
     pub listener_states: Vec<Arc<ListenerState>>,
     stop_accepting: CancellationToken,
+    /// Stops the updater, health checks and discovery.
+    stop_background: CancellationToken,
     accept_loops: JoinSet<()>,
     ctx: Arc<ProxyContext>,
     shutdown_grace: Duration,
 }
 
-/// Resolves the backends, binds every listener and starts accepting.
+/// Resolves the backends, binds every listener, runs the first health checks and starts
+/// accepting.
 pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunError> {
     let password = config
         .health
@@ -142,6 +150,16 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         listeners.push((listener.name.clone(), local));
         listener_states.push(state);
     }
+    let router = updater.router();
+    let stop_background = CancellationToken::new();
+    let (changes, change_rx) = mpsc::channel(64);
+    start_discovery(config, &router, &changes, &stop_background);
+    tokio::spawn(run_updater(
+        updater,
+        health,
+        change_rx,
+        stop_background.clone(),
+    ));
     info!(
         listeners = listeners.len(),
         check = config.health.check.as_str(),
@@ -149,10 +167,10 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
     );
     Ok(Running {
         listeners,
-        updater,
-        health,
+        router,
         listener_states,
         stop_accepting,
+        stop_background,
         accept_loops,
         ctx,
         shutdown_grace: config.limits.shutdown_grace,
@@ -181,7 +199,7 @@ impl Running {
             self.ctx.force_close.cancel();
             self.ctx.tasks.wait().await;
         }
-        self.health.stop();
+        self.stop_background.cancel();
         info!("all connections closed");
     }
 
@@ -189,6 +207,91 @@ impl Running {
     pub fn active_connections(&self) -> u64 {
         self.ctx.global_active.get()
     }
+}
+
+/// Starts `discover: wsrep` for the pools that ask for it and `resolve_every` for the backends
+/// that have it; they report to the updater through `changes`.
+fn start_discovery(
+    config: &Config,
+    router: &Arc<Router>,
+    changes: &mpsc::Sender<Change>,
+    stop: &CancellationToken,
+) {
+    let snapshot = router.load_full();
+    let mut followed: Vec<&str> = Vec::new();
+    for pool in config.pools() {
+        if pool.discover == Discover::Wsrep {
+            tokio::spawn(discovery::watch_wsrep(
+                pool.name.to_string(),
+                pool.retire_after,
+                config.health.interval,
+                router.clone(),
+                changes.clone(),
+                stop.clone(),
+            ));
+        }
+        for backend in pool.backends {
+            let Some(every) = backend.resolve_every else {
+                continue;
+            };
+            if followed.contains(&backend.address.as_str()) {
+                continue;
+            }
+            followed.push(&backend.address);
+            let mut current: Vec<SocketAddr> = snapshot
+                .pools
+                .iter()
+                .flat_map(|p| p.members.iter())
+                .filter(|m| m.origin == Origin::Dns(backend.address.clone()))
+                .map(|m| m.socket_addr)
+                .collect();
+            current.sort();
+            current.dedup();
+            tokio::spawn(discovery::follow_dns(
+                backend.address.clone(),
+                every,
+                current,
+                changes.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+/// The updater task: the only writer of the routing snapshot once galera-lb runs. It applies
+/// each [`Change`] and then starts or stops health checks to match the new snapshot.
+async fn run_updater(
+    mut updater: Updater,
+    mut health: HealthMonitor,
+    mut changes: mpsc::Receiver<Change>,
+    stop: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = stop.cancelled() => break,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => break,
+            },
+        };
+        let result = match &change {
+            Change::Discovered { pool, addresses } => {
+                info!(pool = %pool, discovered = ?addresses, "discovery changed the pool");
+                updater.set_discovered(pool, addresses.clone()).await
+            }
+            Change::Resolved { name, addresses } => {
+                info!(name = %name, addresses = ?addresses, "DNS records changed");
+                updater.set_resolved(name, addresses.clone()).await
+            }
+        };
+        match result {
+            Ok(()) => health.sync(&updater.router().load_full()),
+            Err(e) => {
+                warn!(error = %e, ?change, "cannot apply a change; keeping the current routing")
+            }
+        }
+    }
+    health.stop();
 }
 
 /// Runs galera-lb until `shutdown` completes, then drains (see [`Running::drain`]).

@@ -20,8 +20,7 @@ use tokio::sync::watch;
 use crate::backend::BackendState;
 use crate::balance::{Policy, build_policy};
 use crate::config::{
-    BackendConfig, CheckKind, Config, InitialState, PolicyKind, Role, SessionAction,
-    split_host_port,
+    CheckKind, Config, InitialState, PolicyKind, Role, SessionAction, split_host_port,
 };
 
 /// A backend as a member of a pool.
@@ -33,6 +32,19 @@ pub struct Member {
     pub weight: f64,
     pub tier: u8,
     pub max_connections: Option<u32>,
+    /// How the member got here: configured, found in the DNS, or discovered.
+    pub origin: Origin,
+}
+
+/// Where a pool member comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A `backends:` entry.
+    Configured,
+    /// One of the addresses of a `resolve_every` backend's host name (the name is kept).
+    Dns(String),
+    /// Listed in a member's `wsrep_incoming_addresses` (`discover: wsrep`).
+    Discovered,
 }
 
 impl Member {
@@ -255,10 +267,21 @@ pub enum BuildError {
     },
 }
 
+/// What the running galera-lb has learnt beyond its configuration.
+#[derive(Debug, Clone, Default)]
+struct Learnt {
+    /// Per pool, the addresses discovery added (`discover: wsrep`).
+    discovered: HashMap<String, Vec<String>>,
+    /// Per `resolve_every` host name (as configured), the addresses it resolved to last.
+    resolved: HashMap<String, Vec<SocketAddr>>,
+}
+
 /// The only writer of the routing snapshot.
 #[derive(Debug)]
 pub struct Updater {
     router: Arc<Router>,
+    config: Config,
+    learnt: Learnt,
     backends: HashMap<String, Arc<BackendState>>,
 }
 
@@ -266,11 +289,14 @@ impl Updater {
     /// Builds the first snapshot from `config`.
     pub async fn new(config: &Config) -> Result<Updater, BuildError> {
         let mut backends = HashMap::new();
-        let snapshot = build(config, &mut backends, 0).await?;
+        let learnt = Learnt::default();
+        let snapshot = build(config, &learnt, &mut backends, 0).await?;
         Ok(Updater {
             router: Arc::new(Router {
                 current: ArcSwap::from_pointee(snapshot),
             }),
+            config: config.clone(),
+            learnt,
             backends,
         })
     }
@@ -281,9 +307,34 @@ impl Updater {
 
     /// Replaces the routing with one built from `config`; backends that stay keep their state.
     pub async fn apply(&mut self, config: &Config) -> Result<(), BuildError> {
+        self.config = config.clone();
+        self.rebuild().await
+    }
+
+    /// Sets the addresses discovery found for `pool` (beyond its configured members).
+    pub async fn set_discovered(
+        &mut self,
+        pool: &str,
+        addresses: Vec<String>,
+    ) -> Result<(), BuildError> {
+        self.learnt.discovered.insert(pool.to_string(), addresses);
+        self.rebuild().await
+    }
+
+    /// Sets the addresses a `resolve_every` host name resolves to now.
+    pub async fn set_resolved(
+        &mut self,
+        name: &str,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<(), BuildError> {
+        self.learnt.resolved.insert(name.to_string(), addresses);
+        self.rebuild().await
+    }
+
+    async fn rebuild(&mut self) -> Result<(), BuildError> {
         let generation = self.router.load().generation + 1;
         let mut registry = self.backends.clone();
-        let snapshot = build(config, &mut registry, generation).await?;
+        let snapshot = build(&self.config, &self.learnt, &mut registry, generation).await?;
         let previous = self.router.load_full();
         for pool in &snapshot.pools {
             if let Some(old) = previous.pools.iter().find(|p| p.name == pool.name) {
@@ -304,36 +355,75 @@ impl Updater {
 
 async fn build(
     config: &Config,
+    learnt: &Learnt,
     registry: &mut HashMap<String, Arc<BackendState>>,
     generation: u64,
 ) -> Result<Snapshot, BuildError> {
     let healthy_at_start =
         config.health.check == CheckKind::None || config.health.initial == InitialState::Up;
+    let mut state_of = |address: &str| {
+        registry
+            .entry(address.to_string())
+            .or_insert_with(|| Arc::new(BackendState::new(address.to_string(), healthy_at_start)))
+            .clone()
+    };
     let mut pools = Vec::new();
-    for (pool_index, (name, backends)) in config.pools().into_iter().enumerate() {
-        let field = if pool_index == 0 {
-            "backends".to_string()
-        } else {
-            format!("pools[{}].backends", pool_index - 1)
-        };
-        let mut members = Vec::with_capacity(backends.len());
-        for (i, backend) in backends.iter().enumerate() {
-            let socket_addr = resolve(backend, &format!("{field}[{i}].address")).await?;
-            let state = registry
-                .entry(backend.address.clone())
-                .or_insert_with(|| {
-                    Arc::new(BackendState::new(backend.address.clone(), healthy_at_start))
-                })
-                .clone();
+    for pool in config.pools() {
+        let mut members: Vec<Member> = Vec::with_capacity(pool.backends.len());
+        for (i, backend) in pool.backends.iter().enumerate() {
+            let field = format!("{}[{i}].address", pool.field);
+            if backend.resolve_every.is_some() {
+                let addresses = match learnt.resolved.get(&backend.address) {
+                    Some(addresses) => addresses.clone(),
+                    None => resolve_all(&backend.address, &field).await?,
+                };
+                for socket_addr in addresses {
+                    let identity = socket_addr.to_string();
+                    if members.iter().any(|m| m.socket_addr == socket_addr) {
+                        continue;
+                    }
+                    members.push(Member {
+                        backend: state_of(&identity),
+                        socket_addr,
+                        weight: backend.weight,
+                        tier: backend.tier,
+                        max_connections: backend.max_connections,
+                        origin: Origin::Dns(backend.address.clone()),
+                    });
+                }
+            } else {
+                let socket_addr = resolve_first(&backend.address, &field).await?;
+                members.push(Member {
+                    backend: state_of(&backend.address),
+                    socket_addr,
+                    weight: backend.weight,
+                    tier: backend.tier,
+                    max_connections: backend.max_connections,
+                    origin: Origin::Configured,
+                });
+            }
+        }
+        for address in learnt.discovered.get(pool.name).into_iter().flatten() {
+            let field = format!("discovered address of pool '{}'", pool.name);
+            let Ok(socket_addr) = resolve_first(address, &field).await else {
+                continue;
+            };
+            if members
+                .iter()
+                .any(|m| m.socket_addr == socket_addr || &m.backend.address == address)
+            {
+                continue;
+            }
             members.push(Member {
-                backend: state,
+                backend: state_of(address),
                 socket_addr,
-                weight: backend.weight,
-                tier: backend.tier,
-                max_connections: backend.max_connections,
+                weight: 1.0,
+                tier: 1,
+                max_connections: None,
+                origin: Origin::Discovered,
             });
         }
-        pools.push(Arc::new(Pool::new(name.to_string(), members)));
+        pools.push(Arc::new(Pool::new(pool.name.to_string(), members)));
     }
     let routes = config
         .listeners
@@ -363,23 +453,39 @@ async fn build(
     })
 }
 
-/// Resolves a backend address; a host name takes its first address.
-async fn resolve(backend: &BackendConfig, field: &str) -> Result<SocketAddr, BuildError> {
+/// Resolves `HOST:PORT` to its first address in the resolver's order of preference (an IP
+/// address stands for itself).
+async fn resolve_first(address: &str, field: &str) -> Result<SocketAddr, BuildError> {
+    lookup(address, field).await.map(|all| all[0])
+}
+
+/// Resolves `HOST:PORT` to every address the name has, sorted, so that an unchanged record set
+/// compares equal.
+pub async fn resolve_all(address: &str, field: &str) -> Result<Vec<SocketAddr>, BuildError> {
+    let mut addresses = lookup(address, field).await?;
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
+}
+
+async fn lookup(address: &str, field: &str) -> Result<Vec<SocketAddr>, BuildError> {
     let error = |reason: String| BuildError::Resolve {
         field: field.to_string(),
-        address: backend.address.clone(),
+        address: address.to_string(),
         reason,
     };
-    let (host, port) = split_host_port(&backend.address).map_err(error)?;
+    let (host, port) = split_host_port(address).map_err(error)?;
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+        return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let mut addresses = tokio::net::lookup_host((host, port))
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| error(e.to_string()))?;
-    addresses
-        .next()
-        .ok_or_else(|| error("the name has no addresses".to_string()))
+        .map_err(|e| error(e.to_string()))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(error("the name has no addresses".to_string()));
+    }
+    Ok(addresses)
 }
 
 #[cfg(test)]
@@ -601,5 +707,78 @@ health:
             after.pools[0].members[writer].backend.address,
             "127.0.0.1:3326"
         );
+    }
+
+    #[tokio::test]
+    async fn a_followed_name_becomes_one_member_per_address() {
+        let yaml = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+backends:
+  - address: localhost:3316
+    resolve_every: 5s
+    weight: 2
+health:
+  check: none
+";
+        let mut updater = Updater::new(&config(yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let members = &snapshot.pools[0].members;
+        assert!(
+            members
+                .iter()
+                .any(|m| m.socket_addr == "127.0.0.1:3316".parse().unwrap())
+        );
+        assert!(
+            members
+                .iter()
+                .all(|m| m.origin == Origin::Dns("localhost:3316".into()))
+        );
+        assert!(members.iter().all(|m| m.weight == 2.0));
+
+        let kept: SocketAddr = "127.0.0.2:3316".parse().unwrap();
+        let other: SocketAddr = "127.0.0.3:3316".parse().unwrap();
+        updater
+            .set_resolved("localhost:3316", vec![kept, other])
+            .await
+            .unwrap();
+        let state = updater.router().load_full().pools[0].members[0]
+            .backend
+            .clone();
+        let _held = crate::limit::try_acquire(&state, None);
+        updater
+            .set_resolved("localhost:3316", vec![kept])
+            .await
+            .unwrap();
+        let snapshot = updater.router().load_full();
+        let addresses: Vec<SocketAddr> = snapshot.pools[0]
+            .members
+            .iter()
+            .map(|m| m.socket_addr)
+            .collect();
+        assert_eq!(addresses, [kept]);
+        assert_eq!(
+            snapshot.pools[0].members[0].backend.active(),
+            1,
+            "state is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn discovered_addresses_join_the_pool_once() {
+        let mut updater = Updater::new(&config(TWO_POOLS)).await.unwrap();
+        let discovered = vec![
+            "127.0.0.1:3316".to_string(), // configured already
+            "127.0.0.1:3346".to_string(),
+        ];
+        updater.set_discovered("default", discovered).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let members = &snapshot.pools[0].members;
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[2].backend.address, "127.0.0.1:3346");
+        assert_eq!(members[2].origin, Origin::Discovered);
+        updater.set_discovered("default", vec![]).await.unwrap();
+        assert_eq!(updater.router().load_full().pools[0].members.len(), 2);
     }
 }

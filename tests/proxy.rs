@@ -126,7 +126,7 @@ async fn a_refused_connect_fails_over_and_the_client_notices_nothing() {
         let (_stream, name) = greeting(proxy).await;
         assert_eq!(name, "b");
     }
-    let snapshot = running.updater.router().load_full();
+    let snapshot = running.router.load_full();
     let members = &snapshot.pools[0].members;
     assert!(members[0].backend.counters().connect_errors >= 3);
     assert_eq!(members[1].backend.counters().total, 9);
@@ -185,7 +185,7 @@ async fn no_reachable_backend_gets_an_err_packet_naming_galera_lb() {
 async fn an_unhealthy_pool_gets_an_err_packet() {
     let backends = [echo_backend("a").await];
     let (running, proxy) = start(&config("round_robin", &backends, "")).await;
-    running.updater.router().load_full().pools[0].members[0]
+    running.router.load_full().pools[0].members[0]
         .backend
         .set_healthy(false);
     let error = parse_err_packet(&read_all(proxy).await).expect("an ERR packet");
@@ -263,7 +263,7 @@ async fn half_close_is_forwarded_both_ways() {
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await.unwrap();
     assert_eq!(rest, b"pingbye\n");
-    let counters = running.updater.router().load_full().pools[0].members[0]
+    let counters = running.router.load_full().pools[0].members[0]
         .backend
         .counters();
     assert_eq!(counters.bytes_to_backend, 4);
@@ -280,7 +280,7 @@ async fn a_bulk_transfer_arrives_intact() {
     assert!(data == pattern(size), "the bytes differ");
     // The handler finishes right after the last byte; give it a moment to count it.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let member = &running.updater.router().load_full().pools[0].members[0];
+    let member = &running.router.load_full().pools[0].members[0];
     assert_eq!(member.backend.counters().bytes_to_client, size as u64);
     assert_eq!(member.backend.active(), 0);
 }
