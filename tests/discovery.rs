@@ -95,8 +95,7 @@ async fn one_configured_node_leads_to_the_whole_cluster_and_leavers_retire() {
     let last = lb
         .log()
         .lines()
-        .filter(|l| l.contains("discovery changed the pool"))
-        .last()
+        .rfind(|l| l.contains("discovery changed the pool"))
         .unwrap()
         .to_string();
     assert!(
