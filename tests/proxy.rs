@@ -353,3 +353,44 @@ async fn drain_closes_what_is_still_open_after_the_grace_period() {
         .expect("the session was closed");
     assert!(n.is_err() || rest.is_empty());
 }
+
+#[tokio::test]
+async fn closing_a_backends_sessions_ends_them() {
+    let backends = [echo_backend("a").await];
+    let (running, proxy) = start(&config("round_robin", &backends, "")).await;
+    let (mut open, _) = greeting(proxy).await;
+    running.router.load_full().pools[0].members[0]
+        .backend
+        .close_sessions();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), open.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the session was closed");
+    // New sessions are not affected.
+    let (_again, name) = greeting(proxy).await;
+    assert_eq!(name, "a");
+}
+
+#[tokio::test]
+async fn writer_sessions_close_when_the_writer_moves_if_asked() {
+    let backends = [echo_backend("a").await, echo_backend("b").await];
+    let yaml = format!(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\n    role: writer\nbackends:\n  \
+         - address: {}\n  - address: {}\nhealth:\n  check: none\n  on_writer_change: shutdown_sessions\n",
+        backends[0], backends[1]
+    );
+    let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
+    let (running, proxy) = start(&config).await;
+    let snapshot = running.router.load_full();
+    let pool = &snapshot.pools[0];
+    pool.elect_writer(false);
+    let (mut on_a, name) = greeting(proxy).await;
+    assert_eq!(name, "a");
+    // a turns read-only: the writer moves to b and a's writer sessions are closed.
+    pool.members[0].backend.set_writable(false);
+    pool.elect_writer(false);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), on_a.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the session on the old writer was closed");
+    let (_on_b, name) = greeting(proxy).await;
+    assert_eq!(name, "b");
+}
