@@ -271,7 +271,11 @@ async fn run_updater(
             _ = stop.cancelled() => break,
             change = changes.recv() => match change {
                 Some(change) => change,
-                None => break,
+                // Nothing can send any more, but the health checks run until galera-lb stops.
+                None => {
+                    stop.cancelled().await;
+                    break;
+                }
             },
         };
         let result = match &change {

@@ -348,3 +348,43 @@ async fn sigterm_lets_an_in_flight_query_finish() {
     let status = lb.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", lb.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_down_shutdown_sessions_closes_the_sessions_of_a_failed_node() {
+    let _fault = sandbox::fault_lock();
+    let cluster = sandbox::cluster();
+    let health = "  timeout: 300ms\n  on_down: shutdown_sessions\n";
+    let port = free_port();
+    let mut yaml = format!("listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\nbackends:\n");
+    for node in &cluster.addresses {
+        yaml.push_str(&format!("  - address: {node}\n"));
+    }
+    yaml.push_str(&format!(
+        "health:\n  user: monitor\n  password: monitor\n  interval: 300ms\n{health}"
+    ));
+    let lb = LbProcess::start(&yaml);
+
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let mut conn = connect(port).await;
+        let name = node_name(&mut conn).await;
+        sessions.push((name, conn));
+    }
+    cluster.reject_queries(2, true);
+    lb.wait_for_log(
+        "closing the sessions of a backend that went down",
+        Duration::from_secs(5),
+    );
+    for (name, mut conn) in sessions {
+        let result = conn.query_first::<i64, _>("SELECT 1").await;
+        if name == "node2" {
+            assert!(
+                result.is_err(),
+                "the session on node2 was closed by galera-lb"
+            );
+        } else {
+            assert_eq!(result.unwrap(), Some(1), "sessions on {name} are untouched");
+        }
+    }
+    cluster.reject_queries(2, false);
+}

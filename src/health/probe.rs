@@ -184,5 +184,6 @@ async fn read_status(conn: &mut Conn) -> Result<WsrepStatus, mysql_async::Error>
             .collect();
         rows.extend(set);
     }
+    tracing::trace!(?rows, "wsrep status");
     Ok(WsrepStatus::from_rows(rows))
 }
