@@ -388,3 +388,28 @@ async fn on_down_shutdown_sessions_closes_the_sessions_of_a_failed_node() {
     }
     cluster.reject_queries(2, false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_login_that_fails_reports_the_server_error_and_keeps_the_node_out() {
+    let _shared = sandbox::shared_lock();
+    let cluster = sandbox::cluster();
+    for check in ["handshake", "wsrep"] {
+        let port = free_port();
+        let yaml = format!(
+            "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\nbackends:\n  - address: {}\n\
+             health:\n  check: {check}\n  user: monitor\n  password: wrong\n  interval: 300ms\n",
+            cluster.node_address(1)
+        );
+        let lb = LbProcess::start(&yaml);
+        let error = Conn::new(opts(port)).await.expect_err("no usable backend");
+        match error {
+            mysql_async::Error::Server(e) => {
+                assert_eq!(e.code, 1429);
+                assert!(e.message.contains("no usable backend"), "{e:?}");
+            }
+            other => panic!("expected an ERR packet, got {other:?}"),
+        }
+        lb.wait_for_log("reason=error 1045", Duration::from_secs(3));
+        assert!(!lb.log().contains("hunter2") && !lb.log().contains("password=wrong"));
+    }
+}

@@ -58,6 +58,11 @@ impl RiseFall {
         self.up
     }
 
+    /// Whether any result has been recorded yet.
+    pub fn has_checked(&self) -> bool {
+        self.checked
+    }
+
     /// Records one result and returns the state after it.
     pub fn record(&mut self, passed: bool) -> bool {
         if !self.checked {
@@ -189,6 +194,7 @@ async fn run_checks(
 ) {
     let config = &settings.config;
     let mut first = true;
+    let mut logged_reason: Option<String> = None;
     let mut probe = Probe::new(
         config.check,
         address,
@@ -208,7 +214,15 @@ async fn run_checks(
             Outcome::failed("timeout", format!("no answer within {:?}", config.timeout))
         });
         let duration = started.elapsed();
-        apply(&backend, &mut state, &outcome, duration, config, &changed);
+        apply(
+            &backend,
+            &mut state,
+            &mut logged_reason,
+            &outcome,
+            duration,
+            config,
+            &changed,
+        );
         if std::mem::take(&mut first) {
             first_checks_pending.send_modify(|n| *n = n.saturating_sub(1));
         }
@@ -224,6 +238,7 @@ async fn run_checks(
 fn apply(
     backend: &BackendState,
     state: &mut RiseFall,
+    logged_reason: &mut Option<String>,
     outcome: &Outcome,
     duration: Duration,
     config: &HealthConfig,
@@ -231,6 +246,7 @@ fn apply(
 ) {
     let was_up = backend.is_healthy();
     let was_writable = backend.is_writable();
+    let first = !state.has_checked();
     let up = state.record(outcome.passed);
     if outcome.passed {
         // Writability and position follow passing checks only: a failed check is not a reason
@@ -241,7 +257,6 @@ fn apply(
         }
     }
     backend.set_healthy(up);
-    let previous_reason = backend.report().reason.clone();
     backend.set_report(HealthReport {
         checked_at: Some(SystemTime::now()),
         duration,
@@ -251,24 +266,35 @@ fn apply(
         error_code: outcome.error_code,
         wsrep: outcome.wsrep.clone(),
     });
-    if up != was_up {
-        let (old, new) = (up_down(was_up), up_down(up));
+
+    // Log each state once, and a new reason for the same state once (read_only while up, say,
+    // or a login error after timeouts while down); results that rise/fall absorbs are not logged.
+    let (old, new) = (up_down(was_up), up_down(up));
+    let reason = &outcome.reason;
+    let agrees = outcome.passed == up;
+    if first || up != was_up {
         if up {
-            info!(backend = %backend.address, old, new, reason = %outcome.reason, "backend up");
+            info!(backend = %backend.address, old, new, reason = %reason, "backend up");
+        } else if outcome.detail.is_empty() {
+            warn!(backend = %backend.address, old, new, reason = %reason, "backend down");
         } else {
-            if outcome.detail.is_empty() {
-                warn!(backend = %backend.address, old, new, reason = %outcome.reason, "backend down");
-            } else {
-                warn!(backend = %backend.address, old, new, reason = %outcome.reason,
-                    detail = %outcome.detail, "backend down");
-            }
-            if config.on_down == SessionAction::ShutdownSessions {
-                info!(backend = %backend.address, sessions = backend.active(), "closing the sessions of a backend that went down");
-                backend.close_sessions();
-            }
+            warn!(backend = %backend.address, old, new, reason = %reason,
+                detail = %outcome.detail, "backend down");
         }
-    } else if up && outcome.passed && outcome.reason != previous_reason {
-        info!(backend = %backend.address, old = %previous_reason, new = %outcome.reason, "backend state");
+        *logged_reason = Some(reason.clone());
+    } else if agrees && logged_reason.as_ref() != Some(reason) {
+        let old_reason = logged_reason.as_deref().unwrap_or("");
+        if up {
+            info!(backend = %backend.address, old = %old_reason, new = %reason, "backend state");
+        } else {
+            warn!(backend = %backend.address, old = %old_reason, new = %reason,
+                detail = %outcome.detail, "backend still down");
+        }
+        *logged_reason = Some(reason.clone());
+    }
+    if was_up && !up && config.on_down == SessionAction::ShutdownSessions {
+        info!(backend = %backend.address, sessions = backend.active(), "closing the sessions of a backend that went down");
+        backend.close_sessions();
     }
     if up != was_up || backend.is_writable() != was_writable {
         changed.notify_one();
