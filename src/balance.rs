@@ -37,6 +37,15 @@ pub fn build_policy(kind: PolicyKind, members: &[Member]) -> Box<dyn Policy> {
     }
 }
 
+/// Every index below `n` once, starting one place further round at each call.
+fn rotation(counter: &AtomicUsize, n: usize) -> impl Iterator<Item = usize> {
+    let start = match n {
+        0 => 0,
+        n => counter.fetch_add(1, Ordering::Relaxed) % n,
+    };
+    (0..n).map(move |k| (start + k) % n)
+}
+
 /// Equal turns: each pick starts one place further round the member list.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
@@ -50,12 +59,7 @@ impl Policy for RoundRobin {
         _: IpAddr,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        let n = members.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
+        rotation(&self.next, members.len()).find(|&i| eligible(i))
     }
 }
 
@@ -144,13 +148,8 @@ impl Policy for LeastConn {
         _: IpAddr,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        let n = members.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.tie_break.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<(usize, f64)> = None;
-        for i in (0..n).map(|k| (start + k) % n) {
+        for i in rotation(&self.tie_break, members.len()) {
             if !eligible(i) {
                 continue;
             }

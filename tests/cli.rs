@@ -44,6 +44,21 @@ fn read_greeting(stream: &mut TcpStream) -> Vec<u8> {
     buf.to_vec()
 }
 
+/// Runs galera-lb with `yaml`, expecting it to refuse to start; returns its exit code and stderr.
+fn run_refused(yaml: &str) -> (Option<i32>, String) {
+    let config = write_config(yaml);
+    let out = binary()
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn write_config(yaml: &str) -> tempfile::NamedTempFile {
     let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(file.path(), yaml).unwrap();
@@ -118,14 +133,8 @@ fn a_missing_password_variable_is_a_configuration_error() {
         &[echo_backend()],
         "health:\n  check: none\n  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
     );
-    let config = write_config(&yaml);
-    let out = binary()
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = run_refused(&yaml);
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains("health.password") && stderr.contains("GALERA_LB_TEST_SURELY_UNSET"),
         "{stderr}"
@@ -135,14 +144,8 @@ fn a_missing_password_variable_is_a_configuration_error() {
 #[test]
 fn an_unresolvable_backend_name_is_a_configuration_error() {
     let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  - address: no-such-node.invalid:3306\n";
-    let config = write_config(yaml);
-    let out = binary()
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = run_refused(yaml);
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains("backends[0].address") && stderr.contains("no-such-node.invalid"),
         "{stderr}"
@@ -153,19 +156,9 @@ fn an_unresolvable_backend_name_is_a_configuration_error() {
 fn a_port_in_use_is_reported_with_its_holder() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let config = write_config(&simple_config(
-        port,
-        "round_robin",
-        &[echo_backend()],
-        NO_CHECKS,
-    ));
-    let out = binary()
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let yaml = simple_config(port, "round_robin", &[echo_backend()], NO_CHECKS);
+    let (code, stderr) = run_refused(&yaml);
+    assert_eq!(code, Some(1));
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.contains("already in use"), "{stderr}");
     assert!(
