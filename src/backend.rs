@@ -9,7 +9,7 @@
 //! The last check's details (reason, timing, wsrep status) are an immutable [`HealthReport`]
 //! behind an `ArcSwap`, for the status displays; routing only reads the atomics.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -36,6 +36,27 @@ pub struct HealthReport {
     pub wsrep: Option<WsrepStatus>,
 }
 
+/// What an operator asked of a backend (control port `drain|maint|ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// In service.
+    Ready,
+    /// No new clients; open sessions stay.
+    Drain,
+    /// No new clients, open sessions stay, and health checks pause (the node is being worked on).
+    Maint,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+}
+
 /// Live state of one backend, shared across routing snapshots.
 #[derive(Debug)]
 pub struct BackendState {
@@ -50,12 +71,16 @@ pub struct BackendState {
     report: ArcSwap<HealthReport>,
     /// Bumped to close every open session to this backend.
     close_sessions: watch::Sender<u64>,
+    /// An [`AdminState`] as a number.
+    admin: AtomicU8,
     /// Proxied connections open now, or being opened.
     active: ActiveCount,
     /// Proxied connections ever established.
     total: AtomicU64,
     /// Connect attempts that failed (refused, timed out, unreachable).
     connect_errors: AtomicU64,
+    /// Reads that moved bytes, either way.
+    transfers: AtomicU64,
     /// Bytes from clients to the backend.
     bytes_to_backend: AtomicU64,
     /// Bytes from the backend to clients.
@@ -68,6 +93,7 @@ pub struct BackendCounters {
     pub active: u64,
     pub total: u64,
     pub connect_errors: u64,
+    pub transfers: u64,
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
 }
@@ -82,9 +108,11 @@ impl BackendState {
             local_index: AtomicU32::new(u32::MAX),
             report: ArcSwap::from_pointee(HealthReport::default()),
             close_sessions: watch::Sender::new(0),
+            admin: AtomicU8::new(0),
             active: ActiveCount::default(),
             total: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            transfers: AtomicU64::new(0),
             bytes_to_backend: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
         }
@@ -98,9 +126,11 @@ impl BackendState {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
 
-    /// Healthy and not read-only: may be the writer.
+    /// Healthy, in service and not read-only: may be the writer.
     pub fn is_writable(&self) -> bool {
-        self.is_healthy() && self.writable.load(Ordering::Relaxed)
+        self.is_healthy()
+            && self.admin_state() == AdminState::Ready
+            && self.writable.load(Ordering::Relaxed)
     }
 
     pub fn set_writable(&self, writable: bool) {
@@ -152,10 +182,29 @@ impl BackendState {
 
     pub fn add_bytes_to_backend(&self, n: u64) {
         self.bytes_to_backend.fetch_add(n, Ordering::Relaxed);
+        self.transfers.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_bytes_to_client(&self, n: u64) {
         self.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+        self.transfers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    pub fn set_admin_state(&self, state: AdminState) {
+        let value = match state {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        };
+        self.admin.store(value, Ordering::Relaxed);
     }
 
     pub fn counters(&self) -> BackendCounters {
@@ -163,9 +212,21 @@ impl BackendState {
             active: self.active.get(),
             total: self.total.load(Ordering::Relaxed),
             connect_errors: self.connect_errors.load(Ordering::Relaxed),
+            transfers: self.transfers.load(Ordering::Relaxed),
             bytes_to_backend: self.bytes_to_backend.load(Ordering::Relaxed),
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl std::ops::AddAssign for BackendCounters {
+    fn add_assign(&mut self, other: BackendCounters) {
+        self.active += other.active;
+        self.total += other.total;
+        self.connect_errors += other.connect_errors;
+        self.transfers += other.transfers;
+        self.bytes_to_backend += other.bytes_to_backend;
+        self.bytes_to_client += other.bytes_to_client;
     }
 }
 

@@ -79,6 +79,34 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     #[serde(default)]
     pub health: HealthConfig,
+    /// The glbd-compatible control port; off unless the section is present.
+    pub control: Option<ControlConfig>,
+}
+
+/// The glbd-compatible text control port (see `crate::control`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// `IP:PORT`; loopback by default: whoever reaches it can change the routing.
+    pub bind: String,
+    /// Control connections open at once; more are closed at once.
+    pub max_clients: u32,
+    /// The longest request line, in bytes; a longer one gets `Error` and the connection closes.
+    pub max_line: usize,
+    /// How long an interactive connection may stay silent before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            bind: "127.0.0.1:8011".to_string(),
+            max_clients: 32,
+            max_line: 1024,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -613,6 +641,29 @@ impl Config {
                         .replace("backends", "discover_retire_after"),
                     "must be at least 1".into(),
                 ));
+            }
+        }
+        if let Some(control) = &self.control {
+            let bind: SocketAddr = control.bind.parse().map_err(|_| {
+                err(
+                    "control.bind".into(),
+                    format!("'{}' is not IP:PORT (e.g. 127.0.0.1:8011)", control.bind),
+                )
+            })?;
+            if binds.contains(&bind) {
+                return Err(err(
+                    "control.bind".into(),
+                    format!("{bind} is bound by a listener"),
+                ));
+            }
+            if control.max_clients == 0 {
+                return Err(err(
+                    "control.max_clients".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            if control.max_line < 16 {
+                return Err(err("control.max_line".into(), "must be at least 16".into()));
             }
         }
         let health = &self.health;

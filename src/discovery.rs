@@ -24,21 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::snapshot::{Origin, Router, resolve_all};
-
-/// A change for the updater to apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The complete list of addresses discovered for a pool, beyond its configured members.
-    Discovered {
-        pool: String,
-        addresses: Vec<String>,
-    },
-    /// The addresses a `resolve_every` host name resolves to now.
-    Resolved {
-        name: String,
-        addresses: Vec<SocketAddr>,
-    },
-}
+use crate::updater::Change;
 
 /// Discovery state for one pool, kept between rounds.
 #[derive(Debug, Default)]

@@ -3,22 +3,26 @@
 //!
 //! Clients connect to a listener; each connection is proxied to one backend node chosen by the
 //! listener's policy, and bytes are copied both ways until both sides are done. Routing state is an
-//! immutable snapshot behind one `ArcSwap`, written only by the [`snapshot::Updater`]; the hot path
-//! takes no lock.
+//! immutable snapshot behind one `ArcSwap`, written only by the updater task; the hot path takes
+//! no lock.
 //!
 //! # Layout
 //!
 //! - [`config`]: the YAML configuration, its defaults and validation (exit 64 on invalid input).
 //! - [`backend`]: a backend's identity (its address) and live state (health, counters).
 //! - [`limit`]: lock-free connection counts with limits, released by guards.
-//! - [`snapshot`]: pools, members and per-listener routes; the single writer that swaps them.
+//! - [`snapshot`]: pools, members and per-listener routes; the builder that swaps them.
+//! - [`updater`]: the task that applies every change (discovery, DNS, control, reload).
+//! - [`reload`]: what a new configuration changes, as a pure diff.
 //! - [`balance`]: the policies (round robin, weighted, least connections, random, source, single).
 //! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
 //! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
-//! - [`proxy`]: listeners (accept loop with back-off) and the per-connection handler.
+//! - [`control`]: the glbd-compatible control port.
+//! - [`listeners`]: the open listeners, by name.
+//! - [`proxy`]: a listener's accept loop (with back-off) and the per-connection handler.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
-//! - [`shutdown`]: SIGTERM/SIGINT as one future.
+//! - [`shutdown`]: SIGTERM/SIGINT as one future, SIGHUP as reload requests.
 //!
 //! [`run`] starts everything and, when its shutdown future completes, stops accepting at once,
 //! lets open connections finish for `limits.shutdown_grace`, then closes the rest.
@@ -26,32 +30,37 @@
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod health;
 pub mod limit;
+pub mod listeners;
 pub mod mysql_packet;
 pub mod port_owner;
 pub mod proxy;
+pub mod reload;
 pub mod shutdown;
 pub mod snapshot;
+pub mod updater;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Config, Discover};
-use crate::discovery::Change;
+use crate::config::Config;
+use crate::control::ControlContext;
 use crate::health::{HealthMonitor, HealthSettings};
+use crate::listeners::ListenerSet;
 use crate::proxy::{ListenerState, ProxyContext};
-use crate::snapshot::Updater;
-use crate::snapshot::{Origin, Router};
+use crate::snapshot::{Router, Updater};
+use crate::updater::{Change, UpdaterTask};
 
 /// Why galera-lb could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,19 +77,24 @@ pub enum RunError {
 pub struct Running {
     /// Each listener's name and the address it is bound to (useful when the port was 0).
     pub listeners: Vec<(String, SocketAddr)>,
+    /// Where the control port listens, when it is on.
+    pub control: Option<SocketAddr>,
     /// The current routing (read-only: changes go through the updater task).
     pub router: Arc<Router>,
     pub listener_states: Vec<Arc<ListenerState>>,
+    /// Sends changes to the updater task (reload requests, for one).
+    pub changes: mpsc::Sender<Change>,
     stop_accepting: CancellationToken,
-    /// Stops the updater, health checks and discovery.
+    accept_loops: TaskTracker,
+    /// Stops the updater, health checks, discovery and the control port.
     stop_background: CancellationToken,
-    accept_loops: JoinSet<()>,
     ctx: Arc<ProxyContext>,
     shutdown_grace: Duration,
 }
 
 /// Resolves the backends, binds every listener, runs the first health checks and starts
-/// accepting.
+/// accepting. `config_file` names the configuration in messages; when it is a file, reloads
+/// re-read it.
 pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunError> {
     let password = config
         .health
@@ -89,19 +103,21 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
-    let mut bound = Vec::new();
+    let mut sockets = Vec::new();
     for listener in &config.listeners {
-        let address: SocketAddr = listener
-            .bind
-            .parse()
-            .expect("validate() checked that every bind address parses");
-        let socket = proxy::bind(&listener.name, address, &config.tcp)?;
-        let local = socket.local_addr().unwrap_or(address);
-        bound.push((listener, socket, local));
+        sockets.push((listener, listeners::bind(listener, &config.tcp)?));
     }
+    let control_socket = match &config.control {
+        Some(control) => {
+            let address: SocketAddr = control.bind.parse().expect("validate() checked it");
+            Some(proxy::bind("control", address, &config.tcp)?)
+        }
+        None => None,
+    };
 
+    let router = updater.router();
     let ctx = Arc::new(ProxyContext {
-        router: updater.router(),
+        router: router.clone(),
         tcp: config.tcp.clone(),
         connect_timeout: config.limits.connect_timeout,
         global_active: Default::default(),
@@ -109,69 +125,85 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         tasks: TaskTracker::new(),
         force_close: CancellationToken::new(),
     });
+    let stop_background = CancellationToken::new();
     let mut health = HealthMonitor::start(
         HealthSettings {
             config: config.health.clone(),
             password,
         },
-        updater.router(),
+        router.clone(),
     );
-    health.sync(&updater.router().load_full());
+    health.sync(&router.load_full());
     // The sockets are bound, so clients wait in the backlog while the first checks run: routing
     // starts from real health, not from the initial state.
     health
         .first_round(config.health.timeout + Duration::from_millis(500))
         .await;
+
     let stop_accepting = CancellationToken::new();
-    let mut accept_loops = JoinSet::new();
-    let mut listeners = Vec::new();
-    let mut listener_states = Vec::new();
-    let snapshot = updater.router().load_full();
-    for (listener, socket, local) in bound {
-        let state = Arc::new(ListenerState::new(
-            listener.name.clone(),
-            listener.max_connections,
-        ));
-        let pool = snapshot.route(&listener.name).map(|r| r.pool.clone());
-        info!(
-            listener = %listener.name,
-            address = %local,
-            policy = listener.policy.as_str(),
-            pool = %listener.pool,
-            backends = pool.map_or(0, |p| p.members.len()),
-            "listening"
-        );
-        accept_loops.spawn(proxy::serve(
-            socket,
-            state.clone(),
-            ctx.clone(),
-            stop_accepting.clone(),
-        ));
-        listeners.push((listener.name.clone(), local));
-        listener_states.push(state);
+    let mut listener_set = ListenerSet::new(ctx.clone(), stop_accepting.clone());
+    for (listener, (socket, local)) in sockets {
+        listener_set.start(listener, socket, local);
     }
-    let router = updater.router();
-    let stop_background = CancellationToken::new();
+    let listeners = listener_set
+        .open()
+        .iter()
+        .map(|l| (l.name.clone(), l.local))
+        .collect();
+    let listener_states = listener_set
+        .open()
+        .iter()
+        .map(|l| l.state.clone())
+        .collect();
+    let accept_loops = listener_set.accept_loops();
+
     let (changes, change_rx) = mpsc::channel(64);
-    start_discovery(config, &router, &changes, &stop_background);
-    tokio::spawn(run_updater(
+    let mut control = None;
+    if let (Some(control_config), Some(socket)) = (&config.control, control_socket) {
+        control = socket.local_addr().ok();
+        let first = &config.listeners[0];
+        let default_port = first.bind.parse::<SocketAddr>().map_or(3306, |a| a.port());
+        let control_ctx = Arc::new(ControlContext {
+            router: router.clone(),
+            changes: changes.clone(),
+            config: control_config.clone(),
+            default_port,
+            pool: first.pool.clone(),
+            max_connections: u64::from(config.limits.max_connections),
+            open_connections: ctx.global_active.clone(),
+            last_stat: Mutex::new((Instant::now(), router.totals())),
+            clients: Default::default(),
+        });
+        info!(address = ?control, "control port listening");
+        tokio::spawn(control::serve(socket, control_ctx, stop_background.clone()));
+    }
+    let task = UpdaterTask {
         updater,
         health,
-        change_rx,
-        stop_background.clone(),
-    ));
+        listeners: listener_set,
+        config: config.clone(),
+        config_file: Path::new(config_file)
+            .is_file()
+            .then(|| Path::new(config_file).to_path_buf()),
+        changes: changes.clone(),
+        discovery: stop_background.child_token(),
+        background: stop_background.clone(),
+    };
+    tokio::spawn(task.run(change_rx));
     info!(
-        listeners = listeners.len(),
+        listeners = config.listeners.len(),
         check = config.health.check.as_str(),
         "ready"
     );
     Ok(Running {
         listeners,
+        control,
         router,
         listener_states,
+        changes,
         stop_accepting,
-        stop_background,
         accept_loops,
+        stop_background,
         ctx,
         shutdown_grace: config.limits.shutdown_grace,
     })
@@ -180,9 +212,10 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
 impl Running {
     /// Stops accepting at once, waits up to the shutdown grace period for open connections to
     /// finish, then closes the rest.
-    pub async fn drain(mut self) {
+    pub async fn drain(self) {
         self.stop_accepting.cancel();
-        while self.accept_loops.join_next().await.is_some() {}
+        self.accept_loops.close();
+        self.accept_loops.wait().await;
         self.ctx.tasks.close();
         let open = self.ctx.global_active.get();
         if open > 0 {
@@ -207,105 +240,44 @@ impl Running {
     pub fn active_connections(&self) -> u64 {
         self.ctx.global_active.get()
     }
-}
 
-/// Starts `discover: wsrep` for the pools that ask for it and `resolve_every` for the backends
-/// that have it; they report to the updater through `changes`.
-fn start_discovery(
-    config: &Config,
-    router: &Arc<Router>,
-    changes: &mpsc::Sender<Change>,
-    stop: &CancellationToken,
-) {
-    let snapshot = router.load_full();
-    let mut followed: Vec<&str> = Vec::new();
-    for pool in config.pools() {
-        if pool.discover == Discover::Wsrep {
-            tokio::spawn(discovery::watch_wsrep(
-                pool.name.to_string(),
-                pool.retire_after,
-                config.health.interval,
-                router.clone(),
-                changes.clone(),
-                stop.clone(),
-            ));
-        }
-        for backend in pool.backends {
-            let Some(every) = backend.resolve_every else {
-                continue;
-            };
-            if followed.contains(&backend.address.as_str()) {
-                continue;
-            }
-            followed.push(&backend.address);
-            let mut current: Vec<SocketAddr> = snapshot
-                .pools
-                .iter()
-                .flat_map(|p| p.members.iter())
-                .filter(|m| m.origin == Origin::Dns(backend.address.clone()))
-                .map(|m| m.socket_addr)
-                .collect();
-            current.sort();
-            current.dedup();
-            tokio::spawn(discovery::follow_dns(
-                backend.address.clone(),
-                every,
-                current,
-                changes.clone(),
-                stop.clone(),
-            ));
-        }
+    /// Asks the updater task to re-read the configuration file, and waits for the outcome.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.changes
+            .send(Change::Reload(Some(reply)))
+            .await
+            .map_err(|_| "galera-lb is shutting down".to_string())?;
+        outcome
+            .await
+            .map_err(|_| "galera-lb is shutting down".to_string())?
     }
 }
 
-/// The updater task: the only writer of the routing snapshot once galera-lb runs. It applies
-/// each [`Change`] and then starts or stops health checks to match the new snapshot.
-async fn run_updater(
-    mut updater: Updater,
-    mut health: HealthMonitor,
-    mut changes: mpsc::Receiver<Change>,
-    stop: CancellationToken,
-) {
-    loop {
-        let change = tokio::select! {
-            _ = stop.cancelled() => break,
-            change = changes.recv() => match change {
-                Some(change) => change,
-                // Nothing can send any more, but the health checks run until galera-lb stops.
-                None => {
-                    stop.cancelled().await;
-                    break;
-                }
-            },
-        };
-        let result = match &change {
-            Change::Discovered { pool, addresses } => {
-                info!(pool = %pool, discovered = ?addresses, "discovery changed the pool");
-                updater.set_discovered(pool, addresses.clone()).await
-            }
-            Change::Resolved { name, addresses } => {
-                info!(name = %name, addresses = ?addresses, "DNS records changed");
-                updater.set_resolved(name, addresses.clone()).await
-            }
-        };
-        match result {
-            Ok(()) => health.sync(&updater.router().load_full()),
-            Err(e) => {
-                warn!(error = %e, ?change, "cannot apply a change; keeping the current routing")
-            }
-        }
-    }
-    health.stop();
-}
-
-/// Runs galera-lb until `shutdown` completes, then drains (see [`Running::drain`]).
+/// Runs galera-lb until `shutdown` completes, then drains (see [`Running::drain`]). SIGHUP
+/// reloads the configuration file meanwhile.
 pub async fn run(
     config: &Config,
     config_file: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let running = start(config, config_file).await?;
+    let reloads = running.changes.clone();
+    let hangups = tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            warn!("cannot install the SIGHUP handler: reload with the control port's `reload`");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            info!("received SIGHUP: reloading the configuration");
+            if reloads.send(Change::Reload(None)).await.is_err() {
+                return;
+            }
+        }
+    });
     shutdown.await;
+    hangups.abort();
     running.drain().await;
     Ok(())
 }

@@ -17,7 +17,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
@@ -51,7 +51,8 @@ pub struct ProxyContext {
 #[derive(Debug, Default)]
 pub struct ListenerState {
     pub name: String,
-    pub max_connections: Option<u32>,
+    /// The listener's own connection limit, 0 for none (a reload may change it).
+    max_connections: AtomicU32,
     active: ActiveCount,
     /// Clients accepted.
     pub accepted: AtomicU64,
@@ -65,9 +66,21 @@ impl ListenerState {
     pub fn new(name: String, max_connections: Option<u32>) -> Self {
         ListenerState {
             name,
-            max_connections,
+            max_connections: AtomicU32::new(max_connections.unwrap_or(0)),
             ..Default::default()
         }
+    }
+
+    pub fn max_connections(&self) -> Option<u32> {
+        match self.max_connections.load(Ordering::Relaxed) {
+            0 => None,
+            max => Some(max),
+        }
+    }
+
+    pub fn set_max_connections(&self, max: Option<u32>) {
+        self.max_connections
+            .store(max.unwrap_or(0), Ordering::Relaxed);
     }
 
     pub fn active(&self) -> u64 {
@@ -198,11 +211,11 @@ fn admit(stream: TcpStream, peer: SocketAddr, state: &Arc<ListenerState>, ctx: &
         );
         return refuse_in_background(stream, peer, state, ctx, reason);
     };
-    let Some(local) = try_acquire(state, state.max_connections.map(u64::from)) else {
+    let Some(local) = try_acquire(state, state.max_connections().map(u64::from)) else {
         let reason = format!(
             "listener '{}' has reached its max_connections ({})",
             state.name,
-            state.max_connections.unwrap_or_default()
+            state.max_connections().unwrap_or_default()
         );
         return refuse_in_background(stream, peer, state, ctx, reason);
     };

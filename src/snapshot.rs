@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::backend::BackendState;
+use crate::backend::{AdminState, BackendCounters, BackendState};
 use crate::balance::{Policy, build_policy};
 use crate::config::{
     CheckKind, Config, InitialState, PolicyKind, Role, SessionAction, split_host_port,
@@ -45,12 +45,17 @@ pub enum Origin {
     Dns(String),
     /// Listed in a member's `wsrep_incoming_addresses` (`discover: wsrep`).
     Discovered,
+    /// Added at run time over the control port.
+    Control,
 }
 
 impl Member {
-    /// Whether the member can take a new client now: healthy and below its own limit.
+    /// Whether the member can take a new client now: healthy, in service (not drained, weight
+    /// above 0) and below its own limit.
     pub fn is_usable(&self) -> bool {
         self.backend.is_healthy()
+            && self.weight > 0.0
+            && self.backend.admin_state() == AdminState::Ready
             && self
                 .max_connections
                 .is_none_or(|max| self.backend.active() < u64::from(max))
@@ -119,11 +124,12 @@ impl Pool {
     /// the health coordinator calls this, so elections never race.
     pub fn elect_writer(&self, failback: bool) -> Option<(Option<usize>, Option<usize>)> {
         let current = self.writer();
-        let best = self
-            .writer_order()
-            .into_iter()
-            .find(|&i| self.members[i].backend.is_writable());
-        let keep = current.filter(|&w| self.members[w].backend.is_writable());
+        let eligible = |i: usize| {
+            let member = &self.members[i];
+            member.weight > 0.0 && member.backend.is_writable()
+        };
+        let best = self.writer_order().into_iter().find(|&i| eligible(i));
+        let keep = current.filter(|&w| eligible(w));
         let chosen = if failback { best } else { keep.or(best) };
         if chosen == current {
             return None;
@@ -238,15 +244,48 @@ impl Snapshot {
     pub fn route(&self, listener: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.listener == listener)
     }
+
+    /// The member known by `address` (its identity) or listening at `socket_addr`, in any pool.
+    pub fn find(&self, address: &str, socket_addr: Option<SocketAddr>) -> Option<&Member> {
+        let members = || self.pools.iter().flat_map(|p| p.members.iter());
+        members()
+            .find(|m| m.backend.address == address)
+            .or_else(|| members().find(|m| Some(m.socket_addr) == socket_addr))
+    }
+
+    /// Every distinct backend, in pool order.
+    pub fn backends(&self) -> Vec<&Member> {
+        let mut seen: Vec<&Member> = Vec::new();
+        for member in self.pools.iter().flat_map(|p| p.members.iter()) {
+            if !seen
+                .iter()
+                .any(|m| m.backend.address == member.backend.address)
+            {
+                seen.push(member);
+            }
+        }
+        seen
+    }
 }
 
 /// Shared access to the current snapshot.
 #[derive(Debug)]
 pub struct Router {
     current: ArcSwap<Snapshot>,
+    /// The counters of backends that are gone, so that totals never go backwards.
+    retired: std::sync::Mutex<BackendCounters>,
 }
 
 impl Router {
+    /// Traffic totals over every backend there has been.
+    pub fn totals(&self) -> BackendCounters {
+        let mut totals = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for member in self.load().backends() {
+            totals += member.backend.counters();
+        }
+        totals
+    }
+
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }
@@ -270,6 +309,11 @@ pub enum BuildError {
 /// What the running galera-lb has learnt beyond its configuration.
 #[derive(Debug, Clone, Default)]
 struct Learnt {
+    /// Control-port changes: the weight of a backend added or reweighted at run time (0 drains
+    /// it), by address, in the order they were made.
+    weights: Vec<(String, f64)>,
+    /// Configured backends removed at run time over the control port.
+    removed: Vec<String>,
     /// Per pool, the addresses discovery added (`discover: wsrep`).
     discovered: HashMap<String, Vec<String>>,
     /// Per `resolve_every` host name (as configured), the addresses it resolved to last.
@@ -294,6 +338,7 @@ impl Updater {
         Ok(Updater {
             router: Arc::new(Router {
                 current: ArcSwap::from_pointee(snapshot),
+                retired: Default::default(),
             }),
             config: config.clone(),
             learnt,
@@ -309,6 +354,59 @@ impl Updater {
     pub async fn apply(&mut self, config: &Config) -> Result<(), BuildError> {
         self.config = config.clone();
         self.rebuild().await
+    }
+
+    /// The pool that control-port changes add backends to: the first listener's.
+    pub fn control_pool(&self) -> String {
+        self.config.listeners[0].pool.clone()
+    }
+
+    /// Adds a backend to the control pool, or sets the weight of one in any pool (0 drains it:
+    /// no new clients, open sessions stay). `address` must name a member as it is known (see
+    /// [`Snapshot::find`]) or be a new `HOST:PORT`.
+    pub async fn set_weight(&mut self, address: &str, weight: f64) -> Result<(), BuildError> {
+        self.learnt.removed.retain(|a| a != address);
+        self.learnt.weights.retain(|(a, _)| a != address);
+        self.learnt.weights.push((address.to_string(), weight));
+        let result = self.rebuild().await;
+        if result.is_err() {
+            self.learnt.weights.retain(|(a, _)| a != address);
+        }
+        result
+    }
+
+    /// Removes a backend from every pool; returns its state, so the caller can close its
+    /// sessions, or `None` if no pool had it.
+    pub async fn remove(&mut self, address: &str) -> Result<Option<Arc<BackendState>>, BuildError> {
+        let Some(state) = self.backends.get(address).cloned() else {
+            return Ok(None);
+        };
+        self.learnt.weights.retain(|(a, _)| a != address);
+        self.learnt.removed.push(address.to_string());
+        for discovered in self.learnt.discovered.values_mut() {
+            discovered.retain(|a| a != address);
+        }
+        self.rebuild().await?;
+        Ok(Some(state))
+    }
+
+    /// Runtime changes made over the control port that a reload would discard.
+    pub fn runtime_changes(&self) -> usize {
+        self.learnt.weights.len() + self.learnt.removed.len()
+    }
+
+    /// Replaces the configuration (a reload): the file is the truth again, so control-port
+    /// changes are discarded; discovered and DNS-resolved members stay.
+    pub async fn reload(&mut self, config: &Config) -> Result<(), BuildError> {
+        let previous = (self.config.clone(), self.learnt.clone());
+        self.config = config.clone();
+        self.learnt.weights.clear();
+        self.learnt.removed.clear();
+        let result = self.rebuild().await;
+        if result.is_err() {
+            (self.config, self.learnt) = previous;
+        }
+        result
     }
 
     /// Sets the addresses discovery found for `pool` (beyond its configured members).
@@ -347,6 +445,19 @@ impl Updater {
             .flat_map(|p| p.members.iter().map(|m| m.backend.address.as_str()))
             .collect();
         registry.retain(|address, _| in_use.contains(&address.as_str()));
+        let mut retired = self
+            .router
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (address, state) in &self.backends {
+            if !registry.contains_key(address) {
+                let mut counters = state.counters();
+                counters.active = 0;
+                *retired += counters;
+            }
+        }
+        drop(retired);
         self.backends = registry;
         self.router.current.store(Arc::new(snapshot));
         Ok(())
@@ -367,10 +478,19 @@ async fn build(
             .or_insert_with(|| Arc::new(BackendState::new(address.to_string(), healthy_at_start)))
             .clone()
     };
+    let control_pool = &config.listeners[0].pool;
     let mut pools = Vec::new();
     for pool in config.pools() {
         let mut members: Vec<Member> = Vec::with_capacity(pool.backends.len());
         for (i, backend) in pool.backends.iter().enumerate() {
+            if learnt.removed.contains(&backend.address) {
+                continue;
+            }
+            let weight = learnt
+                .weights
+                .iter()
+                .find(|(a, _)| a == &backend.address)
+                .map_or(backend.weight, |(_, w)| *w);
             let field = format!("{}[{i}].address", pool.field);
             if backend.resolve_every.is_some() {
                 let addresses = match learnt.resolved.get(&backend.address) {
@@ -385,7 +505,7 @@ async fn build(
                     members.push(Member {
                         backend: state_of(&identity),
                         socket_addr,
-                        weight: backend.weight,
+                        weight,
                         tier: backend.tier,
                         max_connections: backend.max_connections,
                         origin: Origin::Dns(backend.address.clone()),
@@ -396,14 +516,34 @@ async fn build(
                 members.push(Member {
                     backend: state_of(&backend.address),
                     socket_addr,
-                    weight: backend.weight,
+                    weight,
                     tier: backend.tier,
                     max_connections: backend.max_connections,
                     origin: Origin::Configured,
                 });
             }
         }
+        if pool.name == control_pool {
+            for (address, weight) in &learnt.weights {
+                if members.iter().any(|m| &m.backend.address == address) {
+                    continue;
+                }
+                let field = format!("control-port backend {address}");
+                let socket_addr = resolve_first(address, &field).await?;
+                members.push(Member {
+                    backend: state_of(address),
+                    socket_addr,
+                    weight: *weight,
+                    tier: 1,
+                    max_connections: None,
+                    origin: Origin::Control,
+                });
+            }
+        }
         for address in learnt.discovered.get(pool.name).into_iter().flatten() {
+            if learnt.removed.contains(address) {
+                continue;
+            }
             let field = format!("discovered address of pool '{}'", pool.name);
             let Ok(socket_addr) = resolve_first(address, &field).await else {
                 continue;

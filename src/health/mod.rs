@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backend::{BackendState, HealthReport};
+use crate::backend::{AdminState, BackendState, HealthReport};
 use crate::config::{CheckKind, HealthConfig, SessionAction};
 use crate::snapshot::{Router, Snapshot};
 use probe::{Outcome, Probe};
@@ -171,6 +171,11 @@ impl HealthMonitor {
         self.changed.notify_one();
     }
 
+    /// Asks for a writer election now (after an admin state changed, say).
+    pub fn nudge(&self) {
+        self.changed.notify_one();
+    }
+
     /// Stops every check task and the coordinator.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -204,6 +209,13 @@ async fn run_checks(
     );
     let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
     loop {
+        if backend.admin_state() == AdminState::Maint && !first {
+            // Under maintenance: no checks, no noise; the state stays as it was.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(config.interval) => continue,
+            }
+        }
         let started = Instant::now();
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,

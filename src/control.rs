@@ -1,0 +1,659 @@
+//! The glbd-compatible control port: a line protocol on TCP that glbd users drive with `nc`.
+//!
+//! Requests, one per line (glbd reads one per `read()`; galera-lb splits lines, so several
+//! requests may arrive in one packet):
+//!
+//! | request | reply |
+//! |---|---|
+//! | `getinfo` | the router table in glbd's layout |
+//! | `getstat`, `getstats` | glbd's counters line, counted since the previous such request |
+//! | `HOST:PORT[:WEIGHT]` | add a backend or set its weight (port defaults to the first listener's, weight to 1); `:0` drains it, a negative weight removes it and closes its sessions; `Ok` or `Error` |
+//! | `getinfo json` | every pool and backend as JSON |
+//! | `health` | each backend's state, role and reason |
+//! | `drain HOST:PORT`, `maint HOST:PORT`, `ready HOST:PORT` | admin states; `Ok` or `Error` |
+//! | `reload` | re-read the configuration file; `Ok` or `Error` |
+//! | `interactive` | keep this connection open for more requests (until `quit` or idle) |
+//! | `help` | this list |
+//!
+//! Replies to changes are exactly `Ok\n` or `Error\n`, as glbd's. A connection answers what it
+//! has received and then closes after a short pause without new requests, so that
+//! `echo getinfo | nc 127.0.0.1 8011` returns even with a netcat that never half-closes; a client
+//! that sends `interactive` first keeps the connection for as long as it keeps talking.
+//!
+//! Limits: at most `max_clients` connections (more are closed at once), lines of at most
+//! `max_line` bytes (a longer one gets `Error` and the connection closes), and a line must be
+//! complete within [`LINE_DEADLINE`] of its first byte, so idle or slow clients cannot pile up.
+//! Every change goes to the updater task, the routing snapshot's only writer.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::backend::{AdminState, BackendCounters};
+use crate::config::{ControlConfig, split_host_port};
+use crate::limit::{ActiveCount, try_acquire};
+use crate::snapshot::{Router, Snapshot};
+use crate::updater::Change;
+
+/// How long a batch connection (one that did not ask for `interactive`) stays open after its
+/// last request was answered.
+pub const BATCH_LINGER: Duration = Duration::from_millis(250);
+/// How long a client may take to send a whole line, and to send its first one.
+pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One parsed request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    GetInfo {
+        json: bool,
+    },
+    GetStat,
+    /// Add or reweight (`weight` ≥ 0), or remove (`weight` < 0) a destination.
+    Destination {
+        address: String,
+        weight: f64,
+    },
+    Admin {
+        state: AdminState,
+        address: String,
+    },
+    Health,
+    Reload,
+    Interactive,
+    Quit,
+    Help,
+}
+
+/// What the updater is asked to do for a control request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlChange {
+    Destination { address: String, weight: f64 },
+    Admin { state: AdminState, address: String },
+    Reload,
+}
+
+/// A control request for the updater, with where to send the outcome.
+#[derive(Debug)]
+pub struct ControlRequest {
+    pub change: ControlChange,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Parses one request line (already trimmed); `default_port` completes a destination without one.
+pub fn parse(line: &str, default_port: u16) -> Result<Request, String> {
+    let mut words = line.split_whitespace();
+    let command = words.next().ok_or("empty request")?;
+    let argument = words.next();
+    if words.next().is_some() {
+        return Err(format!("too many words in '{line}'"));
+    }
+    let lower = command.to_ascii_lowercase();
+    let no_argument = |request: Request| match argument {
+        None => Ok(request),
+        Some(extra) => Err(format!("'{command}' takes no argument, got '{extra}'")),
+    };
+    match lower.as_str() {
+        "getinfo" => match argument {
+            None => Ok(Request::GetInfo { json: false }),
+            Some(a) if a.eq_ignore_ascii_case("json") => Ok(Request::GetInfo { json: true }),
+            Some(other) => Err(format!("getinfo takes 'json' or nothing, not '{other}'")),
+        },
+        "getstat" | "getstats" => no_argument(Request::GetStat),
+        "health" => no_argument(Request::Health),
+        "reload" => no_argument(Request::Reload),
+        "interactive" => no_argument(Request::Interactive),
+        "quit" | "exit" => no_argument(Request::Quit),
+        "help" => no_argument(Request::Help),
+        "drain" | "maint" | "ready" => {
+            let state = match lower.as_str() {
+                "drain" => AdminState::Drain,
+                "maint" => AdminState::Maint,
+                _ => AdminState::Ready,
+            };
+            let target = argument.ok_or_else(|| format!("{lower} needs HOST:PORT"))?;
+            let (address, _) = parse_destination(target, default_port)?;
+            Ok(Request::Admin { state, address })
+        }
+        _ if argument.is_none() => {
+            let (address, weight) = parse_destination(command, default_port)?;
+            Ok(Request::Destination { address, weight })
+        }
+        _ => Err(format!("unknown request '{line}' (try 'help')")),
+    }
+}
+
+/// Parses glbd's `HOST[:PORT[:WEIGHT]]` (IPv6 as `[::1]:PORT[:WEIGHT]`) into a `HOST:PORT`
+/// address and a weight (default 1).
+pub fn parse_destination(text: &str, default_port: u16) -> Result<(String, f64), String> {
+    let bad = |why: &str| format!("'{text}' is not HOST[:PORT[:WEIGHT]]: {why}");
+    let (host, rest) = if let Some(v6) = text.strip_prefix('[') {
+        let (host, rest) = v6.split_once(']').ok_or_else(|| bad("no closing ']'"))?;
+        let rest = match rest {
+            "" => None,
+            r => Some(r.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
+        };
+        (format!("[{host}]"), rest)
+    } else {
+        match text.split_once(':') {
+            Some((host, rest)) => (host.to_string(), Some(rest)),
+            None => (text.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(bad("no host"));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+    {
+        return Err(bad("the host has characters a host name cannot have"));
+    }
+    let (port, weight) = match rest {
+        None => (default_port, 1.0),
+        Some(rest) => {
+            let (port, weight) = match rest.split_once(':') {
+                Some((port, weight)) => (port, Some(weight)),
+                None => (rest, None),
+            };
+            let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+            let weight: f64 = match weight {
+                Some(w) => w.parse().map_err(|_| bad("bad weight"))?,
+                None => 1.0,
+            };
+            (port, weight)
+        }
+    };
+    if !weight.is_finite() {
+        return Err(bad("bad weight"));
+    }
+    let address = format!("{host}:{port}");
+    split_host_port(&address).map_err(|e| bad(&e))?;
+    Ok((address, weight))
+}
+
+/// The router table in glbd's layout, for the pool `pool`.
+pub fn render_getinfo(snapshot: &Snapshot, pool: &str, open: u64, max_connections: u64) -> String {
+    let rule = "-".repeat(54);
+    let mut out =
+        format!("Router:\n{rule}\n        Address       :   weight   usage    map  conns\n");
+    let members = snapshot
+        .pools
+        .iter()
+        .find(|p| p.name == pool)
+        .map(|p| p.members.as_slice())
+        .unwrap_or_default();
+    for member in members {
+        let conns = member.backend.active();
+        let usage = 1.0 - 1.0 / (conns as f64 + 1.0);
+        out.push_str(&format!(
+            "{:>21} : {:>8.3} {:>7.3} {:>6} {:>6}\n",
+            member.backend.address, member.weight, usage, "N/A", conns
+        ));
+    }
+    out.push_str(&format!(
+        "{rule}\nDestinations: {}, total connections: {open} of {max_connections} max\n",
+        members.len()
+    ));
+    out
+}
+
+/// Every pool and backend as one JSON document.
+pub fn render_getinfo_json(snapshot: &Snapshot) -> String {
+    let pools: Vec<_> = snapshot
+        .pools
+        .iter()
+        .map(|pool| {
+            let writer = pool.writer();
+            let members: Vec<_> = pool
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let c = m.backend.counters();
+                    let report = m.backend.report();
+                    json!({
+                        "address": m.backend.address,
+                        "socket_address": m.socket_addr.to_string(),
+                        "weight": m.weight,
+                        "tier": m.tier,
+                        "admin": m.backend.admin_state().as_str(),
+                        "healthy": m.backend.is_healthy(),
+                        "writer": writer == Some(i),
+                        "reason": report.reason,
+                        "active": c.active,
+                        "total": c.total,
+                        "bytes_to_backend": c.bytes_to_backend,
+                        "bytes_to_client": c.bytes_to_client,
+                    })
+                })
+                .collect();
+            json!({ "pool": pool.name, "backends": members })
+        })
+        .collect();
+    let listeners: Vec<_> = snapshot
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "listener": r.listener,
+                "pool": r.pool.name,
+                "policy": r.policy_kind.as_str(),
+                "role": r.role.as_str(),
+            })
+        })
+        .collect();
+    format!("{}\n", json!({ "listeners": listeners, "pools": pools }))
+}
+
+/// Each backend's health, admin state and role, one line each.
+pub fn render_health(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    for pool in &snapshot.pools {
+        let writer = pool.writer();
+        for (i, m) in pool.members.iter().enumerate() {
+            let report = m.backend.report();
+            let state = if m.backend.is_healthy() { "up" } else { "down" };
+            let role = if writer == Some(i) {
+                "writer"
+            } else {
+                "reader"
+            };
+            let wsrep = report
+                .wsrep
+                .as_ref()
+                .map(|w| w.state_comment.clone())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{} {} {} admin={} role={} reason={} wsrep={}\n",
+                pool.name,
+                m.backend.address,
+                state,
+                m.backend.admin_state().as_str(),
+                role,
+                if report.reason.is_empty() {
+                    "-"
+                } else {
+                    &report.reason
+                },
+                if wsrep.is_empty() { "-" } else { &wsrep },
+            ));
+        }
+    }
+    out
+}
+
+/// glbd's counters line for the traffic between two readings of the totals.
+pub fn render_getstat(
+    now: &BackendCounters,
+    before: &BackendCounters,
+    open: u64,
+    elapsed: Duration,
+) -> String {
+    let bytes_in = now.bytes_to_backend - before.bytes_to_backend;
+    let bytes_out = now.bytes_to_client - before.bytes_to_client;
+    let transfers = now.transfers - before.transfers;
+    let opened = now.total - before.total;
+    let moved = bytes_in + bytes_out;
+    // galera-lb counts reads that moved bytes (each is one send as well, as a rule); it does not
+    // count polls, which glbd's last figures are, so they are 0.
+    format!(
+        "in: {bytes_in} out: {bytes_out} recv: {moved} / {transfers} send: {moved} / {transfers} \
+         conns: {opened} / {open} poll: 0 / 0 / 0 elapsed: {:.5}\n",
+        elapsed.as_secs_f64()
+    )
+}
+
+const HELP: &str = "\
+getinfo                 the router table (glbd layout)
+getinfo json            every pool and backend as JSON
+getstat | getstats      traffic since the previous getstat (glbd layout)
+HOST:PORT[:WEIGHT]      add a backend or set its weight; :0 drains it, a negative weight removes it
+drain HOST:PORT         no new clients; open sessions stay
+maint HOST:PORT         like drain, and its health checks pause
+ready HOST:PORT         back in service
+health                  each backend's state, role and reason
+reload                  re-read the configuration file
+interactive             keep this connection open for more requests
+quit                    close this connection
+help                    this list
+";
+
+/// What the control server shares with its connections.
+#[derive(Debug)]
+pub struct ControlContext {
+    pub router: Arc<Router>,
+    pub changes: mpsc::Sender<Change>,
+    pub config: ControlConfig,
+    /// The port a destination without one gets: the first listener's.
+    pub default_port: u16,
+    /// The pool `getinfo` shows and new destinations join: the first listener's.
+    pub pool: String,
+    pub max_connections: u64,
+    pub open_connections: Arc<ActiveCount>,
+    /// Totals at the previous `getstat`, and when it was.
+    pub last_stat: Mutex<(Instant, BackendCounters)>,
+    pub clients: Arc<ActiveCount>,
+}
+
+/// Accepts control connections until `stop`.
+pub async fn serve(listener: TcpListener, ctx: Arc<ControlContext>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "control: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = try_acquire(&ctx.clients, Some(u64::from(ctx.config.max_clients))) else {
+            debug!(client = %peer, "control: too many clients; closing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                result = session(stream, peer, &ctx) => {
+                    if let Err(e) = result {
+                        debug!(client = %peer, error = %e, "control: connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Serves one control connection.
+async fn session(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &ControlContext,
+) -> std::io::Result<()> {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let mut interactive = false;
+    let mut answered = false;
+    let mut line_started: Option<Instant> = None;
+    loop {
+        let wait = if interactive {
+            ctx.config.idle_timeout
+        } else if answered && buffer.is_empty() {
+            BATCH_LINGER
+        } else {
+            LINE_DEADLINE.saturating_sub(line_started.map_or(Duration::ZERO, |t| t.elapsed()))
+        };
+        let read = match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(read) => read?,
+            Err(_) => return Ok(()),
+        };
+        let at_end = read == 0;
+        buffer.extend_from_slice(&chunk[..read]);
+        if !buffer.is_empty() && line_started.is_none() {
+            line_started = Some(Instant::now());
+        }
+        // Complete lines; at the end of the stream, what is left counts as a line too.
+        while let Some(line) = take_line(&mut buffer, at_end) {
+            line_started = (!buffer.is_empty()).then(Instant::now);
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            match handle(text, peer, ctx).await {
+                Reply::Text(reply) => stream.write_all(reply.as_bytes()).await?,
+                Reply::Interactive => {
+                    interactive = true;
+                    stream.write_all(b"Ok\n").await?;
+                }
+                Reply::Quit => return Ok(()),
+            }
+            answered = true;
+        }
+        if buffer.len() > ctx.config.max_line {
+            warn!(client = %peer, limit = ctx.config.max_line, "control: request line too long; closing");
+            stream.write_all(b"Error\n").await?;
+            return Ok(());
+        }
+        if at_end {
+            return Ok(());
+        }
+    }
+}
+
+/// Removes and returns the first line of `buffer` (without its newline); at the end of the
+/// stream, the rest.
+fn take_line(buffer: &mut Vec<u8>, at_end: bool) -> Option<Vec<u8>> {
+    match buffer.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let mut line: Vec<u8> = buffer.drain(..=end).collect();
+            line.pop();
+            Some(line)
+        }
+        None if at_end && !buffer.is_empty() => Some(std::mem::take(buffer)),
+        None => None,
+    }
+}
+
+enum Reply {
+    Text(String),
+    Interactive,
+    Quit,
+}
+
+async fn handle(line: &str, peer: SocketAddr, ctx: &ControlContext) -> Reply {
+    let request = match parse(line, ctx.default_port) {
+        Ok(request) => request,
+        Err(reason) => {
+            let shown: String = line.chars().take(80).collect();
+            info!(client = %peer, request = %shown.escape_debug(), %reason, "control: bad request");
+            return Reply::Text("Error\n".to_string());
+        }
+    };
+    let change = match request {
+        Request::GetInfo { json: false } => {
+            let snapshot = ctx.router.load_full();
+            let open = ctx.open_connections.get();
+            return Reply::Text(render_getinfo(
+                &snapshot,
+                &ctx.pool,
+                open,
+                ctx.max_connections,
+            ));
+        }
+        Request::GetInfo { json: true } => {
+            return Reply::Text(render_getinfo_json(&ctx.router.load_full()));
+        }
+        Request::Health => return Reply::Text(render_health(&ctx.router.load_full())),
+        Request::GetStat => {
+            let now = ctx.router.totals();
+            let mut last = ctx.last_stat.lock().unwrap_or_else(|e| e.into_inner());
+            let (then, before) = std::mem::replace(&mut *last, (Instant::now(), now));
+            let open = ctx.open_connections.get();
+            return Reply::Text(render_getstat(&now, &before, open, then.elapsed()));
+        }
+        Request::Help => return Reply::Text(HELP.to_string()),
+        Request::Interactive => return Reply::Interactive,
+        Request::Quit => return Reply::Quit,
+        Request::Destination { address, weight } => ControlChange::Destination { address, weight },
+        Request::Admin { state, address } => ControlChange::Admin { state, address },
+        Request::Reload => ControlChange::Reload,
+    };
+    let (reply, outcome) = oneshot::channel();
+    let request = ControlRequest {
+        change: change.clone(),
+        reply,
+    };
+    if ctx.changes.send(Change::Control(request)).await.is_err() {
+        return Reply::Text("Error\n".to_string());
+    }
+    match outcome.await {
+        Ok(Ok(())) => {
+            info!(client = %peer, change = ?change, "control: applied");
+            Reply::Text("Ok\n".to_string())
+        }
+        Ok(Err(reason)) => {
+            info!(client = %peer, change = ?change, %reason, "control: refused");
+            Reply::Text("Error\n".to_string())
+        }
+        Err(_) => Reply::Text("Error\n".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        let cases: &[(&str, Request)] = &[
+            ("getinfo", Request::GetInfo { json: false }),
+            ("GETINFO", Request::GetInfo { json: false }),
+            ("getinfo json", Request::GetInfo { json: true }),
+            ("getstat", Request::GetStat),
+            ("getstats", Request::GetStat),
+            ("health", Request::Health),
+            ("reload", Request::Reload),
+            ("interactive", Request::Interactive),
+            ("quit", Request::Quit),
+            ("help", Request::Help),
+            (
+                "10.0.0.1:3306:0.75",
+                Request::Destination {
+                    address: "10.0.0.1:3306".into(),
+                    weight: 0.75,
+                },
+            ),
+            (
+                "10.0.0.1:3306",
+                Request::Destination {
+                    address: "10.0.0.1:3306".into(),
+                    weight: 1.0,
+                },
+            ),
+            (
+                "db1",
+                Request::Destination {
+                    address: "db1:3306".into(),
+                    weight: 1.0,
+                },
+            ),
+            (
+                "db1:3307:-1",
+                Request::Destination {
+                    address: "db1:3307".into(),
+                    weight: -1.0,
+                },
+            ),
+            (
+                "[::1]:3306:2",
+                Request::Destination {
+                    address: "[::1]:3306".into(),
+                    weight: 2.0,
+                },
+            ),
+            (
+                "[::1]",
+                Request::Destination {
+                    address: "[::1]:3306".into(),
+                    weight: 1.0,
+                },
+            ),
+            (
+                "drain 10.0.0.1:3306",
+                Request::Admin {
+                    state: AdminState::Drain,
+                    address: "10.0.0.1:3306".into(),
+                },
+            ),
+            (
+                "maint db1",
+                Request::Admin {
+                    state: AdminState::Maint,
+                    address: "db1:3306".into(),
+                },
+            ),
+            (
+                "ready db1:3306",
+                Request::Admin {
+                    state: AdminState::Ready,
+                    address: "db1:3306".into(),
+                },
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(&parse(line, 3306).unwrap(), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        for line in [
+            "",
+            "getinfo xml",
+            "getstat now",
+            "db1:notaport",
+            "db1:3306:heavy",
+            "db1:3306:NaN",
+            "db1:3306:inf",
+            "db1:99999",
+            "[::1",
+            "[::1]x",
+            ":3306",
+            "drain",
+            "a b c",
+            "rm -rf /",
+            "\u{0}\u{1}binary",
+            "db$1:3306",
+        ] {
+            assert!(parse(line, 3306).is_err(), "{line:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn lines_are_split_and_the_rest_counts_at_the_end() {
+        let mut buffer = b"getinfo\ngetstat\r\npartial".to_vec();
+        assert_eq!(take_line(&mut buffer, false).unwrap(), b"getinfo");
+        assert_eq!(take_line(&mut buffer, false).unwrap(), b"getstat\r");
+        assert_eq!(take_line(&mut buffer, false), None);
+        assert_eq!(take_line(&mut buffer, true).unwrap(), b"partial");
+        assert_eq!(take_line(&mut buffer, true), None);
+    }
+
+    #[test]
+    fn getstat_counts_the_interval() {
+        let before = BackendCounters {
+            total: 10,
+            transfers: 100,
+            bytes_to_backend: 1000,
+            bytes_to_client: 2000,
+            ..Default::default()
+        };
+        let now = BackendCounters {
+            total: 16,
+            transfers: 118,
+            bytes_to_backend: 7000,
+            bytes_to_client: 8102,
+            ..Default::default()
+        };
+        let line = render_getstat(&now, &before, 6, Duration::from_millis(8134));
+        assert_eq!(
+            line,
+            "in: 6000 out: 6102 recv: 12102 / 18 send: 12102 / 18 conns: 6 / 6 \
+             poll: 0 / 0 / 0 elapsed: 8.13400\n"
+        );
+    }
+}
