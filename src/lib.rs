@@ -9,6 +9,7 @@
 //! # Layout
 //!
 //! - [`config`]: the YAML configuration, its defaults and validation (exit 64 on invalid input).
+//! - [`glbd_cli`]: glbd's command line mapped onto a [`config::Config`], and glbd's daemon mode.
 //! - [`backend`]: a backend's identity (its address) and live state (health, counters).
 //! - [`limit`]: lock-free connection counts with limits, released by guards.
 //! - [`snapshot`]: pools, members and per-listener routes; the builder that swaps them.
@@ -32,6 +33,7 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod glbd_cli;
 pub mod health;
 pub mod limit;
 pub mod listeners;
@@ -256,6 +258,9 @@ impl Running {
 
 /// Runs galera-lb until `shutdown` completes, then drains (see [`Running::drain`]). SIGHUP
 /// reloads the configuration file meanwhile.
+///
+/// `shutdown` is first polled only once galera-lb is ready (every listener bound and accepting,
+/// the first health round run): glbd's `--daemon` mode relies on that to tell its parent.
 pub async fn run(
     config: &Config,
     config_file: &str,

@@ -1,12 +1,18 @@
 //! The `galera-lb` command: parse the command line, load the configuration (exit 64 when it is
 //! invalid), set up logging and the tokio runtime, and run until SIGTERM or SIGINT.
+//!
+//! Invoked as `glbd` (argv[0]'s file name, e.g. through a symlink) or as `galera-lb glbd ARGS…`,
+//! it takes glbd's command line instead ([`galera_lb::glbd_cli`]): the configuration comes from
+//! the arguments, `--daemon` detaches before the runtime starts, and the rest is the same path.
 
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use galera_lb::config::{Config, LogFormat};
+use galera_lb::glbd_cli::{self, Detached, GlbdInvocation};
 use tracing_subscriber::EnvFilter;
 
 /// The exit status for an invalid configuration (sysexits' EX_USAGE).
@@ -39,10 +45,36 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 64 with the file, field and reason.
     Check,
+    /// Run with glbd's command line, as a drop-in for Codership's glbd (`galera-lb glbd --help`).
+    ///
+    /// `galera-lb glbd [OPTIONS] [IP:]LISTEN_PORT [HOST[:PORT[:WEIGHT]]]...`; a symlink named
+    /// `glbd` to galera-lb does the same. Must come first: glbd's options are not galera-lb's.
+    #[command(disable_help_flag = true)]
+    Glbd {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            num_args = 0..,
+            value_name = "GLBD_ARGS"
+        )]
+        args: Vec<OsString>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(glbd_args) = glbd_arguments(&args) {
+        return glbd_main(glbd_args);
+    }
+    let cli = Cli::parse_from(&args);
+    if matches!(cli.command, Some(Command::Glbd { .. })) {
+        // Only reachable with galera-lb options before `glbd` (which handles its own arguments).
+        eprintln!(
+            "galera-lb: glbd mode takes glbd's command line only: put `glbd` first \
+             (galera-lb glbd [OPTIONS] [IP:]LISTEN_PORT [HOST[:PORT[:WEIGHT]]]...)"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let (config, file) = match load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(message) => {
@@ -55,18 +87,104 @@ fn main() -> ExitCode {
             println!("{file}: configuration is valid");
             ExitCode::SUCCESS
         }
-        Command::Run => match run(config, file) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(Failure::Config(message)) => {
-                eprintln!("galera-lb: invalid configuration: {message}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-            Err(Failure::Other(e)) => {
-                eprintln!("galera-lb: {e:#}");
-                ExitCode::FAILURE
+        Command::Run => ExitCode::from(exit_status(run(config, file, || {}))),
+        Command::Glbd { .. } => unreachable!("refused before the configuration is loaded"),
+    }
+}
+
+/// glbd's arguments when galera-lb runs as `glbd` (argv[0]'s file name) or `galera-lb glbd …`.
+fn glbd_arguments(args: &[OsString]) -> Option<&[OsString]> {
+    let program = args.first()?;
+    if Path::new(program).file_name() == Some(OsStr::new("glbd")) {
+        return Some(&args[1..]);
+    }
+    (args.get(1)?.as_os_str() == "glbd").then(|| &args[2..])
+}
+
+/// glbd mode: parse glbd's arguments, report what is not honoured, detach when asked, then run
+/// the configuration like any other.
+fn glbd_main(args: &[OsString]) -> ExitCode {
+    let glbd = match glbd_cli::parse(args) {
+        Ok(GlbdInvocation::Run(glbd)) => *glbd,
+        Ok(GlbdInvocation::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(GlbdInvocation::Version(line)) => {
+            println!("{line}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("glbd: {e}");
+            return ExitCode::from(glbd_cli::EX_USAGE);
+        }
+    };
+    if glbd.print_version {
+        println!("{}", glbd_cli::version());
+    }
+    for warning in &glbd.warnings {
+        eprintln!("glbd: warning: {warning}");
+    }
+    if glbd.raise_fd_limit {
+        if let Some(warning) = glbd_cli::raise_fd_limit(glbd.config.limits.max_connections) {
+            eprintln!("glbd: warning: {warning}");
+        }
+    }
+    let log = match &glbd.log_file {
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("glbd: --log-file {}: {e}", path.display());
+                return ExitCode::from(glbd_cli::EX_USAGE);
             }
         },
+        None => None,
+    };
+    // Detach before anything starts a thread: the tokio runtime is built in `run`.
+    let mut readiness = None;
+    if glbd.daemon {
+        match glbd_cli::daemonize(log.as_ref()) {
+            Ok(Detached::Parent(status)) => return ExitCode::from(status),
+            Ok(Detached::Daemon(ready)) => readiness = Some(ready),
+            Err(e) => {
+                eprintln!("glbd: cannot run as a daemon: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if let Some(log) = &log {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 of a file we hold open onto stderr.
+        if unsafe { libc::dup2(log.as_raw_fd(), libc::STDERR_FILENO) } == -1 {
+            eprintln!("glbd: --log-file: {}", std::io::Error::last_os_error());
+            return ExitCode::from(glbd_cli::EX_USAGE);
+        }
     }
+    if let Some(path) = &glbd.pid_file {
+        if let Err(e) = glbd_cli::write_pid_file(path) {
+            eprintln!("glbd: --pid-file {}: {e}", path.display());
+            if let Some(ready) = readiness.take() {
+                ready.failed(1);
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = run(glbd.config, glbd_cli::SOURCE.to_string(), || {
+        if let Some(ready) = readiness.take() {
+            ready.ready();
+        }
+    });
+    let status = exit_status(result);
+    if let Some(ready) = readiness.take() {
+        ready.failed(status);
+    }
+    if let Some(path) = &glbd.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    ExitCode::from(status)
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<(Config, String), String> {
@@ -83,7 +201,24 @@ enum Failure {
     Other(anyhow::Error),
 }
 
-fn run(config: Config, file: String) -> Result<(), Failure> {
+/// Prints why galera-lb stopped, if it failed, and gives the exit status.
+fn exit_status(result: Result<(), Failure>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(Failure::Config(message)) => {
+            eprintln!("galera-lb: invalid configuration: {message}");
+            EXIT_CONFIG
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("galera-lb: {e:#}");
+            1
+        }
+    }
+}
+
+/// Sets up logging and the runtime, and runs `config` until SIGTERM or SIGINT. `on_ready` is
+/// called once every listener is bound and accepting (glbd's `--daemon` parent waits for it).
+fn run(config: Config, file: String, on_ready: impl FnOnce()) -> Result<(), Failure> {
     init_logging(&config);
     if let Err(reason) = config.health.resolve_password() {
         return Err(Failure::Config(format!(
@@ -103,7 +238,10 @@ fn run(config: Config, file: String) -> Result<(), Failure> {
         let signals = galera_lb::shutdown::TerminationSignals::install()
             .context("cannot install the SIGTERM/SIGINT handlers")
             .map_err(Failure::Other)?;
+        // `galera_lb::run` first polls this future once `start` has returned, i.e. once every
+        // listener is bound and accepting: the moment to report readiness.
         let shutdown = async {
+            on_ready();
             let name = signals.recv().await;
             tracing::info!("received {name}: no new connections; draining open ones");
         };
