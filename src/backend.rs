@@ -36,6 +36,32 @@ pub struct HealthReport {
     pub wsrep: Option<WsrepStatus>,
 }
 
+/// Why a connect to a backend failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    Refused = 0,
+    Timeout = 1,
+    Other = 2,
+}
+
+impl ConnectError {
+    pub fn of(error: &std::io::Error) -> ConnectError {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+            std::io::ErrorKind::TimedOut => ConnectError::Timeout,
+            _ => ConnectError::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout => "timeout",
+            ConnectError::Other => "other",
+        }
+    }
+}
+
 /// What an operator asked of a backend (control port `drain|maint|ready`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminState {
@@ -77,8 +103,8 @@ pub struct BackendState {
     active: ActiveCount,
     /// Proxied connections ever established.
     total: AtomicU64,
-    /// Connect attempts that failed (refused, timed out, unreachable).
-    connect_errors: AtomicU64,
+    /// Connect attempts that failed, by [`ConnectError`].
+    connect_errors: [AtomicU64; 3],
     /// Reads that moved bytes, either way.
     transfers: AtomicU64,
     /// Bytes from clients to the backend.
@@ -111,7 +137,7 @@ impl BackendState {
             admin: AtomicU8::new(0),
             active: ActiveCount::default(),
             total: AtomicU64::new(0),
-            connect_errors: AtomicU64::new(0),
+            connect_errors: Default::default(),
             transfers: AtomicU64::new(0),
             bytes_to_backend: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
@@ -176,8 +202,23 @@ impl BackendState {
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count_connect_error(&self) {
-        self.connect_errors.fetch_add(1, Ordering::Relaxed);
+    pub fn count_connect_error(&self, kind: ConnectError) {
+        self.connect_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed connects by reason, for metrics.
+    pub fn connect_errors_by_reason(&self) -> [(&'static str, u64); 3] {
+        [
+            ConnectError::Refused,
+            ConnectError::Timeout,
+            ConnectError::Other,
+        ]
+        .map(|kind| {
+            (
+                kind.as_str(),
+                self.connect_errors[kind as usize].load(Ordering::Relaxed),
+            )
+        })
     }
 
     pub fn add_bytes_to_backend(&self, n: u64) {
@@ -211,7 +252,11 @@ impl BackendState {
         BackendCounters {
             active: self.active.get(),
             total: self.total.load(Ordering::Relaxed),
-            connect_errors: self.connect_errors.load(Ordering::Relaxed),
+            connect_errors: self
+                .connect_errors
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum(),
             transfers: self.transfers.load(Ordering::Relaxed),
             bytes_to_backend: self.bytes_to_backend.load(Ordering::Relaxed),
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),

@@ -81,6 +81,24 @@ pub struct Config {
     pub health: HealthConfig,
     /// The glbd-compatible control port; off unless the section is present.
     pub control: Option<ControlConfig>,
+    /// The admin HTTP port (metrics, status, readiness); off unless the section is present.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin HTTP port (see `crate::admin`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `IP:PORT`; loopback by default.
+    pub bind: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            bind: "127.0.0.1:9104".to_string(),
+        }
+    }
 }
 
 /// The glbd-compatible text control port (see `crate::control`).
@@ -664,6 +682,21 @@ impl Config {
             }
             if control.max_line < 16 {
                 return Err(err("control.max_line".into(), "must be at least 16".into()));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            let bind: SocketAddr = admin.bind.parse().map_err(|_| {
+                err(
+                    "admin.bind".into(),
+                    format!("'{}' is not IP:PORT (e.g. 127.0.0.1:9104)", admin.bind),
+                )
+            })?;
+            let control = self.control.as_ref().and_then(|c| c.bind.parse().ok());
+            if binds.contains(&bind) || control == Some(bind) {
+                return Err(err(
+                    "admin.bind".into(),
+                    format!("{bind} is bound by a listener or the control port"),
+                ));
             }
         }
         let health = &self.health;

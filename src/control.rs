@@ -71,6 +71,26 @@ pub enum Request {
     Help,
 }
 
+impl Request {
+    /// The request's kind, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::GetInfo { json: false } => "getinfo",
+            Request::GetInfo { json: true } => "getinfo_json",
+            Request::GetStat => "getstat",
+            Request::Destination { weight, .. } if *weight < 0.0 => "remove",
+            Request::Destination { weight, .. } if *weight == 0.0 => "drain_by_weight",
+            Request::Destination { .. } => "set_weight",
+            Request::Admin { state, .. } => state.as_str(),
+            Request::Health => "health",
+            Request::Reload => "reload",
+            Request::Interactive => "interactive",
+            Request::Quit => "quit",
+            Request::Help => "help",
+        }
+    }
+}
+
 /// What the updater is asked to do for a control request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlChange {
@@ -455,7 +475,12 @@ enum Reply {
 }
 
 async fn handle(line: &str, peer: SocketAddr, ctx: &ControlContext) -> Reply {
-    let request = match parse(line, ctx.default_port) {
+    let parsed = parse(line, ctx.default_port);
+    crate::metrics::metrics()
+        .control_commands
+        .with_label_values(&[parsed.as_ref().map_or("invalid", Request::name)])
+        .inc();
+    let request = match parsed {
         Ok(request) => request,
         Err(reason) => {
             let shown: String = line.chars().take(80).collect();

@@ -19,6 +19,8 @@
 //! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
 //! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
 //! - [`control`]: the glbd-compatible control port.
+//! - [`admin`]: the admin HTTP port (`/metrics`, `/status`, `/ready`, `/live`, `/`).
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`listeners`]: the open listeners, by name.
 //! - [`proxy`]: a listener's accept loop (with back-off) and the per-connection handler.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
@@ -28,6 +30,7 @@
 //! [`run`] starts everything and, when its shutdown future completes, stops accepting at once,
 //! lets open connections finish for `limits.shutdown_grace`, then closes the rest.
 
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod config;
@@ -37,6 +40,7 @@ pub mod glbd_cli;
 pub mod health;
 pub mod limit;
 pub mod listeners;
+pub mod metrics;
 pub mod mysql_packet;
 pub mod port_owner;
 pub mod proxy;
@@ -56,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::AdminContext;
 use crate::config::Config;
 use crate::control::ControlContext;
 use crate::health::{HealthMonitor, HealthSettings};
@@ -81,6 +86,8 @@ pub struct Running {
     pub listeners: Vec<(String, SocketAddr)>,
     /// Where the control port listens, when it is on.
     pub control: Option<SocketAddr>,
+    /// Where the admin HTTP port listens, when it is on.
+    pub admin: Option<SocketAddr>,
     /// The current routing (read-only: changes go through the updater task).
     pub router: Arc<Router>,
     pub listener_states: Vec<Arc<ListenerState>>,
@@ -109,6 +116,13 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
     for listener in &config.listeners {
         sockets.push((listener, listeners::bind(listener, &config.tcp)?));
     }
+    let admin_socket = match &config.admin {
+        Some(admin) => {
+            let address: SocketAddr = admin.bind.parse().expect("validate() checked it");
+            Some(proxy::bind("admin", address, &config.tcp)?)
+        }
+        None => None,
+    };
     let control_socket = match &config.control {
         Some(control) => {
             let address: SocketAddr = control.bind.parse().expect("validate() checked it");
@@ -179,6 +193,16 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         info!(address = ?control, "control port listening");
         tokio::spawn(control::serve(socket, control_ctx, stop_background.clone()));
     }
+    let mut admin = None;
+    if let Some(socket) = admin_socket {
+        admin = socket.local_addr().ok();
+        let admin_ctx = Arc::new(AdminContext {
+            router: router.clone(),
+            listeners: listener_set.states(),
+        });
+        info!(address = ?admin, "admin port listening");
+        tokio::spawn(admin::serve(socket, admin_ctx, stop_background.clone()));
+    }
     let task = UpdaterTask {
         updater,
         health,
@@ -200,6 +224,7 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
     Ok(Running {
         listeners,
         control,
+        admin,
         router,
         listener_states,
         changes,

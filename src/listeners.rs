@@ -6,7 +6,7 @@
 //! sessions it accepted go on, tracked by the proxy's own tracker.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,8 @@ pub struct ListenerSet {
     accept_loops: TaskTracker,
     stop_all: CancellationToken,
     open: Vec<OpenListener>,
+    /// The open listeners' states, for readers elsewhere (metrics, status).
+    states: Arc<Mutex<Vec<Arc<ListenerState>>>>,
 }
 
 /// Opens the listening socket for `listener`.
@@ -58,7 +60,18 @@ impl ListenerSet {
             accept_loops: TaskTracker::new(),
             stop_all,
             open: Vec::new(),
+            states: Default::default(),
         }
+    }
+
+    /// The open listeners' states, kept current as listeners open and close.
+    pub fn states(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
+        self.states.clone()
+    }
+
+    fn publish(&self) {
+        *self.states.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.open.iter().map(|l| l.state.clone()).collect();
     }
 
     /// Starts accepting on `socket` for `listener`; a listener of that name keeps its counters.
@@ -98,6 +111,7 @@ impl ListenerSet {
             state,
             stop,
         });
+        self.publish();
     }
 
     /// Stops accepting on the listener `name` (its open sessions go on).
@@ -108,6 +122,7 @@ impl ListenerSet {
             }
             l.name != name
         });
+        self.publish();
     }
 
     /// Applies a listener's new limit without touching its socket.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::BackendState;
+use crate::backend::{BackendState, ConnectError};
 use crate::config::TcpConfig;
 use crate::limit::{ActiveCount, Slot, try_acquire};
 use crate::mysql_packet::{self, ServerError};
@@ -237,14 +237,8 @@ fn refuse_in_background(
     let state = state.clone();
     ctx.tasks.spawn(async move {
         let message = format!("Too many connections (galera-lb: {reason})");
-        send_error(
-            &stream,
-            peer,
-            &state,
-            mysql_packet::TOO_MANY_CONNECTIONS,
-            message,
-        )
-        .await;
+        let error = (mysql_packet::TOO_MANY_CONNECTIONS, "too_many_connections");
+        send_error(&stream, peer, &state, error, message).await;
     });
 }
 
@@ -313,14 +307,9 @@ async fn connect_with_failover(
 ) -> Option<Connected> {
     let snapshot = ctx.router.load_full();
     let Some(route) = snapshot.route(&listener.name) else {
-        send_error(
-            client,
-            peer,
-            listener,
-            mysql_packet::NO_BACKEND,
-            format!("galera-lb: listener '{}' has no route", listener.name),
-        )
-        .await;
+        let message = format!("galera-lb: listener '{}' has no route", listener.name);
+        let error = (mysql_packet::NO_BACKEND, "no_route");
+        send_error(client, peer, listener, error, message).await;
         return None;
     };
     let mut tried: Vec<usize> = Vec::new();
@@ -346,7 +335,7 @@ async fn connect_with_failover(
                 });
             }
             Err(e) => {
-                member.backend.count_connect_error();
+                member.backend.count_connect_error(ConnectError::of(&e));
                 warn!(listener = %listener.name, client = %peer, backend = %member.backend.address,
                     error = %e, "cannot connect to backend; trying the next one");
                 connect_failures.push(format!("{}: {e}", member.backend.address));
@@ -354,19 +343,19 @@ async fn connect_with_failover(
         }
     };
     let pool = &route.pool;
-    let any_healthy = pool.members.iter().any(|m| m.backend.is_healthy());
+    let any_in_service = pool.members.iter().any(|m| m.is_in_service());
     let (error, message) = match no_member {
         NoMember::AllTried if !connect_failures.is_empty() => (
-            mysql_packet::NO_BACKEND,
+            (mysql_packet::NO_BACKEND, "connect_failed"),
             format!(
                 "galera-lb: cannot connect to any backend for listener '{}': {}",
                 listener.name,
                 connect_failures.join("; ")
             ),
         ),
-        // Healthy members that could not be picked or taken are full.
-        _ if any_healthy => (
-            mysql_packet::TOO_MANY_CONNECTIONS,
+        // Members in service that could not be picked or taken are full.
+        _ if any_in_service => (
+            (mysql_packet::TOO_MANY_CONNECTIONS, "too_many_connections"),
             format!(
                 "Too many connections (galera-lb: every usable backend of pool '{}' is at its \
                  max_connections)",
@@ -374,7 +363,7 @@ async fn connect_with_failover(
             ),
         ),
         _ => (
-            mysql_packet::NO_BACKEND,
+            (mysql_packet::NO_BACKEND, "no_usable_backend"),
             format!(
                 "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
                 listener.name,
@@ -388,15 +377,19 @@ async fn connect_with_failover(
 }
 
 /// Answers a client that cannot be served with an ERR packet in place of the server greeting,
-/// then half-closes; counted and logged once.
+/// then half-closes; counted (with `reason` as the metric label) and logged once.
 async fn send_error(
     client: &TcpStream,
     peer: SocketAddr,
     listener: &ListenerState,
-    error: ServerError,
+    (error, reason): (ServerError, &'static str),
     message: String,
 ) {
     listener.refused.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::metrics()
+        .client_errors
+        .with_label_values(&[listener.name.as_str(), reason])
+        .inc();
     warn!(listener = %listener.name, client = %peer, code = error.code, "refusing client: {message}");
     let packet = mysql_packet::err_packet(error, &message);
     let write = async {

@@ -119,6 +119,9 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     if old.control != new.control {
         d.needs_restart.push("control");
     }
+    if old.admin != new.admin {
+        d.needs_restart.push("admin");
+    }
     d
 }
 

@@ -50,12 +50,16 @@ pub enum Origin {
 }
 
 impl Member {
-    /// Whether the member can take a new client now: healthy, in service (not drained, weight
-    /// above 0) and below its own limit.
-    pub fn is_usable(&self) -> bool {
+    /// Healthy, not drained by its admin state and with a weight above 0.
+    pub fn is_in_service(&self) -> bool {
         self.backend.is_healthy()
             && self.weight > 0.0
             && self.backend.admin_state() == AdminState::Ready
+    }
+
+    /// Whether the member can take a new client now: in service and below its own limit.
+    pub fn is_usable(&self) -> bool {
+        self.is_in_service()
             && self
                 .max_connections
                 .is_none_or(|max| self.backend.active() < u64::from(max))

@@ -178,10 +178,17 @@ impl UpdaterTask {
     /// configuration stays as it was.
     async fn reload(&mut self) -> Result<(), String> {
         let result = self.try_reload().await;
-        match &result {
-            Ok(()) => {}
-            Err(reason) => warn!(%reason, "reload refused; the running configuration stays"),
-        }
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                warn!(%reason, "reload refused; the running configuration stays");
+                "error"
+            }
+        };
+        crate::metrics::metrics()
+            .reloads
+            .with_label_values(&[outcome])
+            .inc();
         result
     }
 

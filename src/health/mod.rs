@@ -226,6 +226,17 @@ async fn run_checks(
             Outcome::failed("timeout", format!("no answer within {:?}", config.timeout))
         });
         let duration = started.elapsed();
+        let metrics = crate::metrics::metrics();
+        metrics
+            .check_duration
+            .with_label_values(&[backend.address.as_str()])
+            .observe(duration.as_secs_f64());
+        if !outcome.passed {
+            metrics
+                .check_failures
+                .with_label_values(&[backend.address.as_str(), outcome.reason.as_str()])
+                .inc();
+        }
         apply(
             &backend,
             &mut state,
@@ -348,6 +359,10 @@ async fn coordinate(
                     pool.members[i].backend.address.clone()
                 })
             };
+            crate::metrics::metrics()
+                .writer_changes
+                .with_label_values(&[pool.name.as_str()])
+                .inc();
             if old.is_none() && new.is_some() {
                 info!(pool = %pool.name, writer = %name(new), "writer elected");
             } else {
