@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backend::{AdminState, BackendCounters};
-use crate::config::{ControlConfig, split_host_port};
+use crate::config::ControlConfig;
 use crate::limit::{ActiveCount, try_acquire};
 use crate::snapshot::{Router, Snapshot};
 use crate::updater::Change;
@@ -149,52 +149,70 @@ pub fn parse(line: &str, default_port: u16) -> Result<Request, String> {
     }
 }
 
-/// Parses glbd's `HOST[:PORT[:WEIGHT]]` (IPv6 as `[::1]:PORT[:WEIGHT]`) into a `HOST:PORT`
-/// address and a weight (default 1).
+/// Parses glbd's destination `HOST[:PORT[:WEIGHT]]` (IPv6 as `[::1][:PORT[:WEIGHT]]`) into a
+/// `HOST:PORT` address and a weight (default 1; negative means "remove"). The control port and
+/// the glbd command line share it.
 pub fn parse_destination(text: &str, default_port: u16) -> Result<(String, f64), String> {
-    let bad = |why: &str| format!("'{text}' is not HOST[:PORT[:WEIGHT]]: {why}");
-    let (host, rest) = if let Some(v6) = text.strip_prefix('[') {
-        let (host, rest) = v6.split_once(']').ok_or_else(|| bad("no closing ']'"))?;
-        let rest = match rest {
-            "" => None,
-            r => Some(r.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
-        };
-        (format!("[{host}]"), rest)
+    let (host, rest, bracketed) = if let Some(inner) = text.strip_prefix('[') {
+        let (host, rest) = inner
+            .split_once(']')
+            .ok_or_else(|| "an IPv6 address needs its closing ']'".to_string())?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
+        if !(rest.is_empty() || rest.starts_with(':')) {
+            return Err(format!("unexpected '{rest}' after ']'"));
+        }
+        (host, rest.strip_prefix(':'), true)
+    } else if text.matches(':').count() > 2 || text.starts_with("::") {
+        return Err("write an IPv6 address in brackets: [::1], [::1]:3306 or [::1]:3306:1".into());
     } else {
         match text.split_once(':') {
-            Some((host, rest)) => (host.to_string(), Some(rest)),
-            None => (text.to_string(), None),
+            Some((host, rest)) => (host, Some(rest), false),
+            None => (text, None, false),
         }
     };
-    if host.is_empty() || host == "[]" {
-        return Err(bad("no host"));
+    if host.is_empty() {
+        return Err("the host is empty".to_string());
     }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+    if !bracketed
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
     {
-        return Err(bad("the host has characters a host name cannot have"));
+        return Err(format!("'{host}' is not a host name or address"));
     }
     let (port, weight) = match rest {
-        None => (default_port, 1.0),
-        Some(rest) => {
-            let (port, weight) = match rest.split_once(':') {
-                Some((port, weight)) => (port, Some(weight)),
-                None => (rest, None),
-            };
-            let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
-            let weight: f64 = match weight {
-                Some(w) => w.parse().map_err(|_| bad("bad weight"))?,
-                None => 1.0,
-            };
-            (port, weight)
-        }
+        None => (None, None),
+        Some(rest) => match rest.split_once(':') {
+            Some((port, weight)) => (Some(port), Some(weight)),
+            None => (Some(rest), None),
+        },
     };
-    if !weight.is_finite() {
-        return Err(bad("bad weight"));
+    if weight.is_some_and(|w| w.contains(':')) {
+        return Err("too many ':' fields: expected HOST[:PORT[:WEIGHT]]".to_string());
     }
-    let address = format!("{host}:{port}");
-    split_host_port(&address).map_err(|e| bad(&e))?;
+    let port = match port {
+        None | Some("") => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("'{p}' is not a port number (1-65535)"))?,
+    };
+    if port == 0 {
+        return Err("port 0 is not a port to connect to".to_string());
+    }
+    let weight = match weight {
+        None => 1.0,
+        Some(w) => w
+            .parse::<f64>()
+            .ok()
+            .filter(|w| w.is_finite())
+            .ok_or_else(|| format!("weight '{w}' is not a number"))?,
+    };
+    let address = if bracketed {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     Ok((address, weight))
 }
 

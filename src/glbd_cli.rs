@@ -605,65 +605,12 @@ fn parse_address(text: &str, default_ip: IpAddr) -> Result<SocketAddr, String> {
 }
 
 /// `HOST[:PORT[:WEIGHT]]`, `[v6][:PORT[:WEIGHT]]`: the address as galera-lb writes it, and the
-/// weight (0 is allowed here: the caller leaves such destinations out).
+/// weight (0 is allowed here: the caller leaves such destinations out; a negative one is not).
 fn parse_destination(text: &str, default_port: u16) -> Result<(String, f64), String> {
-    let (host, rest, bracketed) = if let Some(inner) = text.strip_prefix('[') {
-        let (host, rest) = inner
-            .split_once(']')
-            .ok_or_else(|| "an IPv6 address needs its closing ']'".to_string())?;
-        host.parse::<Ipv6Addr>()
-            .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
-        if !(rest.is_empty() || rest.starts_with(':')) {
-            return Err(format!("unexpected '{rest}' after ']'"));
-        }
-        (host, rest.strip_prefix(':'), true)
-    } else if text.matches(':').count() > 2 || text.starts_with("::") {
-        return Err("write an IPv6 address in brackets: [::1], [::1]:3306 or [::1]:3306:1".into());
-    } else {
-        match text.split_once(':') {
-            Some((host, rest)) => (host, Some(rest), false),
-            None => (text, None, false),
-        }
-    };
-    if host.is_empty() {
-        return Err("the host is empty".to_string());
+    let (address, weight) = crate::control::parse_destination(text, default_port)?;
+    if weight < 0.0 {
+        return Err(format!("weight '{weight}' is not a number of 0 or more"));
     }
-    let (port, weight) = match rest {
-        None => (None, None),
-        Some(rest) => match rest.split_once(':') {
-            Some((port, weight)) => (Some(port), Some(weight)),
-            None => (Some(rest), None),
-        },
-    };
-    if weight.is_some_and(|w| w.contains(':')) {
-        return Err("too many ':' fields: expected HOST[:PORT[:WEIGHT]]".to_string());
-    }
-    let port = match port {
-        None | Some("") => default_port,
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| format!("'{p}' is not a port number (1-65535)"))?,
-    };
-    if port == 0 {
-        return Err(
-            "port 0: give the destination's port (the listen port is 0, so it cannot be the \
-             default)"
-                .to_string(),
-        );
-    }
-    let weight = match weight {
-        None => 1.0,
-        Some(w) => w
-            .parse::<f64>()
-            .ok()
-            .filter(|w| w.is_finite() && *w >= 0.0)
-            .ok_or_else(|| format!("weight '{w}' is not a number of 0 or more"))?,
-    };
-    let address = if bracketed || host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
     Ok((address, weight))
 }
 
