@@ -98,8 +98,10 @@ pub struct HealthMonitor {
     settings: Arc<HealthSettings>,
     tasks: HashMap<(String, SocketAddr), CancellationToken>,
     changed: Arc<Notify>,
-    /// How many started check tasks have not finished their first check yet.
+    /// How many started check tasks have not finished their first check yet, plus one until the
+    /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
     first_checks_pending: Arc<watch::Sender<usize>>,
+    synced_once: bool,
     stop: CancellationToken,
 }
 
@@ -109,7 +111,7 @@ impl HealthMonitor {
         let settings = Arc::new(settings);
         let changed = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let first_checks_pending = Arc::new(watch::Sender::new(0));
+        let first_checks_pending = Arc::new(watch::Sender::new(1));
         tokio::spawn(coordinate(
             router,
             settings.clone(),
@@ -122,6 +124,7 @@ impl HealthMonitor {
             tasks: HashMap::new(),
             changed,
             first_checks_pending,
+            synced_once: false,
             stop,
         }
     }
@@ -167,6 +170,10 @@ impl HealthMonitor {
                     stop,
                 ));
             }
+        }
+        if !std::mem::replace(&mut self.synced_once, true) {
+            self.first_checks_pending
+                .send_modify(|n| *n = n.saturating_sub(1));
         }
         self.changed.notify_one();
     }
