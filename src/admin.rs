@@ -79,7 +79,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, stop: Cancella
 
 fn respond(request: &Request<Incoming>, ctx: &AdminContext) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            "GET, HEAD".parse().expect("a valid header"),
+        );
+        return response;
     }
     let listeners = ctx
         .listeners

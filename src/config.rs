@@ -603,7 +603,8 @@ impl Config {
                     ),
                 )
             })?;
-            if binds.contains(&bind) {
+            // Port 0 asks the system for a free port: two of them never clash.
+            if bind.port() != 0 && binds.contains(&bind) {
                 return Err(err(
                     format!("{field}.bind"),
                     format!("{bind} is bound by another listener"),
@@ -668,7 +669,7 @@ impl Config {
                     format!("'{}' is not IP:PORT (e.g. 127.0.0.1:8011)", control.bind),
                 )
             })?;
-            if binds.contains(&bind) {
+            if bind.port() != 0 && binds.contains(&bind) {
                 return Err(err(
                     "control.bind".into(),
                     format!("{bind} is bound by a listener"),
@@ -692,7 +693,7 @@ impl Config {
                 )
             })?;
             let control = self.control.as_ref().and_then(|c| c.bind.parse().ok());
-            if binds.contains(&bind) || control == Some(bind) {
+            if bind.port() != 0 && (binds.contains(&bind) || control == Some(bind)) {
                 return Err(err(
                     "admin.bind".into(),
                     format!("{bind} is bound by a listener or the control port"),

@@ -21,8 +21,11 @@
 //! that sends `interactive` first keeps the connection for as long as it keeps talking.
 //!
 //! Limits: at most `max_clients` connections (more are closed at once), lines of at most
-//! `max_line` bytes (a longer one gets `Error` and the connection closes), and a line must be
-//! complete within [`LINE_DEADLINE`] of its first byte, so idle or slow clients cannot pile up.
+//! `max_line` bytes (a longer one gets `Error` and the connection closes), a line must be
+//! complete within [`LINE_DEADLINE`] of its first byte, a connection that has not made a request
+//! closes [`LINE_DEADLINE`] after it opened (blank lines do not count), and a reply the client
+//! does not read within [`LINE_DEADLINE`] closes the connection: idle, slow or non-reading
+//! clients cannot hold slots.
 //! Every change goes to the updater task, the routing snapshot's only writer.
 
 use std::net::SocketAddr;
@@ -425,16 +428,22 @@ async fn session(
     let mut chunk = [0u8; 1024];
     let mut interactive = false;
     let mut answered = false;
+    // Only real requests move these: blank lines or a trickle of bytes do not keep a slot.
+    let mut last_request = Instant::now();
     let mut line_started: Option<Instant> = None;
     loop {
-        let wait = if interactive {
-            ctx.config.idle_timeout
-        } else if answered && buffer.is_empty() {
-            BATCH_LINGER
-        } else {
-            LINE_DEADLINE.saturating_sub(line_started.map_or(Duration::ZERO, |t| t.elapsed()))
-        };
-        let read = match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+        let mut deadline = last_request
+            + if interactive {
+                ctx.config.idle_timeout
+            } else if answered {
+                BATCH_LINGER
+            } else {
+                LINE_DEADLINE
+            };
+        if let Some(started) = line_started {
+            deadline = deadline.min(started + LINE_DEADLINE);
+        }
+        let read = match tokio::time::timeout_at(deadline.into(), stream.read(&mut chunk)).await {
             Ok(read) => read?,
             Err(_) => return Ok(()),
         };
@@ -451,24 +460,38 @@ async fn session(
             if text.is_empty() {
                 continue;
             }
-            match handle(text, peer, ctx).await {
-                Reply::Text(reply) => stream.write_all(reply.as_bytes()).await?,
+            let reply = match handle(text, peer, ctx).await {
+                Reply::Text(reply) => reply,
                 Reply::Interactive => {
                     interactive = true;
-                    stream.write_all(b"Ok\n").await?;
+                    "Ok\n".to_string()
                 }
                 Reply::Quit => return Ok(()),
-            }
+            };
+            write_reply(&mut stream, reply.as_bytes()).await?;
             answered = true;
+            last_request = Instant::now();
         }
         if buffer.len() > ctx.config.max_line {
             warn!(client = %peer, limit = ctx.config.max_line, "control: request line too long; closing");
-            stream.write_all(b"Error\n").await?;
+            write_reply(&mut stream, b"Error\n").await?;
             return Ok(());
         }
         if at_end {
             return Ok(());
         }
+    }
+}
+
+/// Writes a reply; a client that does not read it within [`LINE_DEADLINE`] loses its
+/// connection, so it cannot hold a slot by never reading.
+async fn write_reply(stream: &mut TcpStream, reply: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(LINE_DEADLINE, stream.write_all(reply)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client does not read its replies",
+        )),
     }
 }
 

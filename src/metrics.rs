@@ -20,7 +20,7 @@
 //! | `galera_lb_backend_sent_bytes_total` | counter | `backend` (client → backend) |
 //! | `galera_lb_backend_received_bytes_total` | counter | `backend` (backend → client) |
 //! | `galera_lb_backend_up` | gauge | `backend` (health checks pass) |
-//! | `galera_lb_backend_usable` | gauge | `pool`, `backend` (up, in service, weight > 0) |
+//! | `galera_lb_backend_usable` | gauge | `pool`, `backend` (up, in service, weight > 0; a full backend still counts) |
 //! | `galera_lb_backend_writer` | gauge | `pool`, `backend` (1 for the pool's writer) |
 //! | `galera_lb_backend_weight` | gauge | `pool`, `backend` |
 //! | `galera_lb_backend_admin_state` | gauge | `backend`, `state` (1 for the current one) |
@@ -276,7 +276,7 @@ pub fn render(router: &Router, listeners: &[Arc<ListenerState>]) -> String {
             let labels = [pool.name.as_str(), member.backend.address.as_str()];
             usable
                 .with_label_values(&labels)
-                .set(i64::from(member.is_usable()));
+                .set(i64::from(member.is_in_service()));
             writer
                 .with_label_values(&labels)
                 .set(i64::from(pool_writer == Some(i)));

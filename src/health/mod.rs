@@ -139,6 +139,14 @@ impl HealthMonitor {
     /// Starts a check task for every backend of `snapshot` that has none, and stops the tasks
     /// of backends it no longer has. Then asks for a writer election.
     pub fn sync(&mut self, snapshot: &Snapshot) {
+        if self.settings.config.check == CheckKind::None {
+            // No checks: every backend counts as usable, also one that was down when a reload
+            // turned the checks off.
+            for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
+                member.backend.set_healthy(true);
+                member.backend.set_writable(true);
+            }
+        }
         let mut wanted: HashMap<(String, SocketAddr), Arc<BackendState>> = HashMap::new();
         for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
             wanted.insert(

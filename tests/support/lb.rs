@@ -142,3 +142,195 @@ pub fn simple_config(port: u16, policy: &str, backends: &[SocketAddr], extra: &s
     yaml.push_str(extra);
     yaml
 }
+
+impl LbProcess {
+    /// The configuration file galera-lb was started with: rewrite it, then send SIGHUP or the
+    /// control port's `reload`.
+    pub fn config_path(&self) -> &std::path::Path {
+        self._config.path()
+    }
+}
+
+/// Sends `text` to a control port, half-closes, and returns everything the port answered
+/// before it closed the connection.
+pub fn control(address: SocketAddr, text: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the control port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(text.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .expect("the control port answers and closes");
+    reply
+}
+
+/// One HTTP/1.1 answer, read by [`http`].
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`, no body) and reads the whole answer (with a
+/// Content-Length, chunked, or up to the close); panics on anything but a well-formed reply
+/// within 10 s. Enough for the admin port and Prometheus' API.
+pub fn http(address: SocketAddr, method: &str, path: &str) -> HttpReply {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to http://{address}{path}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: galera-lb-tests\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} http://{address}{path}: reading the answer: {e}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "{method} http://{address}{path}: no header end in {:?}",
+                String::from_utf8_lossy(&raw)
+            )
+        });
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} http://{address}{path}: bad status {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body)
+            .unwrap_or_else(|| panic!("{method} http://{address}{path}: bad chunked body"));
+    }
+    let reply = HttpReply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    // A HEAD answer announces the length of the body it leaves out.
+    if let Some(length) = reply.header("content-length").filter(|_| method != "HEAD") {
+        assert_eq!(
+            length.parse::<usize>().ok(),
+            Some(body.len()),
+            "{method} http://{address}{path}: Content-Length disagrees with the body"
+        );
+    }
+    reply
+}
+
+/// A chunked body, decoded (trailers ignored); `None` when it is malformed.
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// `GET path`: shorthand for [`http`].
+pub fn http_get(address: SocketAddr, path: &str) -> HttpReply {
+    http(address, "GET", path)
+}
+
+/// What a command run by [`run_bounded`] did.
+#[derive(Debug)]
+pub struct Bounded {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` in a process group of its own with `stdin` (`Stdio::null()` unless it reads
+/// something) and stdout and stderr captured to files, and waits at most `timeout`: past it, the
+/// whole group is killed and this panics with what the command printed. Once the command has
+/// exited, whatever it left behind in its group (helpers of a browser, say) is killed too, so
+/// nothing outlives the call.
+pub fn run_bounded(command: &mut Command, stdin: Stdio, timeout: Duration) -> Bounded {
+    use std::os::unix::process::CommandExt;
+    let out = tempfile::tempfile().expect("a temporary file");
+    let err = tempfile::tempfile().expect("a temporary file");
+    let shown = format!("{command:?}");
+    let mut child = command
+        .process_group(0)
+        .stdin(stdin)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(err.try_clone().unwrap()))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let group = child.id() as i32;
+    let read = |mut file: &std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).unwrap();
+        text.push_str(&String::from_utf8_lossy(&raw));
+        text
+    };
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // The child is not reaped yet, so the group id is still ours.
+            // SAFETY: kill(2) on the process group we created; no memory is involved.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!(
+                "{shown} did not finish within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                read(&out),
+                read(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: as above; ESRCH when the group is already empty, which is the usual case.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    Bounded {
+        status,
+        stdout: read(&out),
+        stderr: read(&err),
+    }
+}
