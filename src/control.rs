@@ -24,7 +24,7 @@
 //! `max_line` bytes (a longer one gets `Error` and the connection closes), a line must be
 //! complete within [`LINE_DEADLINE`] of its first byte, a connection that has not made a request
 //! closes [`LINE_DEADLINE`] after it opened (blank lines do not count), and a reply the client
-//! does not read within [`LINE_DEADLINE`] closes the connection: idle, slow or non-reading
+//! does not read within [`REPLY_DEADLINE`] closes the connection: idle, slow or non-reading
 //! clients cannot hold slots.
 //! Every change goes to the updater task, the routing snapshot's only writer.
 
@@ -50,6 +50,8 @@ use crate::updater::Change;
 pub const BATCH_LINGER: Duration = Duration::from_millis(250);
 /// How long a client may take to send a whole line, and to send its first one.
 pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a client may leave a reply unread before its connection is closed.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq)]
@@ -475,6 +477,19 @@ async fn session(
         if buffer.len() > ctx.config.max_line {
             warn!(client = %peer, limit = ctx.config.max_line, "control: request line too long; closing");
             write_reply(&mut stream, b"Error\n").await?;
+            // Closing with unread input would reset the connection and could lose the reply:
+            // half-close, then read what is still coming for a moment.
+            stream.shutdown().await?;
+            let drain = async {
+                let mut read_total = 0usize;
+                while read_total < (1 << 20) {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read_total += n,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
             return Ok(());
         }
         if at_end {
@@ -483,10 +498,10 @@ async fn session(
     }
 }
 
-/// Writes a reply; a client that does not read it within [`LINE_DEADLINE`] loses its
+/// Writes a reply; a client that does not read it within [`REPLY_DEADLINE`] loses its
 /// connection, so it cannot hold a slot by never reading.
 async fn write_reply(stream: &mut TcpStream, reply: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(LINE_DEADLINE, stream.write_all(reply)).await {
+    match tokio::time::timeout(REPLY_DEADLINE, stream.write_all(reply)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

@@ -161,7 +161,7 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
     for (listener, (socket, local)) in sockets {
         listener_set.start(listener, socket, local);
     }
-    let listeners = listener_set
+    let listeners: Vec<(String, SocketAddr)> = listener_set
         .open()
         .iter()
         .map(|l| (l.name.clone(), l.local))
@@ -178,7 +178,10 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
     if let (Some(control_config), Some(socket)) = (&config.control, control_socket) {
         control = socket.local_addr().ok();
         let first = &config.listeners[0];
-        let default_port = first.bind.parse::<SocketAddr>().map_or(3306, |a| a.port());
+        // The port the first listener really has (it differs from the configured one for 0).
+        let default_port = listeners
+            .first()
+            .map_or(3306, |(_, address)| address.port());
         let control_ctx = Arc::new(ControlContext {
             router: router.clone(),
             changes: changes.clone(),

@@ -599,7 +599,7 @@ async fn build(
 
 /// Resolves `HOST:PORT` to its first address in the resolver's order of preference (an IP
 /// address stands for itself).
-async fn resolve_first(address: &str, field: &str) -> Result<SocketAddr, BuildError> {
+pub async fn resolve_first(address: &str, field: &str) -> Result<SocketAddr, BuildError> {
     lookup(address, field).await.map(|all| all[0])
 }
 

@@ -26,7 +26,7 @@ use crate::discovery;
 use crate::health::{HealthMonitor, HealthSettings};
 use crate::listeners::{self, ListenerSet};
 use crate::reload;
-use crate::snapshot::{Origin, Router, Updater, resolve_all};
+use crate::snapshot::{Origin, Router, Updater, resolve_first};
 
 /// A change for the updater task.
 #[derive(Debug)]
@@ -164,10 +164,8 @@ impl UpdaterTask {
     /// the one at the same socket address (so `localhost:3316` finds `127.0.0.1:3316`), or the
     /// address itself for a new backend.
     async fn identity(&self, address: &str) -> String {
-        let socket = resolve_all(address, "control")
-            .await
-            .ok()
-            .and_then(|all| all.first().copied());
+        // The same choice of address as building a member makes.
+        let socket = resolve_first(address, "control").await.ok();
         let snapshot = self.router().load_full();
         snapshot
             .find(address, socket)

@@ -58,6 +58,11 @@ impl RiseFall {
         self.up
     }
 
+    /// Continues from a state established earlier: the next result does not count at once.
+    pub fn resume(&mut self) {
+        self.checked = true;
+    }
+
     /// Whether any result has been recorded yet.
     pub fn has_checked(&self) -> bool {
         self.checked
@@ -223,6 +228,10 @@ async fn run_checks(
         config.available_when_donor,
     );
     let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
+    if backend.report().checked_at.is_some() {
+        // Checked before (the checks restarted after a reload): rise/fall applies at once.
+        state.resume();
+    }
     loop {
         if backend.admin_state() == AdminState::Maint && !first {
             // Under maintenance: no checks, no noise; the state stays as it was.
