@@ -183,7 +183,6 @@ pub fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> Str
         .collect();
     let mut backends = Vec::new();
     for pool in &snapshot.pools {
-        let writer = pool.writer();
         for (i, member) in pool.members.iter().enumerate() {
             let backend = &member.backend;
             let c = backend.counters();
@@ -196,12 +195,12 @@ pub fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> Str
                 "weight": member.weight,
                 "tier": member.tier,
                 "admin": backend.admin_state().as_str(),
-                "health": if backend.is_healthy() { "up" } else { "down" },
+                "health": backend.health_str(),
                 "usable": member.is_usable(),
                 "reason": report.reason,
-                "role": if writer == Some(i) { "writer" } else { "reader" },
+                "role": pool.role_of(i),
                 "wsrep_local_state": wsrep.and_then(|w| w.local_state),
-                "wsrep_state": wsrep.map(|w| w.state_comment.clone()),
+                "wsrep_state": wsrep.map(|_| report.wsrep_state()),
                 "cluster_size": wsrep.and_then(|w| w.cluster_size),
                 "active": c.active,
                 "total": c.total,
@@ -271,24 +270,15 @@ pub fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> Str
          <th>active</th><th>total</th><th>to backend</th><th>to clients</th></tr>",
     );
     for pool in &snapshot.pools {
-        let writer = pool.writer();
         for (i, member) in pool.members.iter().enumerate() {
             let backend = &member.backend;
             let c = backend.counters();
             let report = backend.report();
             let admin = backend.admin_state().as_str();
-            let state = if backend.is_healthy() { "up" } else { "down" };
+            let state = backend.health_str();
             let class = if admin != "ready" { admin } else { state };
-            let role = if writer == Some(i) {
-                "writer"
-            } else {
-                "reader"
-            };
-            let wsrep = report
-                .wsrep
-                .as_ref()
-                .map(|w| w.state_comment.clone())
-                .unwrap_or_default();
+            let role = pool.role_of(i);
+            let wsrep = report.wsrep_state();
             let _ = write!(
                 html,
                 "<tr class=\"{class} {role}\" data-backend=\"{addr}\" data-state=\"{state}\">\
@@ -298,7 +288,7 @@ pub fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> Str
                 pool = escape(&pool.name),
                 addr = escape(&backend.address),
                 reason = escape(&report.reason),
-                wsrep = escape(&wsrep),
+                wsrep = escape(wsrep),
                 weight = member.weight,
                 active = c.active,
                 total = c.total,

@@ -83,6 +83,14 @@ impl AdminState {
     }
 }
 
+impl HealthReport {
+    /// The node's `wsrep_local_state_comment` ("Synced", "Donor/Desynced", ...), empty when the
+    /// last check did not read it.
+    pub fn wsrep_state(&self) -> &str {
+        self.wsrep.as_ref().map_or("", |w| w.state_comment.as_str())
+    }
+}
+
 /// Live state of one backend, shared across routing snapshots.
 #[derive(Debug)]
 pub struct BackendState {
@@ -146,6 +154,11 @@ impl BackendState {
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// `"up"` or `"down"` (for displays).
+    pub fn health_str(&self) -> &'static str {
+        if self.is_healthy() { "up" } else { "down" }
     }
 
     pub fn set_healthy(&self, healthy: bool) {

@@ -299,20 +299,11 @@ pub fn render_getinfo_json(snapshot: &Snapshot) -> String {
 pub fn render_health(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for pool in &snapshot.pools {
-        let writer = pool.writer();
         for (i, m) in pool.members.iter().enumerate() {
             let report = m.backend.report();
-            let state = if m.backend.is_healthy() { "up" } else { "down" };
-            let role = if writer == Some(i) {
-                "writer"
-            } else {
-                "reader"
-            };
-            let wsrep = report
-                .wsrep
-                .as_ref()
-                .map(|w| w.state_comment.clone())
-                .unwrap_or_default();
+            let state = m.backend.health_str();
+            let role = pool.role_of(i);
+            let wsrep = report.wsrep_state();
             out.push_str(&format!(
                 "{} {} {} admin={} role={} reason={} wsrep={}\n",
                 pool.name,
@@ -325,7 +316,7 @@ pub fn render_health(snapshot: &Snapshot) -> String {
                 } else {
                     &report.reason
                 },
-                if wsrep.is_empty() { "-" } else { &wsrep },
+                if wsrep.is_empty() { "-" } else { wsrep },
             ));
         }
     }

@@ -97,6 +97,15 @@ impl Pool {
         }
     }
 
+    /// `"writer"` for the pool's writer, `"reader"` for every other member (for displays).
+    pub fn role_of(&self, member: usize) -> &'static str {
+        if self.writer() == Some(member) {
+            "writer"
+        } else {
+            "reader"
+        }
+    }
+
     /// A receiver that changes whenever the writer changes.
     pub fn writer_watch(&self) -> watch::Receiver<u64> {
         self.writer_changed.subscribe()
