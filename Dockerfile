@@ -18,11 +18,13 @@ COPY benches ./benches
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --system --gid 10001 galera-lb \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin galera-lb
 COPY --from=build /src/target/release/galera-lb /usr/local/bin/galera-lb
 COPY config/docker.yaml /etc/galera-lb/galera-lb.yaml
-USER galera-lb
+# Numeric, so that orchestrators can check it is not root without reading /etc/passwd.
+USER 10001:10001
 # 3306: the MySQL listener. 8011 (glbd control) and 9104 (admin HTTP) are reserved for the
 # control and admin ports, which bind to loopback unless configured otherwise.
 EXPOSE 3306 8011 9104
