@@ -7,33 +7,10 @@
 mod lb;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use lb::{LbProcess, NO_CHECKS, binary, free_port, simple_config};
-
-/// A fake backend on a thread: greets with "hello\n", then echoes until the client closes.
-fn echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                stream.write_all(b"hello\n")?;
-                let mut buf = [0u8; 1024];
-                loop {
-                    let n = stream.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok::<_, std::io::Error>(());
-                    }
-                    stream.write_all(&buf[..n])?;
-                }
-            });
-        }
-    });
-    address
-}
+use lb::{LbProcess, NO_CHECKS, binary, echo_backend, free_port, simple_config};
 
 fn read_greeting(stream: &mut TcpStream) -> Vec<u8> {
     stream
@@ -130,7 +107,7 @@ fn a_missing_password_variable_is_a_configuration_error() {
     let yaml = simple_config(
         free_port(),
         "round_robin",
-        &[echo_backend()],
+        &[echo_backend("hello")],
         "health:\n  check: none\n  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
     );
     let (code, stderr) = run_refused(&yaml);
@@ -156,7 +133,7 @@ fn an_unresolvable_backend_name_is_a_configuration_error() {
 fn a_port_in_use_is_reported_with_its_holder() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let yaml = simple_config(port, "round_robin", &[echo_backend()], NO_CHECKS);
+    let yaml = simple_config(port, "round_robin", &[echo_backend("hello")], NO_CHECKS);
     let (code, stderr) = run_refused(&yaml);
     assert_eq!(code, Some(1));
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
@@ -173,7 +150,7 @@ fn json_logs_on_request() {
     let yaml = simple_config(
         port,
         "round_robin",
-        &[echo_backend()],
+        &[echo_backend("hello")],
         &format!("{NO_CHECKS}log:\n  format: json\n"),
     );
     let lb = LbProcess::start(&yaml);
@@ -191,7 +168,7 @@ fn sigterm_stops_accepting_and_lets_open_sessions_finish() {
     let yaml = simple_config(
         port,
         "round_robin",
-        &[echo_backend()],
+        &[echo_backend("hello")],
         &format!("{NO_CHECKS}limits:\n  shutdown_grace: 10s\n"),
     );
     let mut lb = LbProcess::start(&yaml);
@@ -227,7 +204,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
     let port = free_port();
-    let yaml = simple_config(port, "round_robin", &[echo_backend()], NO_CHECKS);
+    let yaml = simple_config(port, "round_robin", &[echo_backend("hello")], NO_CHECKS);
     let lb = LbProcess::start_with(&yaml, |command| {
         use std::os::unix::process::CommandExt;
         // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.

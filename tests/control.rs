@@ -865,7 +865,7 @@ async fn raw(control: SocketAddr, bytes: &[u8], half_close: bool) -> (Vec<u8>, b
 
 #[tokio::test]
 async fn bad_input_gets_error_or_a_closed_connection_and_galera_lb_stays_up() {
-    let a = echo_thread_backend();
+    let a = lb::echo_backend("hello");
     let control_port = lb::free_port();
     let listen_port = lb::free_port();
     let yaml = format!(
@@ -941,30 +941,6 @@ async fn bad_input_gets_error_or_a_closed_connection_and_galera_lb_stays_up() {
     drop(session);
     process.signal(libc::SIGTERM);
     assert!(process.wait_exit(Duration::from_secs(10)).success());
-}
-
-/// A greeter on a thread of its own ("hello\n", then echo), for tests that run the real binary.
-fn echo_thread_backend() -> SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                stream.write_all(b"hello\n")?;
-                let mut buf = [0u8; 1024];
-                loop {
-                    let n = stream.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok::<_, std::io::Error>(());
-                    }
-                    stream.write_all(&buf[..n])?;
-                }
-            });
-        }
-    });
-    address
 }
 
 /// Whether process `pid` is running (not gone, not a zombie).

@@ -17,30 +17,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use lb::{LbProcess, control, free_port};
-
-/// A fake backend on a thread: greets each client with `name` and a newline, then echoes.
-fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                stream.write_all(format!("{name}\n").as_bytes())?;
-                let mut buf = [0u8; 1024];
-                loop {
-                    let n = stream.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok::<_, std::io::Error>(());
-                    }
-                    stream.write_all(&buf[..n])?;
-                }
-            });
-        }
-    });
-    address
-}
+use lb::{LbProcess, control, echo_backend, free_port};
 
 /// An address where nothing listens.
 fn dead_backend() -> SocketAddr {
@@ -209,7 +186,7 @@ fn wait_accepting(port: u16, expected: bool) {
 
 #[test]
 fn sighup_and_reload_add_remove_and_reweight_backends_and_keep_sessions_to_kept_ones() {
-    let (a, b, c) = (backend("a"), backend("b"), backend("c"));
+    let (a, b, c) = (echo_backend("a"), echo_backend("b"), echo_backend("c"));
     let (port, control_port) = (free_port(), free_port());
     let listeners = [("rw", port)];
     let (mut process, ctl) = start(
@@ -289,7 +266,7 @@ fn sighup_and_reload_add_remove_and_reweight_backends_and_keep_sessions_to_kept_
 
 #[test]
 fn listeners_are_added_removed_and_rebound_and_their_open_sessions_stay() {
-    let a = backend("a");
+    let a = echo_backend("a");
     let control_port = free_port();
     let (p1, p2, p3, p4) = (free_port(), free_port(), free_port(), free_port());
     let (mut process, ctl) = start(
@@ -371,7 +348,7 @@ fn listeners_are_added_removed_and_rebound_and_their_open_sessions_stay() {
 
 #[test]
 fn health_settings_change_with_a_reload() {
-    let a = backend("a");
+    let a = echo_backend("a");
     let dead = dead_backend();
     let (port, control_port) = (free_port(), free_port());
     let listeners = [("rw", port)];
@@ -445,7 +422,7 @@ fn health_settings_change_with_a_reload() {
 /// means at start ("every backend counts as usable").
 #[test]
 fn a_reload_to_check_none_makes_every_backend_usable() {
-    let a = backend("a");
+    let a = echo_backend("a");
     let dead = dead_backend();
     let (port, control_port) = (free_port(), free_port());
     let listeners = [("rw", port)];
@@ -482,7 +459,7 @@ fn a_reload_to_check_none_makes_every_backend_usable() {
 
 #[test]
 fn an_invalid_file_is_refused_with_the_reason_and_the_old_configuration_keeps_running() {
-    let (a, b) = (backend("a"), backend("b"));
+    let (a, b) = (echo_backend("a"), echo_backend("b"));
     let (port, control_port) = (free_port(), free_port());
     let listeners = [("rw", port)];
     let good = config(&listeners, &[(a, 1.0), (b, 2.0)], NO_CHECKS, control_port);
@@ -581,7 +558,7 @@ fn an_invalid_file_is_refused_with_the_reason_and_the_old_configuration_keeps_ru
 
 #[test]
 fn a_reload_discards_runtime_control_changes_and_keeps_admin_states() {
-    let (a, b, c) = (backend("a"), backend("b"), backend("c"));
+    let (a, b, c) = (echo_backend("a"), echo_backend("b"), echo_backend("c"));
     let (port, control_port) = (free_port(), free_port());
     let yaml = config(
         &[("rw", port)],

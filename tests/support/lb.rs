@@ -334,3 +334,28 @@ pub fn run_bounded(command: &mut Command, stdin: Stdio, timeout: Duration) -> Bo
         stderr: read(&err),
     }
 }
+
+/// A fake backend on threads of its own: greets each client with `name` and a newline, then
+/// echoes what it gets until the client closes.
+pub fn echo_backend(name: &'static str) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                stream.write_all(format!("{name}\n").as_bytes())?;
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = stream.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    stream.write_all(&buf[..n])?;
+                }
+            });
+        }
+    });
+    address
+}
