@@ -59,12 +59,6 @@ fn any_port() -> String {
     format!("127.0.0.1:{}", lb::free_port())
 }
 
-/// An address where nothing listens (bound, then closed).
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// galera-lb started in-process, with its admin port on.
 struct Lb {
     running: galera_lb::Running,
@@ -611,7 +605,7 @@ async fn metrics_show_every_backend_and_listener_and_move_with_traffic() {
 async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees() {
     let a = echo_backend("a").await;
     let b = echo_backend("b").await;
-    let dead = closed_port();
+    let dead = lb::closed_address();
     let (l1, ctl, adm) = (any_port(), any_port(), any_port());
     let yaml = format!(
         "listeners:\n  - name: limited\n    bind: {l1}\n    max_connections: 1\n\

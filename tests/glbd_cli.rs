@@ -5,6 +5,10 @@
 //! Every process a test starts is killed when the test ends, pass or fail: foreground ones
 //! through [`Glbd`]'s `Drop`, daemons through [`Daemon`]'s.
 
+#[allow(dead_code)]
+#[path = "support/lb.rs"]
+mod lb;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,15 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_galera-lb");
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A fake backend: greets every client with "NAME\n", then keeps the connection until the
 /// client closes it.
@@ -208,7 +203,7 @@ impl Drop for Daemon {
 #[test]
 fn subcommand_round_robin_spreads_clients_evenly() {
     let (a, b, c) = (backend("a"), backend("b"), backend("c"));
-    let port = free_port();
+    let port = lb::free_port();
     let glbd = Glbd::subcommand(&[
         "--round".into(),
         format!("127.0.0.1:{port}"),
@@ -223,7 +218,7 @@ fn subcommand_round_robin_spreads_clients_evenly() {
 #[test]
 fn default_policy_is_least_connected() {
     let (a, b) = (backend("a"), backend("b"));
-    let port = free_port();
+    let port = lb::free_port();
     let _glbd = Glbd::subcommand(&[format!("127.0.0.1:{port}"), dest(a, None), dest(b, None)]);
     // Each client stays connected, so the next one goes to the other backend.
     assert_eq!(spread(port, 4), counts(&[("a", 2), ("b", 2)]));
@@ -233,7 +228,7 @@ fn default_policy_is_least_connected() {
 fn symlink_single_sends_everyone_to_the_top_weight() {
     let (a, b, c) = (backend("a"), backend("b"), backend("c"));
     let (_dir, glbd_link) = glbd_symlink();
-    let port = free_port();
+    let port = lb::free_port();
     let _glbd = Glbd::start(
         &glbd_link,
         &[
@@ -251,7 +246,7 @@ fn symlink_single_sends_everyone_to_the_top_weight() {
 fn symlink_top_balances_the_top_weight_and_falls_back_to_the_next() {
     let (a, b, c) = (backend("a"), backend("b"), backend("c"));
     let (_dir, glbd_link) = glbd_symlink();
-    let port = free_port();
+    let port = lb::free_port();
     let _glbd = Glbd::start(
         &glbd_link,
         &[
@@ -266,8 +261,8 @@ fn symlink_top_balances_the_top_weight_and_falls_back_to_the_next() {
     assert_eq!(spread(port, 4), counts(&[("b", 2), ("c", 2)]));
 
     // The top weight refuses connections: the next weight down serves.
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let port = free_port();
+    let dead: SocketAddr = format!("127.0.0.1:{}", lb::free_port()).parse().unwrap();
+    let port = lb::free_port();
     let _glbd = Glbd::start(
         &glbd_link,
         &[
@@ -283,7 +278,7 @@ fn symlink_top_balances_the_top_weight_and_falls_back_to_the_next() {
 #[test]
 fn source_keeps_a_client_on_one_backend_and_random_uses_all() {
     let (a, b, c) = (backend("a"), backend("b"), backend("c"));
-    let port = free_port();
+    let port = lb::free_port();
     let _source = Glbd::subcommand(&[
         "-s".into(),
         format!("127.0.0.1:{port}"),
@@ -294,7 +289,7 @@ fn source_keeps_a_client_on_one_backend_and_random_uses_all() {
     let spread_by_source = spread(port, 6);
     assert_eq!(spread_by_source.len(), 1, "{spread_by_source:?}");
 
-    let port = free_port();
+    let port = lb::free_port();
     let _random = Glbd::subcommand(&[
         "--random".into(),
         format!("127.0.0.1:{port}"),
@@ -338,7 +333,7 @@ fn default_port_is_the_listen_port_and_unsupported_options_warn() {
 #[test]
 fn the_control_port_answers_getinfo() {
     let (a, b) = (backend("a"), backend("b"));
-    let (port, control) = (free_port(), free_port());
+    let (port, control) = (lb::free_port(), lb::free_port());
     let _glbd = Glbd::subcommand(&[
         "-c".into(),
         control.to_string(),
@@ -415,7 +410,7 @@ fn daemon_returns_once_listening_writes_the_pid_file_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("glbd.pid");
     let log_file = dir.path().join("glbd.log");
-    let port = free_port();
+    let port = lb::free_port();
     let mut daemon = Daemon { pid: None };
     let started = Instant::now();
     let (status, _, stderr) = run_bounded(

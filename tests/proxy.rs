@@ -2,6 +2,10 @@
 //! (spread, failover, limits, ERR packets, half-close, bulk, back-pressure, drain). The real
 //! cluster tests are in `tests/cluster.rs`.
 
+#[allow(dead_code)]
+#[path = "support/lb.rs"]
+mod lb;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -55,12 +59,6 @@ async fn bulk_backend(size: usize) -> SocketAddr {
 
 fn pattern(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 31 % 251) as u8).collect()
-}
-
-/// An address where nothing listens (bound, then closed).
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 fn config(policy: &str, backends: &[SocketAddr], extra: &str) -> Config {
@@ -120,7 +118,11 @@ async fn round_robin_spreads_clients_evenly() {
 
 #[tokio::test]
 async fn a_refused_connect_fails_over_and_the_client_notices_nothing() {
-    let backends = [closed_port(), echo_backend("b").await, closed_port()];
+    let backends = [
+        lb::closed_address(),
+        echo_backend("b").await,
+        lb::closed_address(),
+    ];
     let (running, proxy) = start(&config("round_robin", &backends, "")).await;
     for _ in 0..9 {
         let (_stream, name) = greeting(proxy).await;
@@ -163,7 +165,7 @@ async fn a_timed_out_connect_fails_over_within_connect_timeout() {
 
 #[tokio::test]
 async fn no_reachable_backend_gets_an_err_packet_naming_galera_lb() {
-    let backends = [closed_port(), closed_port()];
+    let backends = [lb::closed_address(), lb::closed_address()];
     let (_running, proxy) = start(&config("round_robin", &backends, "")).await;
     let reply = read_all(proxy).await;
     let error = parse_err_packet(&reply).expect("an ERR packet");

@@ -19,14 +19,6 @@ use std::time::{Duration, Instant};
 
 use lb::{LbProcess, control, echo_backend, free_port};
 
-/// An address where nothing listens.
-fn dead_backend() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// A client session through galera-lb.
 struct Session {
     stream: TcpStream,
@@ -349,7 +341,7 @@ fn listeners_are_added_removed_and_rebound_and_their_open_sessions_stay() {
 #[test]
 fn health_settings_change_with_a_reload() {
     let a = echo_backend("a");
-    let dead = dead_backend();
+    let dead = lb::closed_address();
     let (port, control_port) = (free_port(), free_port());
     let listeners = [("rw", port)];
     let backends = [(a, 1.0), (dead, 1.0)];
@@ -423,7 +415,7 @@ fn health_settings_change_with_a_reload() {
 #[test]
 fn a_reload_to_check_none_makes_every_backend_usable() {
     let a = echo_backend("a");
-    let dead = dead_backend();
+    let dead = lb::closed_address();
     let (port, control_port) = (free_port(), free_port());
     let listeners = [("rw", port)];
     let tcp_checks =

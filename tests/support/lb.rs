@@ -13,13 +13,29 @@ pub struct LbProcess {
     _config: tempfile::NamedTempFile,
 }
 
-/// A port that was free a moment ago (bound to port 0, then released).
+/// A loopback port that was free a moment ago (bound to port 0, then released), and that no
+/// other call in this test binary has handed out. The kernel may give the same ephemeral port
+/// to two binds in a row once the first is closed, and tests run in parallel threads; without
+/// the memory two tests (or two ports of one test) could be told the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+}
+
+/// A loopback address where nothing listens, never handed out twice (see [`free_port`]).
+pub fn closed_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 pub fn binary() -> Command {
