@@ -14,13 +14,19 @@
 //! into a stack buffer and writes straight through; only bytes the destination cannot take at once
 //! are kept on the heap, and only until they are written.
 
+use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -252,11 +258,16 @@ struct Connected {
 }
 
 /// Serves one client: pick and connect with failover, then copy until both sides are done.
-async fn handle(client: TcpStream, peer: SocketAddr, listener: &ListenerState, ctx: &ProxyContext) {
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    listener: &ListenerState,
+    ctx: &ProxyContext,
+) {
     if let Err(e) = set_stream_options(&client, &ctx.tcp) {
         debug!(listener = %listener.name, client = %peer, error = %e, "cannot set client socket options");
     }
-    let Some(connected) = connect_with_failover(peer, listener, ctx, &client).await else {
+    let Some(mut connected) = connect_with_failover(peer, listener, ctx, &client).await else {
         return;
     };
     let backend = connected.slot.owner().clone();
@@ -265,7 +276,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, listener: &ListenerState, c
 
     let mut backend_down = backend.session_closer();
     let outcome = tokio::select! {
-        outcome = copy_both_ways(&client, &connected.stream, &backend) => outcome,
+        outcome = copy_both_ways(&mut client, &mut connected.stream, &backend) => outcome,
         _ = ctx.force_close.cancelled() => Err(io::Error::other("closed at the end of the shutdown grace period")),
         _ = backend_down.changed() => Err(io::Error::other("closed: the backend went down (on_down: shutdown_sessions)")),
         _ = writer_moved_away(connected.follows_writer.as_ref()) => Err(io::Error::other("closed: the writer moved (on_writer_change: shutdown_sessions)")),
@@ -443,12 +454,18 @@ fn set_stream_options(stream: &TcpStream, tcp: &TcpConfig) -> io::Result<()> {
 /// Copies client→backend and backend→client until both directions have ended. An end of stream
 /// on one side is passed on as a half-close of the other; an error on either ends both.
 async fn copy_both_ways(
-    client: &TcpStream,
-    backend_stream: &TcpStream,
+    client: &mut TcpStream,
+    backend_stream: &mut TcpStream,
     backend: &BackendState,
 ) -> io::Result<()> {
-    let upstream = pump(client, backend_stream, |n| backend.add_bytes_to_backend(n));
-    let downstream = pump(backend_stream, client, |n| backend.add_bytes_to_client(n));
+    let (client_read, client_write) = client.split();
+    let (backend_read, backend_write) = backend_stream.split();
+    let upstream = pump(client_read, backend_write, |n| {
+        backend.add_bytes_to_backend(n)
+    });
+    let downstream = pump(backend_read, client_write, |n| {
+        backend.add_bytes_to_client(n)
+    });
     tokio::pin!(upstream, downstream);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
@@ -464,32 +481,26 @@ async fn copy_both_ways(
 const READ_CHUNK: usize = 32 * 1024;
 
 /// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`.
-async fn pump(src: &TcpStream, dst: &TcpStream, count: impl Fn(u64)) -> io::Result<()> {
+async fn pump(
+    mut src: ReadHalf<'_>,
+    mut dst: WriteHalf<'_>,
+    count: impl Fn(u64),
+) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        src.readable().await?;
-        match transfer_ready(src, dst, &mut pending) {
-            Ok(Transfer::Moved(n)) => count(n as u64),
-            Ok(Transfer::Blocked(n)) => {
+        match poll_fn(|cx| transfer_ready(cx, &mut src, &mut dst, &mut pending)).await? {
+            Transfer::Moved(n) => count(n as u64),
+            Transfer::Blocked(n) => {
                 count(n as u64);
-                while !pending.is_empty() {
-                    dst.writable().await?;
-                    match dst.try_write(&pending) {
-                        Ok(written) => {
-                            pending.drain(..written);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                dst.write_all(&pending).await?;
                 pending = Vec::new();
             }
-            Ok(Transfer::End) => match SockRef::from(dst).shutdown(Shutdown::Write) {
-                Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
-                _ => return Ok(()),
-            },
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Transfer::End => {
+                return match SockRef::from(dst.as_ref()).shutdown(Shutdown::Write) {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+                    _ => Ok(()),
+                };
+            }
         }
     }
 }
@@ -504,23 +515,36 @@ enum Transfer {
 }
 
 /// One read from `src` into a stack buffer and as much of it written to `dst` as it takes now.
-/// Not async, so the buffer is never part of the connection's stored state.
-fn transfer_ready(src: &TcpStream, dst: &TcpStream, pending: &mut Vec<u8>) -> io::Result<Transfer> {
-    let mut buf = [0u8; READ_CHUNK];
-    let n = src.try_read(&mut buf)?;
-    if n == 0 {
-        return Ok(Transfer::End);
+///
+/// A plain function called from [`poll_fn`], so the buffer lives only while it runs and is never
+/// part of the connection's stored state. It reads through `poll_read`, which (unlike
+/// `try_read`) lets tokio note that a short read drained the socket, so the next wait goes
+/// straight to epoll instead of costing a `recvfrom` that returns EAGAIN; and into uninitialised
+/// memory, so no 32 KiB are zeroed per read.
+fn transfer_ready(
+    cx: &mut Context<'_>,
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
+    pending: &mut Vec<u8>,
+) -> Poll<io::Result<Transfer>> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read_buf = ReadBuf::uninit(&mut buf);
+    ready!(Pin::new(&mut *src).poll_read(cx, &mut read_buf))?;
+    let data = read_buf.filled();
+    if data.is_empty() {
+        return Poll::Ready(Ok(Transfer::End));
     }
     let mut written = 0;
-    while written < n {
-        match dst.try_write(&buf[written..n]) {
-            Ok(k) => written += k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                pending.extend_from_slice(&buf[written..n]);
-                return Ok(Transfer::Blocked(n));
+    while written < data.len() {
+        match Pin::new(&mut *dst).poll_write(cx, &data[written..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(k)) => written += k,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                pending.extend_from_slice(&data[written..]);
+                return Poll::Ready(Ok(Transfer::Blocked(data.len())));
             }
-            Err(e) => return Err(e),
         }
     }
-    Ok(Transfer::Moved(n))
+    Poll::Ready(Ok(Transfer::Moved(data.len())))
 }
