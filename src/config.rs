@@ -170,6 +170,15 @@ pub struct LimitsConfig {
     /// On SIGTERM/SIGINT: how long open connections may take to finish before they are closed.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A session that has moved no bytes for this long is parked: it gives up its task and its
+    /// sockets' runtime registrations and waits in one shared epoll set until either side sends
+    /// again. `null` keeps every session in a task.
+    #[serde(with = "humantime_serde")]
+    pub park_idle_after: Option<Duration>,
+    /// A session that has moved no bytes for this long is closed. `null` (the default) never
+    /// closes an idle session; connection pools expect that.
+    #[serde(with = "humantime_serde")]
+    pub client_idle_timeout: Option<Duration>,
 }
 
 impl Default for LimitsConfig {
@@ -178,6 +187,8 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            park_idle_after: Some(Duration::from_secs(2)),
+            client_idle_timeout: None,
         }
     }
 }
@@ -546,6 +557,20 @@ impl Config {
                 "limits.connect_timeout".into(),
                 "must be longer than 0 (e.g. 1s)".into(),
             ));
+        }
+        for (field, value) in [
+            ("limits.park_idle_after", self.limits.park_idle_after),
+            (
+                "limits.client_idle_timeout",
+                self.limits.client_idle_timeout,
+            ),
+        ] {
+            if value.is_some_and(|d| d < Duration::from_millis(10)) {
+                return Err(err(
+                    field.into(),
+                    "must be at least 10ms, or null to turn it off".into(),
+                ));
+            }
         }
         if self.tcp.backlog == 0 {
             return Err(err("tcp.backlog".into(), "must be at least 1".into()));
@@ -952,6 +977,16 @@ backends:
                 &format!("{MINIMAL}limits:\n  connect_timeout: soon\n"),
                 "limits.connect_timeout",
                 "",
+            ),
+            (
+                &format!("{MINIMAL}limits:\n  park_idle_after: 1ms\n"),
+                "limits.park_idle_after",
+                "at least 10ms",
+            ),
+            (
+                &format!("{MINIMAL}limits:\n  client_idle_timeout: 0s\n"),
+                "limits.client_idle_timeout",
+                "or null",
             ),
             (
                 &MINIMAL.replace(

@@ -42,11 +42,13 @@ pub mod limit;
 pub mod listeners;
 pub mod metrics;
 pub mod mysql_packet;
+pub mod park;
 pub mod port_owner;
 pub mod proxy;
 pub mod reload;
 pub mod shutdown;
 pub mod snapshot;
+pub mod trim;
 pub mod updater;
 
 use std::future::Future;
@@ -65,6 +67,7 @@ use crate::config::Config;
 use crate::control::ControlContext;
 use crate::health::{HealthMonitor, HealthSettings};
 use crate::listeners::ListenerSet;
+use crate::park::ParkingLot;
 use crate::proxy::{ListenerState, ProxyContext};
 use crate::snapshot::{Router, Updater};
 use crate::updater::{Change, UpdaterTask};
@@ -78,6 +81,9 @@ pub enum RunError {
     Config(String),
     #[error(transparent)]
     Bind(#[from] proxy::BindError),
+    /// The operating system refused a resource galera-lb needs (a thread, an epoll set).
+    #[error("{0}")]
+    Resource(String),
 }
 
 /// A started galera-lb: its listeners are bound and accepting.
@@ -140,6 +146,17 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         max_connections: u64::from(config.limits.max_connections),
         tasks: TaskTracker::new(),
         force_close: CancellationToken::new(),
+        parking: match config.limits.park_idle_after {
+            Some(_) => Some(ParkingLot::start().map_err(|e| {
+                RunError::Resource(format!(
+                    "cannot start the thread for idle sessions (limits.park_idle_after): {e}"
+                ))
+            })?),
+            None => None,
+        },
+        park_idle_after: config.limits.park_idle_after,
+        client_idle_timeout: config.limits.client_idle_timeout,
+        runtime: tokio::runtime::Handle::current(),
     });
     let stop_background = CancellationToken::new();
     let mut health = HealthMonitor::start(
@@ -219,6 +236,7 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         background: stop_background.clone(),
     };
     tokio::spawn(task.run(change_rx));
+    tokio::spawn(trim::run(ctx.clone(), stop_background.clone()));
     info!(
         listeners = config.listeners.len(),
         check = config.health.check.as_str(),

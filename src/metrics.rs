@@ -31,12 +31,14 @@
 //! | `galera_lb_writer_changes_total` | counter | `pool` |
 //! | `galera_lb_control_commands_total` | counter | `command` |
 //! | `galera_lb_reloads_total` | counter | `result` |
+//! | `galera_lb_sessions_parked` | gauge | none (idle sessions waiting off the runtime, see limits.park_idle_after) |
+//! | `galera_lb_client_idle_timeouts_total` | counter | `listener` (sessions closed by limits.client_idle_timeout) |
 
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::backend::AdminState;
@@ -53,6 +55,8 @@ pub struct Metrics {
     pub writer_changes: IntCounterVec,
     pub control_commands: IntCounterVec,
     pub reloads: IntCounterVec,
+    pub sessions_parked: IntGauge,
+    pub idle_timeouts: IntCounterVec,
 }
 
 /// The process-wide event counters.
@@ -101,6 +105,16 @@ pub fn metrics() -> &'static Metrics {
                 "Configuration reloads, by result.",
                 &["result"],
             ),
+            sessions_parked: IntGauge::new(
+                "galera_lb_sessions_parked",
+                "Idle sessions parked off the runtime until either side sends again.",
+            )
+            .expect("valid gauge"),
+            idle_timeouts: counter(
+                "galera_lb_client_idle_timeouts_total",
+                "Sessions closed because they moved no bytes for limits.client_idle_timeout.",
+                &["listener"],
+            ),
             registry,
         };
         for collector in [
@@ -110,6 +124,8 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.writer_changes.clone()),
             Box::new(metrics.control_commands.clone()),
             Box::new(metrics.reloads.clone()),
+            Box::new(metrics.sessions_parked.clone()),
+            Box::new(metrics.idle_timeouts.clone()),
         ] {
             metrics
                 .registry

@@ -28,14 +28,17 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, info, warn};
 
 use crate::backend::{BackendState, ConnectError};
 use crate::config::TcpConfig;
 use crate::limit::{ActiveCount, Slot, try_acquire};
 use crate::mysql_packet::{self, ServerError};
+use crate::park::{self, ParkingLot};
 use crate::snapshot::{NoMember, Pool, Router};
 
 /// Everything a listener and its handlers share with the rest of galera-lb.
@@ -51,6 +54,12 @@ pub struct ProxyContext {
     pub tasks: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open connections are closed.
     pub force_close: CancellationToken,
+    /// Where idle sessions wait (`limits.park_idle_after`); `None` keeps them in their tasks.
+    pub parking: Option<ParkingLot<Session>>,
+    pub park_idle_after: Option<Duration>,
+    pub client_idle_timeout: Option<Duration>,
+    /// The runtime that resumed sessions run on.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// A listener's own counters, kept for as long as it runs.
@@ -227,10 +236,8 @@ fn admit(stream: TcpStream, peer: SocketAddr, state: &Arc<ListenerState>, ctx: &
     };
     let ctx_for_task = ctx.clone();
     let state = state.clone();
-    ctx.tasks.spawn(async move {
-        let _slots = (global, local);
-        handle(stream, peer, &state, &ctx_for_task).await;
-    });
+    ctx.tasks
+        .spawn(async move { handle(stream, peer, state, ctx_for_task, (global, local)).await });
 }
 
 fn refuse_in_background(
@@ -259,34 +266,240 @@ struct Connected {
 
 /// Serves one client: pick and connect with failover, then copy until both sides are done.
 async fn handle(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
-    listener: &ListenerState,
-    ctx: &ProxyContext,
+    listener: Arc<ListenerState>,
+    ctx: Arc<ProxyContext>,
+    slots: (Slot<ActiveCount>, Slot<ListenerState>),
 ) {
     if let Err(e) = set_stream_options(&client, &ctx.tcp) {
         debug!(listener = %listener.name, client = %peer, error = %e, "cannot set client socket options");
     }
-    let Some(mut connected) = connect_with_failover(peer, listener, ctx, &client).await else {
+    // Boxed, so that the connect phase's state is not part of the session's task while it copies.
+    let Some(connected) = Box::pin(connect_with_failover(peer, &listener, &ctx, &client)).await
+    else {
         return;
     };
     let backend = connected.slot.owner().clone();
     backend.count_established();
     debug!(listener = %listener.name, client = %peer, backend = %backend.address, "proxying");
-
-    let mut backend_down = backend.session_closer();
-    let outcome = tokio::select! {
-        outcome = copy_both_ways(&mut client, &mut connected.stream, &backend) => outcome,
-        _ = ctx.force_close.cancelled() => Err(io::Error::other("closed at the end of the shutdown grace period")),
-        _ = backend_down.changed() => Err(io::Error::other("closed: the backend went down (on_down: shutdown_sessions)")),
-        _ = writer_moved_away(connected.follows_writer.as_ref()) => Err(io::Error::other("closed: the writer moved (on_writer_change: shutdown_sessions)")),
+    let session = Session {
+        peer,
+        backend_down: backend.session_closer(),
+        listener,
+        _slots: slots,
+        backend: connected.slot,
+        follows_writer: connected.follows_writer,
+        idle_before_park: Duration::ZERO,
+        _tracked: ctx.tasks.token(),
+        ctx,
     };
-    match outcome {
-        Ok(()) => {
-            debug!(listener = %listener.name, client = %peer, backend = %backend.address, "session ended")
+    run_session(client, connected.stream, session).await;
+}
+
+/// A proxied session: what it needs to go on, also while it is parked.
+#[derive(Debug)]
+pub struct Session {
+    peer: SocketAddr,
+    listener: Arc<ListenerState>,
+    ctx: Arc<ProxyContext>,
+    _slots: (Slot<ActiveCount>, Slot<ListenerState>),
+    backend: Slot<BackendState>,
+    follows_writer: Option<(Arc<Pool>, usize)>,
+    /// Changes when the backend's sessions are to be closed (`on_down: shutdown_sessions`).
+    backend_down: watch::Receiver<u64>,
+    /// How long the session had been idle when it was parked.
+    idle_before_park: Duration,
+    /// Counts the session as a running task for the shutdown drain, also while it is parked.
+    _tracked: TaskTrackerToken,
+}
+
+impl Session {
+    fn writer_moved(&self) -> bool {
+        self.follows_writer
+            .as_ref()
+            .is_some_and(|(pool, member)| pool.writer() != Some(*member))
+    }
+}
+
+impl park::Session for Session {
+    fn must_end(&self, parked_for: Duration) -> Option<String> {
+        if self.ctx.force_close.is_cancelled() {
+            return Some("closed at the end of the shutdown grace period".into());
         }
-        Err(e) => {
-            debug!(listener = %listener.name, client = %peer, backend = %backend.address, error = %e, "session ended with an error")
+        if self.backend_down.has_changed().unwrap_or(false) {
+            return Some(BACKEND_DOWN.into());
+        }
+        if self.writer_moved() {
+            return Some(WRITER_MOVED.into());
+        }
+        let idle = self.idle_before_park + parked_for;
+        let timeout = self.ctx.client_idle_timeout?;
+        if idle < timeout {
+            return None;
+        }
+        crate::metrics::metrics()
+            .idle_timeouts
+            .with_label_values(&[self.listener.name.as_str()])
+            .inc();
+        Some(idle_timeout_message(idle))
+    }
+
+    fn resume(self, client: std::net::TcpStream, backend: std::net::TcpStream) {
+        let runtime = self.ctx.runtime.clone();
+        let tasks = self.ctx.tasks.clone();
+        tasks.spawn_on(
+            async move {
+                match (TcpStream::from_std(client), TcpStream::from_std(backend)) {
+                    (Ok(client), Ok(backend)) => run_session(client, backend, self).await,
+                    (Err(e), _) | (_, Err(e)) => {
+                        warn!(listener = %self.listener.name, client = %self.peer, error = %e,
+                            "cannot resume a parked session; closing it")
+                    }
+                }
+            },
+            &runtime,
+        );
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "listener {} client {} backend {}",
+            self.listener.name,
+            self.peer,
+            self.backend.owner().address
+        )
+    }
+}
+
+const BACKEND_DOWN: &str = "closed: the backend went down (on_down: shutdown_sessions)";
+const WRITER_MOVED: &str = "closed: the writer moved (on_writer_change: shutdown_sessions)";
+
+fn idle_timeout_message(idle: Duration) -> String {
+    format!(
+        "closed: idle for {:.1} s (limits.client_idle_timeout)",
+        idle.as_secs_f64()
+    )
+}
+
+/// How a session's copying stopped.
+enum Stop {
+    Ended(io::Result<()>),
+    /// Quiet for `limits.park_idle_after` with nothing in flight.
+    Park(Duration),
+    /// Quiet for `limits.client_idle_timeout`.
+    IdleTimeout(Duration),
+}
+
+/// Copies until the session ends, parking it whenever it falls idle.
+async fn run_session(mut client: TcpStream, mut backend_stream: TcpStream, mut session: Session) {
+    loop {
+        let stop = {
+            let backend = session.backend.owner();
+            let activity = Activity::default();
+            let ctx = &session.ctx;
+            let parking = ctx.parking.as_ref().and(ctx.park_idle_after);
+            tokio::select! {
+                outcome = copy_both_ways(&mut client, &mut backend_stream, backend, &activity) => Stop::Ended(outcome),
+                stop = until_idle(&activity, parking, ctx.client_idle_timeout) => stop,
+                _ = ctx.force_close.cancelled() => Stop::Ended(Err(io::Error::other("closed at the end of the shutdown grace period"))),
+                _ = session.backend_down.changed() => Stop::Ended(Err(io::Error::other(BACKEND_DOWN))),
+                _ = writer_moved_away(session.follows_writer.as_ref()) => Stop::Ended(Err(io::Error::other(WRITER_MOVED))),
+            }
+        };
+        let (listener, peer, address) = (
+            &session.listener.name,
+            session.peer,
+            &session.backend.owner().address,
+        );
+        match stop {
+            Stop::Ended(Ok(())) => {
+                debug!(listener = %listener, client = %peer, backend = %address, "session ended");
+                return;
+            }
+            Stop::Ended(Err(e)) => {
+                debug!(listener = %listener, client = %peer, backend = %address, error = %e, "session ended with an error");
+                return;
+            }
+            Stop::IdleTimeout(idle) => {
+                crate::metrics::metrics()
+                    .idle_timeouts
+                    .with_label_values(&[listener.as_str()])
+                    .inc();
+                debug!(listener = %listener, client = %peer, backend = %address, "session ended: {}", idle_timeout_message(idle));
+                return;
+            }
+            Stop::Park(idle) => {
+                let ctx = session.ctx.clone();
+                let Some(lot) = ctx.parking.as_ref() else {
+                    continue;
+                };
+                let (client_std, backend_std) = match (client.into_std(), backend_stream.into_std())
+                {
+                    (Ok(c), Ok(b)) => (c, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        warn!(listener = %listener, client = %peer, error = %e, "cannot park an idle session; closing it");
+                        return;
+                    }
+                };
+                session.idle_before_park = idle;
+                match lot.park(session, client_std, backend_std) {
+                    Ok(()) => return,
+                    Err((returned, c, b, e)) => {
+                        debug!(client = %peer, error = %e, "cannot park an idle session; it stays in its task");
+                        session = returned;
+                        match (TcpStream::from_std(c), TcpStream::from_std(b)) {
+                            (Ok(c), Ok(b)) => (client, backend_stream) = (c, b),
+                            _ => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the copy loop tells the idle watch: bytes moved, and whether anything is in flight or
+/// half-closed (such a session is never parked).
+#[derive(Debug, Default)]
+struct Activity {
+    moved: AtomicU64,
+    unsettled: AtomicU32,
+}
+
+/// Completes when the session has moved no bytes for the parking delay (and can be parked) or
+/// for the idle timeout; never when neither is set.
+async fn until_idle(
+    activity: &Activity,
+    park_after: Option<Duration>,
+    timeout: Option<Duration>,
+) -> Stop {
+    // Checked in steps: a session parks between 1 and 1.5 times the delay after it fell quiet,
+    // and times out between 1 and 1.25 times the timeout.
+    let step = [park_after.map(|p| p / 2), timeout.map(|t| t / 4)]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|step| step.max(Duration::from_millis(10)));
+    let Some(step) = step else {
+        return std::future::pending().await;
+    };
+    let mut seen = activity.moved.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(step).await;
+        let moved = activity.moved.load(Ordering::Relaxed);
+        if moved != seen {
+            (seen, quiet) = (moved, Duration::ZERO);
+            continue;
+        }
+        quiet += step;
+        if timeout.is_some_and(|t| quiet >= t) {
+            return Stop::IdleTimeout(quiet);
+        }
+        let settled = activity.unsettled.load(Ordering::Relaxed) == 0;
+        if settled && park_after.is_some_and(|p| quiet >= p) {
+            return Stop::Park(quiet);
         }
     }
 }
@@ -457,13 +670,14 @@ async fn copy_both_ways(
     client: &mut TcpStream,
     backend_stream: &mut TcpStream,
     backend: &BackendState,
+    activity: &Activity,
 ) -> io::Result<()> {
     let (client_read, client_write) = client.split();
     let (backend_read, backend_write) = backend_stream.split();
-    let upstream = pump(client_read, backend_write, |n| {
+    let upstream = pump(client_read, backend_write, activity, |n| {
         backend.add_bytes_to_backend(n)
     });
-    let downstream = pump(backend_read, client_write, |n| {
+    let downstream = pump(backend_read, client_write, activity, |n| {
         backend.add_bytes_to_client(n)
     });
     tokio::pin!(upstream, downstream);
@@ -480,22 +694,31 @@ async fn copy_both_ways(
 /// The size of the stack buffer one read fills.
 const READ_CHUNK: usize = 32 * 1024;
 
-/// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`.
+/// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`. `activity` learns
+/// of every read, and is unsettled while bytes wait for `dst` and once `src` has ended.
 async fn pump(
     mut src: ReadHalf<'_>,
     mut dst: WriteHalf<'_>,
+    activity: &Activity,
     count: impl Fn(u64),
 ) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        match poll_fn(|cx| transfer_ready(cx, &mut src, &mut dst, &mut pending)).await? {
-            Transfer::Moved(n) => count(n as u64),
-            Transfer::Blocked(n) => {
-                count(n as u64);
+        let transfer = poll_fn(|cx| transfer_ready(cx, &mut src, &mut dst, &mut pending)).await?;
+        if let Transfer::Moved(n) | Transfer::Blocked(n) = transfer {
+            count(n as u64);
+            activity.moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        match transfer {
+            Transfer::Moved(_) => {}
+            Transfer::Blocked(_) => {
+                activity.unsettled.fetch_add(1, Ordering::Relaxed);
                 dst.write_all(&pending).await?;
+                activity.unsettled.fetch_sub(1, Ordering::Relaxed);
                 pending = Vec::new();
             }
             Transfer::End => {
+                activity.unsettled.fetch_add(1, Ordering::Relaxed);
                 return match SockRef::from(dst.as_ref()).shutdown(Shutdown::Write) {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
                     _ => Ok(()),

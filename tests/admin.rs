@@ -611,6 +611,7 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
         "listeners:\n  - name: limited\n    bind: {l1}\n    max_connections: 1\n\
          backends:\n  - address: {a}\n  - address: {b}\n  - address: {dead}\n\
          health:\n  check: tcp\n  interval: 100ms\n  rise: 1\n  fall: 1\n\
+         limits:\n  park_idle_after: 100ms\n  client_idle_timeout: 1s\n\
          control:\n  bind: {ctl}\n\
          admin:\n  bind: {adm}\n"
     );
@@ -628,7 +629,7 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
     let (_held, _) = session(lb.listener("limited")).await;
     let error = refused(lb.listener("limited")).await;
     assert_eq!(error.code, 1040, "{error:?}");
-    // ...a control command, and a reload (refused: there is no file to re-read).
+    // ...a control command, and a reload (refused: there is no file to re-read)...
     let control = lb.running.control.unwrap();
     let reply = tokio::task::spawn_blocking(move || lb::control(control, "getinfo\n"))
         .await
@@ -636,11 +637,16 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
     assert!(!reply.is_empty());
     assert!(lb.running.reload().await.is_err());
 
+    // ...and the held session, idle, is parked, then closed by the idle timeout.
     let scrape = lb
-        .scrape_until("the refused client and the control command", |s| {
-            s.types.contains_key("galera_lb_client_errors_total")
-                && s.types.contains_key("galera_lb_control_commands_total")
-        })
+        .scrape_until(
+            "the refused client, the control command and the idle timeout",
+            |s| {
+                s.types.contains_key("galera_lb_client_errors_total")
+                    && s.types.contains_key("galera_lb_control_commands_total")
+                    && s.types.contains_key("galera_lb_client_idle_timeouts_total")
+            },
+        )
         .await;
     let documented = documented_metrics();
     let mut missing = Vec::new();

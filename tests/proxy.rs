@@ -398,3 +398,201 @@ async fn writer_sessions_close_when_the_writer_moves_if_asked() {
     let (_on_new, second) = greeting(proxy).await;
     assert_eq!(second, ["a", "b"][1 - writer]);
 }
+
+/// Parks sessions after 50 ms of silence.
+const PARK_FAST: &str = "limits:\n  park_idle_after: 50ms\n";
+
+/// A fake backend that greets with "late\n", and answers every line `wait MS` with `waited MS`
+/// after that many milliseconds of its own silence; on the client's end of stream it waits
+/// 400 ms, then writes "late bye\n" and closes.
+async fn slow_talker() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                write.write_all(b"late\n").await?;
+                let mut lines = tokio::io::BufReader::new(read);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await? == 0 {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        write.write_all(b"late bye\n").await?;
+                        return write.shutdown().await;
+                    }
+                    let ms: u64 = line.trim().trim_start_matches("wait ").parse().unwrap();
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    write.write_all(format!("waited {ms}\n").as_bytes()).await?;
+                }
+            });
+        }
+    });
+    address
+}
+
+async fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+fn parked_now() -> i64 {
+    galera_lb::metrics::metrics().sessions_parked.get()
+}
+
+#[tokio::test]
+async fn an_idle_session_is_parked_and_wakes_for_either_side_without_losing_a_byte() {
+    let backends = [slow_talker().await, echo_backend("echo").await];
+    let (_running, proxy) = start(&config("round_robin", &backends, PARK_FAST)).await;
+    let (mut talker, name) = greeting(proxy).await;
+    assert_eq!(name, "late");
+    let (mut echo, name) = greeting(proxy).await;
+    assert_eq!(name, "echo");
+
+    // The backend speaks first after a silence long enough to park the session.
+    talker.write_all(b"wait 300\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(parked_now() >= 1, "the quiet sessions are parked");
+    assert_eq!(read_line(&mut talker).await, "waited 300");
+
+    // The client speaks first after a silence: 1 MiB goes through the resumed session intact.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = pattern(1 << 20);
+    let (mut read, mut write) = echo.split();
+    let (sent, echoed) = tokio::join!(write.write_all(&data), async {
+        let mut back = vec![0u8; data.len()];
+        read.read_exact(&mut back).await.map(|_| back)
+    });
+    sent.unwrap();
+    assert!(echoed.unwrap() == data, "the echo came back byte for byte");
+
+    // Parked again, then the end of stream wakes it and is passed on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    echo.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    echo.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"bye\n");
+}
+
+#[tokio::test]
+async fn a_half_closed_session_is_not_parked_and_gets_the_late_answer() {
+    let backends = [slow_talker().await];
+    let (_running, proxy) = start(&config("round_robin", &backends, PARK_FAST)).await;
+    let (mut client, _) = greeting(proxy).await;
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut rest))
+        .await
+        .expect("the backend's late answer and close come through")
+        .unwrap();
+    assert_eq!(rest, b"late bye\n");
+}
+
+#[tokio::test]
+async fn parked_sessions_close_when_their_backend_goes_down_or_the_writer_moves() {
+    let backends = [echo_backend("a").await, echo_backend("b").await];
+    let yaml = format!(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\n    role: writer\n  \
+         - name: any\n    bind: 127.0.0.1:0\nbackends:\n  - address: {}\n  - address: {}\n\
+         health:\n  check: none\n  on_writer_change: shutdown_sessions\n{PARK_FAST}",
+        backends[0], backends[1]
+    );
+    let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
+    let running = galera_lb::start(&config, "test.yaml").await.unwrap();
+    let (writer_port, any_port) = (running.listeners[0].1, running.listeners[1].1);
+    let snapshot = running.router.load_full();
+    let pool = &snapshot.pools[0];
+    pool.elect_writer(false);
+    let writer = pool.writer().unwrap();
+    let writer_name = ["a", "b"][writer];
+    let (mut on_writer, _) = greeting(writer_port).await;
+    // Round robin over two backends: one `any` session on each.
+    let (first, first_name) = greeting(any_port).await;
+    let (second, _) = greeting(any_port).await;
+    let (mut any_on_writer, mut any_on_other) = if first_name == writer_name {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(parked_now() >= 3, "the quiet sessions are parked");
+
+    // The writer moves: the parked writer-listener session is closed; the `any` session on the
+    // same backend is not (it does not follow the writer).
+    pool.members[writer].backend.set_writable(false);
+    pool.elect_writer(false);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), on_writer.read_to_end(&mut rest))
+        .await
+        .expect("the parked session on the old writer was closed")
+        .ok();
+    any_on_writer.write_all(b"still").await.unwrap();
+    let mut buf = [0u8; 5];
+    any_on_writer.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still");
+
+    // The other backend's sessions are closed: its parked session ends.
+    pool.members[1 - writer].backend.close_sessions();
+    tokio::time::timeout(Duration::from_secs(2), any_on_other.read_to_end(&mut rest))
+        .await
+        .expect("the parked session on the closed backend was closed")
+        .ok();
+}
+
+#[tokio::test]
+async fn drain_waits_for_parked_sessions_and_closes_them_after_the_grace_period() {
+    let backends = [echo_backend("a").await];
+    let extra = "limits:\n  park_idle_after: 50ms\n  shutdown_grace: 1s\n";
+    let (running, proxy) = start(&config("round_robin", &backends, extra)).await;
+    let (mut open, _) = greeting(proxy).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    running.drain().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the drain waited for the parked session until the grace period ended: {took:?}"
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(1), open.read_to_end(&mut rest))
+        .await
+        .expect("the parked session was closed");
+    assert!(n.is_err() || rest.is_empty());
+}
+
+#[tokio::test]
+async fn client_idle_timeout_closes_a_quiet_session_and_spares_a_busy_one() {
+    let backends = [echo_backend("a").await];
+    let extra = "limits:\n  park_idle_after: 100ms\n  client_idle_timeout: 700ms\n";
+    let (_running, proxy) = start(&config("round_robin", &backends, extra)).await;
+    let (mut quiet, _) = greeting(proxy).await;
+    let (mut busy, _) = greeting(proxy).await;
+    let started = Instant::now();
+    let chatter = async {
+        for _ in 0..15 {
+            busy.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            busy.read_exact(&mut byte).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let closed = async {
+        let mut rest = Vec::new();
+        let _ = quiet.read_to_end(&mut rest).await;
+        started.elapsed()
+    };
+    let ((), closed_after) = tokio::join!(chatter, closed);
+    assert!(
+        closed_after >= Duration::from_millis(650) && closed_after < Duration::from_millis(1500),
+        "the quiet session was closed after {closed_after:?}"
+    );
+    busy.write_all(b"y").await.unwrap();
+    let mut byte = [0u8; 1];
+    busy.read_exact(&mut byte).await.unwrap();
+    assert_eq!(&byte, b"y", "the busy session is still open after 1.5 s");
+}
