@@ -19,6 +19,7 @@
 //! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
 //! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
 //! - [`control`]: the glbd-compatible control port.
+//! - [`access`]: who may use the control and admin ports (allowlist, token).
 //! - [`admin`]: the admin HTTP port (`/metrics`, `/status`, `/ready`, `/live`, `/`).
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`listeners`]: the open listeners, by name.
@@ -30,6 +31,7 @@
 //! [`run`] starts everything and, when its shutdown future completes, stops accepting at once,
 //! lets open connections finish for `limits.shutdown_grace`, then closes the rest.
 
+pub mod access;
 pub mod admin;
 pub mod backend;
 pub mod balance;
