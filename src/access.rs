@@ -4,7 +4,8 @@
 //! Both ports bind to loopback by default, which is the first protection; the allowlist and the
 //! token are for set-ups that open them further. The configuration side (fields, validation,
 //! where the token comes from) is in `crate::config`; what each port does with a refusal is in
-//! `crate::control` and `crate::admin`.
+//! `crate::control` and `crate::admin`. Refusals are counted in
+//! `galera_lb_access_denied_total{port, reason}` (see [`Denied`]).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -126,6 +127,47 @@ impl Access {
             None => true,
             Some(token) => token.matches(given),
         }
+    }
+}
+
+/// Why a client was refused, as the `reason` label of `galera_lb_access_denied_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The client's address is not in the allowlist (the connection is closed at once).
+    NotAllowed,
+    /// A request that needs the token came without it.
+    NoToken,
+    /// A token was given, and it was not the right one.
+    WrongToken,
+}
+
+impl Denied {
+    pub const ALL: [Denied; 3] = [Denied::NotAllowed, Denied::NoToken, Denied::WrongToken];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::NotAllowed => "not_allowed",
+            Denied::NoToken => "no_token",
+            Denied::WrongToken => "wrong_token",
+        }
+    }
+}
+
+/// Counts a refusal on `port` (`control` or `admin`).
+pub fn count_denied(port: &str, reason: Denied) {
+    crate::metrics::metrics()
+        .access_denied
+        .with_label_values(&[port, reason.as_str()])
+        .inc();
+}
+
+/// Makes `galera_lb_access_denied_total` show zeros for a port that is on, so that rates and
+/// alerts work before the first refusal.
+pub fn register_port(port: &str) {
+    for reason in Denied::ALL {
+        crate::metrics::metrics()
+            .access_denied
+            .with_label_values(&[port, reason.as_str()]);
     }
 }
 

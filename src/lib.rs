@@ -111,6 +111,12 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         .health
         .resolve_password()
         .map_err(|reason| RunError::Config(format!("{config_file}: health.password: {reason}")))?;
+    let control_access = config
+        .control
+        .as_ref()
+        .map(|c| c.access_fields().resolve())
+        .transpose()
+        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
@@ -177,7 +183,9 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
 
     let (changes, change_rx) = mpsc::channel(64);
     let mut control = None;
-    if let (Some(control_config), Some(socket)) = (&config.control, control_socket) {
+    if let (Some(control_config), Some(socket), Some(access)) =
+        (&config.control, control_socket, control_access)
+    {
         control = socket.local_addr().ok();
         let first = &config.listeners[0];
         // The port the first listener really has (it differs from the configured one for 0).
@@ -194,8 +202,20 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
             open_connections: ctx.global_active.clone(),
             last_stat: Mutex::new((Instant::now(), router.totals())),
             clients: Default::default(),
+            access: access.clone(),
         });
-        info!(address = ?control, "control port listening");
+        info!(
+            address = ?control,
+            token = access.token.is_some(),
+            allow = control_config.allow.len(),
+            "control port listening"
+        );
+        if let Some(warning) = control.and_then(|bind| {
+            access::exposure_warning("control", bind, &access, "change the routing")
+        }) {
+            warn!("{warning}");
+        }
+        access::register_port("control");
         tokio::spawn(control::serve(socket, control_ctx, stop_background.clone()));
     }
     let mut admin = None;
