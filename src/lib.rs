@@ -117,6 +117,12 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         .map(|c| c.access_fields().resolve())
         .transpose()
         .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
+    let admin_access = config
+        .admin
+        .as_ref()
+        .map(|a| a.access_fields().resolve())
+        .transpose()
+        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
@@ -219,13 +225,32 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         tokio::spawn(control::serve(socket, control_ctx, stop_background.clone()));
     }
     let mut admin = None;
-    if let Some(socket) = admin_socket {
+    if let (Some(admin_config), Some(socket), Some(access)) =
+        (&config.admin, admin_socket, admin_access)
+    {
         admin = socket.local_addr().ok();
+        info!(
+            address = ?admin,
+            token = access.token.is_some(),
+            allow = admin_config.allow.len(),
+            "admin port listening"
+        );
+        if let Some(warning) = admin.and_then(|bind| {
+            access::exposure_warning(
+                "admin",
+                bind,
+                &access,
+                "read the cluster's layout, state and traffic",
+            )
+        }) {
+            warn!("{warning}");
+        }
+        access::register_port("admin");
         let admin_ctx = Arc::new(AdminContext {
             router: router.clone(),
             listeners: listener_set.states(),
+            access,
         });
-        info!(address = ?admin, "admin port listening");
         tokio::spawn(admin::serve(socket, admin_ctx, stop_background.clone()));
     }
     let task = UpdaterTask {
