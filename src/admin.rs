@@ -10,6 +10,13 @@
 //!
 //! Everything is read from the routing snapshot and the backends' atomics when asked: serving
 //! this port never slows the proxy.
+//!
+//! Access (see `crate::access`): with `admin.allow`, a connection from another address is closed
+//! at once. With `admin.token`, every endpoint but `/live` and `/ready` needs
+//! `Authorization: Bearer TOKEN`; without it, or with a wrong one, the answer is 401 with
+//! `WWW-Authenticate: Bearer`. `/live` and `/ready` stay open because orchestrators' probes
+//! (kubelet, Docker's HEALTHCHECK, a load balancer's check) rarely can send a token, and they
+//! tell no more than "up" and "ready, or why not".
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -18,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::access::{Access, Denied, count_denied};
 use crate::config::Role;
 use crate::proxy::ListenerState;
 use crate::snapshot::{Router, Snapshot};
@@ -38,7 +46,12 @@ pub struct AdminContext {
     pub router: Arc<Router>,
     /// The open listeners' states (kept current by the listener set).
     pub listeners: Arc<Mutex<Vec<Arc<ListenerState>>>>,
+    /// The allowlist and the token (resolved at start).
+    pub access: Access,
 }
+
+/// The endpoints that need no token: liveness and readiness probes.
+pub const OPEN_PATHS: [&str; 2] = ["/live", "/ready"];
 
 /// Serves the admin port until `stop`.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, stop: CancellationToken) {
@@ -54,12 +67,22 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, stop: Cancella
                 }
             },
         };
+        if !ctx.access.allow.allows(peer.ip()) {
+            warn!(client = %peer, "admin: address not in admin.allow; closing");
+            count_denied("admin", Denied::NotAllowed);
+            drop(stream);
+            continue;
+        }
         let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &ctx)) }
+                async move {
+                    let response =
+                        refusal(&request, &ctx, peer).unwrap_or_else(|| respond(&request, &ctx));
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -75,6 +98,62 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, stop: Cancella
             }
         });
     }
+}
+
+/// The 401 to send when a token is configured, the request is not for an open path, and it does
+/// not carry `Authorization: Bearer TOKEN` with the right token (compared in constant time);
+/// `None` lets the request through.
+fn refusal(
+    request: &Request<Incoming>,
+    ctx: &AdminContext,
+    peer: std::net::SocketAddr,
+) -> Option<Response<Full<Bytes>>> {
+    let token = ctx.access.token.as_ref()?;
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path) {
+        return None;
+    }
+    let shown: String = path.chars().take(80).collect();
+    let shown = shown.escape_debug();
+    match request.headers().get(AUTHORIZATION).and_then(bearer) {
+        Some(given) if token.matches(given) => None,
+        Some(_) => {
+            warn!(client = %peer, path = %shown, "admin: wrong bearer token; 401");
+            count_denied("admin", Denied::WrongToken);
+            Some(unauthorized(true))
+        }
+        None => {
+            warn!(client = %peer, path = %shown, "admin: no bearer token; 401");
+            count_denied("admin", Denied::NoToken);
+            Some(unauthorized(false))
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case).
+fn bearer(value: &HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let space = bytes.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&bytes[..space], bytes[space..].trim_ascii());
+    (scheme.eq_ignore_ascii_case(b"Bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 401 with the challenge of RFC 6750 (`error="invalid_token"` when a token was sent).
+fn unauthorized(wrong: bool) -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: send Authorization: Bearer TOKEN (admin.token); /live and /ready need none\n"
+            .into(),
+    );
+    let challenge = if wrong {
+        r#"Bearer realm="galera-lb", error="invalid_token""#
+    } else {
+        r#"Bearer realm="galera-lb""#
+    };
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
 }
 
 fn respond(request: &Request<Incoming>, ctx: &AdminContext) -> Response<Full<Bytes>> {

@@ -6,8 +6,9 @@
 //! sane). Every error is a [`ConfigError`] that names the file, the field and the reason; `main`
 //! turns it into exit status 64.
 //!
-//! Secrets (the health-check password) are held in [`Secret`], whose `Debug` output is masked, and
-//! may come from the file, an environment variable or a file of their own.
+//! Secrets (the health-check password, the control and admin tokens) are held in [`Secret`], whose
+//! `Debug` output is masked, and may come from the file, an environment variable or a file of
+//! their own.
 //!
 //! The documented example with every field lives in `config/galera-lb.yaml`; the built-in default
 //! (the local sandbox, see `scripts/sandbox`) is [`DEFAULT_CONFIG_YAML`].
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::access::{Access, AllowList, Cidr};
 
 /// The configuration used when no `--config` is given: galera-lb on 127.0.0.1:3306 in front of the
 /// three-node sandbox that `scripts/sandbox start` runs on 3316/3326/3336.
@@ -91,12 +94,41 @@ pub struct Config {
 pub struct AdminConfig {
     /// `IP:PORT`; loopback by default.
     pub bind: String,
+    /// A token every endpoint but `/live` and `/ready` asks for (`Authorization: Bearer TOKEN`),
+    /// written in the file (prefer `token_env` or `token_file`).
+    #[serde(deserialize_with = "token_not_empty")]
+    pub token: Option<Secret>,
+    /// The name of an environment variable that holds the token.
+    #[serde(deserialize_with = "token_env_not_empty")]
+    pub token_env: Option<String>,
+    /// A file whose first line is the token.
+    #[serde(deserialize_with = "token_file_not_empty")]
+    pub token_file: Option<PathBuf>,
+    /// Client addresses or blocks (`10.0.0.0/8`, `::1`) that may connect; empty: everyone who
+    /// can reach `bind`.
+    pub allow: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             bind: "127.0.0.1:9104".to_string(),
+            token: None,
+            token_env: None,
+            token_file: None,
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn access_fields(&self) -> AccessFields<'_> {
+        AccessFields {
+            section: "admin",
+            token: self.token.as_ref(),
+            token_env: self.token_env.as_deref(),
+            token_file: self.token_file.as_deref(),
+            allow: &self.allow,
         }
     }
 }
@@ -114,6 +146,19 @@ pub struct ControlConfig {
     /// How long an interactive connection may stay silent before it is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A token that state-changing requests need (the connection sends `auth TOKEN` first),
+    /// written in the file (prefer `token_env` or `token_file`).
+    #[serde(deserialize_with = "token_not_empty")]
+    pub token: Option<Secret>,
+    /// The name of an environment variable that holds the token.
+    #[serde(deserialize_with = "token_env_not_empty")]
+    pub token_env: Option<String>,
+    /// A file whose first line is the token.
+    #[serde(deserialize_with = "token_file_not_empty")]
+    pub token_file: Option<PathBuf>,
+    /// Client addresses or blocks (`10.0.0.0/8`, `::1`) that may connect; empty: everyone who
+    /// can reach `bind`.
+    pub allow: Vec<String>,
 }
 
 impl Default for ControlConfig {
@@ -123,8 +168,177 @@ impl Default for ControlConfig {
             max_clients: 32,
             max_line: 1024,
             idle_timeout: Duration::from_secs(300),
+            token: None,
+            token_env: None,
+            token_file: None,
+            allow: Vec::new(),
         }
     }
+}
+
+impl ControlConfig {
+    pub fn access_fields(&self) -> AccessFields<'_> {
+        AccessFields {
+            section: "control",
+            token: self.token.as_ref(),
+            token_env: self.token_env.as_deref(),
+            token_file: self.token_file.as_deref(),
+            allow: &self.allow,
+        }
+    }
+}
+
+/// For optional fields where a key without a value (`token:`) is a mistake rather than "not
+/// set": refused, so that a token that did not make it into the file never leaves a port open
+/// silently. A field left out is `None` as usual. (serde_yaml's message names the section; the
+/// field is named here.)
+fn not_empty<'de, D, T>(deserializer: D, field: &str) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(format!(
+            "{field} has no value: give one, or leave the field out"
+        ))),
+    }
+}
+
+fn token_not_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    not_empty(d, "token")
+}
+
+fn token_env_not_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    not_empty(d, "token_env")
+}
+
+fn token_file_not_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    not_empty(d, "token_file")
+}
+
+/// The access fields the control and admin sections share (see `crate::access`).
+#[derive(Debug, Clone, Copy)]
+pub struct AccessFields<'a> {
+    /// `control` or `admin`, for messages.
+    pub section: &'static str,
+    pub token: Option<&'a Secret>,
+    pub token_env: Option<&'a str>,
+    pub token_file: Option<&'a Path>,
+    pub allow: &'a [String],
+}
+
+impl AccessFields<'_> {
+    /// What `validate` can check without the environment or other files.
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let section = self.section;
+        let sources = [
+            self.token.is_some(),
+            self.token_env.is_some(),
+            self.token_file.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{section}.token"),
+                "set only one of token, token_env and token_file",
+            ));
+        }
+        if let Some(token) = self.token {
+            check_token(token)
+                .map_err(|reason| ConfigError::invalid(file, format!("{section}.token"), reason))?;
+        }
+        if self.token_env.is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{section}.token_env"),
+                "must name an environment variable",
+            ));
+        }
+        for (i, entry) in self.allow.iter().enumerate() {
+            entry.parse::<Cidr>().map_err(|reason| {
+                ConfigError::invalid(file, format!("{section}.allow[{i}]"), reason)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The token from whichever source is set, and the allowlist. The error names the field
+    /// (`control.token_file: cannot read ...`) and never contains the token.
+    pub fn resolve(&self) -> Result<Access, String> {
+        let section = self.section;
+        let field = if self.token_env.is_some() {
+            "token_env"
+        } else if self.token_file.is_some() {
+            "token_file"
+        } else {
+            "token"
+        };
+        let token = resolve_secret(self.token, self.token_env, self.token_file)
+            .map_err(|reason| format!("{section}.{field}: {reason}"))?;
+        if let Some(token) = &token {
+            check_token(token)
+                .map_err(|reason| format!("{section}.{field}: the token {reason}"))?;
+        }
+        let allow = self
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry
+                    .parse::<Cidr>()
+                    .map_err(|reason| format!("{section}.allow[{i}]: {reason}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Access {
+            token,
+            allow: AllowList::new(allow),
+        })
+    }
+}
+
+/// A token must be something a client can send as one word of a control request and in an
+/// HTTP header: visible ASCII, no spaces. The reason never quotes it.
+fn check_token(token: &Secret) -> Result<(), String> {
+    let text = token.expose();
+    if text.is_empty() {
+        return Err("is empty: leave the token out, or give one".to_string());
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be printable ASCII without spaces (e.g. the output of `openssl rand -hex 32`)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// A secret from whichever of its three sources is set (at most one is, see `validate`): the
+/// value written in the file, an environment variable, or the first line of a file; `None` when
+/// none is set. The reason never contains the secret.
+fn resolve_secret(
+    value: Option<&Secret>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, String> {
+    if let Some(secret) = value {
+        return Ok(Some(secret.clone()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        return Ok(Some(Secret::new(
+            text.lines().next().unwrap_or("").to_string(),
+        )));
+    }
+    Ok(None)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -467,20 +681,12 @@ impl Default for HealthConfig {
 impl HealthConfig {
     /// The check password from whichever source is set (at most one is, see `validate`).
     pub fn resolve_password(&self) -> Result<Secret, String> {
-        if let Some(secret) = &self.password {
-            return Ok(secret.clone());
-        }
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Secret::new)
-                .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"));
-        }
-        if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
-        }
-        Ok(Secret::new(String::new()))
+        resolve_secret(
+            self.password.as_ref(),
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )
+        .map(Option::unwrap_or_default)
     }
 }
 
@@ -497,6 +703,21 @@ impl Secret {
     /// The secret itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `given` is this secret, compared in time that depends only on `given` (not on
+    /// where the first difference is, nor on the secret's length). An empty secret matches
+    /// nothing.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let secret = self.0.as_bytes();
+        if secret.is_empty() {
+            return false;
+        }
+        let mut difference = u8::from(given.len() != secret.len());
+        for (i, byte) in given.iter().enumerate() {
+            difference |= byte ^ secret[i % secret.len()];
+        }
+        std::hint::black_box(difference) == 0
     }
 }
 
@@ -709,6 +930,7 @@ impl Config {
             if control.max_line < 16 {
                 return Err(err("control.max_line".into(), "must be at least 16".into()));
             }
+            control.access_fields().validate(file)?;
         }
         if let Some(admin) = &self.admin {
             let bind: SocketAddr = admin.bind.parse().map_err(|_| {
@@ -724,6 +946,7 @@ impl Config {
                     format!("{bind} is bound by a listener or the control port"),
                 ));
             }
+            admin.access_fields().validate(file)?;
         }
         let health = &self.health;
         if health.interval.is_zero() {
@@ -1007,6 +1230,61 @@ backends:
                 "only one",
             ),
             ("backends: []\n", "test.yaml", "listeners"),
+            (
+                &format!("{MINIMAL}control:\n  token: a\n  token_file: /t\n"),
+                "control.token",
+                "only one of token, token_env and token_file",
+            ),
+            (
+                &format!("{MINIMAL}admin:\n  token_env: A\n  token_file: /t\n"),
+                "admin.token",
+                "only one",
+            ),
+            (
+                &format!("{MINIMAL}control:\n  allow: [127.0.0.0/8, 10.0.0.0/33]\n"),
+                "control.allow[1]",
+                "prefix length must be 0 to 32",
+            ),
+            (
+                &format!("{MINIMAL}admin:\n  allow:\n    - localhost\n"),
+                "admin.allow[0]",
+                "not an IPv4 or IPv6 address",
+            ),
+            (
+                &format!("{MINIMAL}admin:\n  allow: [10.1.2.3/8]\n"),
+                "admin.allow[0]",
+                "write 10.0.0.0/8",
+            ),
+            (
+                &format!("{MINIMAL}control:\n  token: ''\n"),
+                "control.token",
+                "empty",
+            ),
+            (
+                &format!("{MINIMAL}admin:\n  token: 'two words'\n"),
+                "admin.token",
+                "printable ASCII without spaces",
+            ),
+            (
+                &format!("{MINIMAL}control:\n  token_env: ''\n"),
+                "control.token_env",
+                "must name an environment variable",
+            ),
+            (
+                &format!("{MINIMAL}control:\n  token:\n"),
+                "control",
+                "token has no value",
+            ),
+            (
+                &format!("{MINIMAL}admin:\n  token_file: ~\n"),
+                "admin",
+                "token_file has no value",
+            ),
+            (
+                &format!("{MINIMAL}control:\n  tokn: x\n"),
+                "control",
+                "unknown field `tokn`",
+            ),
         ];
         for (yaml, field, reason) in cases {
             let message = invalid(yaml);
@@ -1045,6 +1323,129 @@ backends:
                 .resolve_password()
                 .unwrap_err()
                 .contains("not set")
+        );
+    }
+
+    #[test]
+    fn access_defaults_to_no_token_and_no_allowlist() {
+        let yaml = format!("{MINIMAL}control: {{}}\nadmin: {{}}\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        for fields in [
+            config.control.as_ref().unwrap().access_fields(),
+            config.admin.as_ref().unwrap().access_fields(),
+        ] {
+            let access = fields.resolve().unwrap();
+            assert!(access.token.is_none(), "{}", fields.section);
+            assert!(access.allow.is_empty(), "{}", fields.section);
+        }
+        assert_eq!(config.control.unwrap().bind, "127.0.0.1:8011");
+        assert_eq!(config.admin.unwrap().bind, "127.0.0.1:9104");
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_the_environment_or_a_file_and_are_masked() {
+        // Written in the file; a YAML number is a string here.
+        let yaml = format!(
+            "{MINIMAL}control:\n  token: hunter2-control\n  allow: [127.0.0.1, '::1/128']\n\
+             admin:\n  token: 12345678\n"
+        );
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2-control"), "{debug}");
+        assert!(!debug.contains("12345678"), "{debug}");
+        let control = config
+            .control
+            .as_ref()
+            .unwrap()
+            .access_fields()
+            .resolve()
+            .unwrap();
+        assert_eq!(control.token.as_ref().unwrap().expose(), "hunter2-control");
+        assert!(!format!("{control:?}").contains("hunter2"));
+        assert!(control.allow.allows("127.0.0.1".parse().unwrap()));
+        assert!(control.allow.allows("::1".parse().unwrap()));
+        assert!(!control.allow.allows("127.0.0.2".parse().unwrap()));
+        let admin = config
+            .admin
+            .as_ref()
+            .unwrap()
+            .access_fields()
+            .resolve()
+            .unwrap();
+        assert_eq!(admin.token.as_ref().unwrap().expose(), "12345678");
+
+        // IPv6 in a block list needs no quotes.
+        let yaml = format!("{MINIMAL}admin:\n  allow:\n    - ::1\n    - fd00::/8\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let admin = config.admin.unwrap().access_fields().resolve().unwrap();
+        assert!(admin.allow.allows("fd00::5".parse().unwrap()));
+        assert!(!admin.allow.allows("127.0.0.1".parse().unwrap()));
+
+        // From the environment.
+        // SAFETY: this test is the only user of these variables.
+        unsafe {
+            std::env::set_var("GALERA_LB_TEST_CONTROL_TOKEN", "from-the-env");
+            std::env::set_var("GALERA_LB_TEST_EMPTY_TOKEN", "");
+            std::env::set_var("GALERA_LB_TEST_SPACED_TOKEN", "not one word");
+        }
+        let with = |section: &str, field: &str, value: &str| {
+            let yaml = format!("{MINIMAL}{section}:\n  {field}: {value}\n");
+            let config = Config::from_yaml(&yaml, "t").unwrap();
+            match section {
+                "control" => config.control.unwrap().access_fields().resolve(),
+                _ => config.admin.unwrap().access_fields().resolve(),
+            }
+        };
+        let access = with("control", "token_env", "GALERA_LB_TEST_CONTROL_TOKEN").unwrap();
+        assert_eq!(access.token.unwrap().expose(), "from-the-env");
+        let unset = with("admin", "token_env", "GALERA_LB_TEST_UNSET_TOKEN").unwrap_err();
+        assert!(unset.starts_with("admin.token_env: "), "{unset}");
+        assert!(
+            unset.contains("GALERA_LB_TEST_UNSET_TOKEN is not set"),
+            "{unset}"
+        );
+        let empty = with("control", "token_env", "GALERA_LB_TEST_EMPTY_TOKEN").unwrap_err();
+        assert!(
+            empty.contains("control.token_env: the token is empty"),
+            "{empty}"
+        );
+        let spaced = with("control", "token_env", "GALERA_LB_TEST_SPACED_TOKEN").unwrap_err();
+        assert!(spaced.contains("without spaces"), "{spaced}");
+        assert!(
+            !spaced.contains("not one word"),
+            "the reason never quotes the token: {spaced}"
+        );
+
+        // From a file: its first line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-a-file\nsecond line\n").unwrap();
+        let access = with("admin", "token_file", &path.display().to_string()).unwrap();
+        assert_eq!(access.token.unwrap().expose(), "from-a-file");
+        let missing = dir.path().join("missing");
+        let error = with("control", "token_file", &missing.display().to_string()).unwrap_err();
+        assert!(
+            error.starts_with("control.token_file: cannot read "),
+            "{error}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let error = with("control", "token_file", &path.display().to_string()).unwrap_err();
+        assert!(
+            error.contains("control.token_file: the token is empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        let secret = Secret::new("abc".into());
+        assert!(secret.matches(b"abc"));
+        for wrong in [&b""[..], b"ab", b"abd", b"abcabc", b"Abc", b"abc "] {
+            assert!(!secret.matches(wrong), "{wrong:?}");
+        }
+        assert!(
+            !Secret::default().matches(b""),
+            "an empty secret matches nothing"
         );
     }
 

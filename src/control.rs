@@ -13,6 +13,7 @@
 //! | `drain HOST:PORT`, `maint HOST:PORT`, `ready HOST:PORT` | admin states; `Ok` or `Error` |
 //! | `reload` | re-read the configuration file; `Ok` or `Error` |
 //! | `interactive` | keep this connection open for more requests (until `quit` or idle) |
+//! | `auth TOKEN` | with `control.token` set: allow this connection's changes; `Ok`, or `Error` and the connection closes |
 //! | `help` | this list |
 //!
 //! Replies to changes are exactly `Ok\n` or `Error\n`, as glbd's. A connection answers what it
@@ -26,6 +27,17 @@
 //! closes [`LINE_DEADLINE`] after it opened (blank lines do not count), and a reply the client
 //! does not read within [`REPLY_DEADLINE`] closes the connection: idle, slow or non-reading
 //! clients cannot hold slots.
+//!
+//! Access (see `crate::access`): with `control.allow`, a client from another address gets one
+//! line, `Error: ADDRESS is not allowed on the control port`, and the connection closes before
+//! it takes a slot. With `control.token`, requests that change state (destinations, `drain`,
+//! `maint`, `ready`, `reload`) get `Error: ...` until the connection has sent `auth TOKEN`; reads
+//! (`getinfo`, `getstat`, `health`, `help`, `interactive`, `quit`) stay open. A wrong token gets
+//! `Error: wrong token` and the connection closes, so each guess costs a connection. Without a
+//! token, `auth` is answered `Ok` and changes nothing, so scripts may send it before a token is
+//! configured. The token never appears in a log line. Without `allow` and `token`, the port
+//! behaves exactly as glbd's.
+//!
 //! Every change goes to the updater task, the routing snapshot's only writer.
 
 use std::net::SocketAddr;
@@ -39,8 +51,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::access::{Access, Denied, count_denied};
 use crate::backend::{AdminState, BackendCounters};
-use crate::config::ControlConfig;
+use crate::config::{ControlConfig, Secret};
 use crate::limit::{ActiveCount, try_acquire};
 use crate::snapshot::{Router, Snapshot};
 use crate::updater::Change;
@@ -74,6 +87,8 @@ pub enum Request {
     Interactive,
     Quit,
     Help,
+    /// `auth TOKEN`: allows this connection's changes when the token is right.
+    Auth(Secret),
 }
 
 impl Request {
@@ -92,7 +107,17 @@ impl Request {
             Request::Interactive => "interactive",
             Request::Quit => "quit",
             Request::Help => "help",
+            Request::Auth(_) => "auth",
         }
+    }
+
+    /// Whether the request changes routing or configuration (and so needs the token, when one
+    /// is configured).
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Destination { .. } | Request::Admin { .. } | Request::Reload
+        )
     }
 }
 
@@ -116,10 +141,18 @@ pub fn parse(line: &str, default_port: u16) -> Result<Request, String> {
     let mut words = line.split_whitespace();
     let command = words.next().ok_or("empty request")?;
     let argument = words.next();
+    let lower = command.to_ascii_lowercase();
+    if lower == "auth" {
+        // Checked before anything that quotes the line: the reasons must not contain the token.
+        return match (argument, words.next()) {
+            (Some(token), None) => Ok(Request::Auth(Secret::new(token.to_string()))),
+            (None, _) => Err("auth needs the token: auth TOKEN".to_string()),
+            (Some(_), Some(_)) => Err("auth takes one word, the token".to_string()),
+        };
+    }
     if words.next().is_some() {
         return Err(format!("too many words in '{line}'"));
     }
-    let lower = command.to_ascii_lowercase();
     let no_argument = |request: Request| match argument {
         None => Ok(request),
         Some(extra) => Err(format!("'{command}' takes no argument, got '{extra}'")),
@@ -355,6 +388,8 @@ ready HOST:PORT         back in service
 health                  each backend's state, role and reason
 reload                  re-read the configuration file
 interactive             keep this connection open for more requests
+auth TOKEN              with control.token set: allow this connection's changes
+                        (destinations, drain, maint, ready, reload); reads need no token
 quit                    close this connection
 help                    this list
 ";
@@ -374,6 +409,8 @@ pub struct ControlContext {
     /// Totals at the previous `getstat`, and when it was.
     pub last_stat: Mutex<(Instant, BackendCounters)>,
     pub clients: Arc<ActiveCount>,
+    /// The allowlist and the token (resolved at start).
+    pub access: Access,
 }
 
 /// Accepts control connections until `stop`.
@@ -391,6 +428,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ControlContext>, stop: Cancel
                 continue;
             }
         };
+        if !ctx.access.allow.allows(peer.ip()) {
+            refuse(stream, peer);
+            continue;
+        }
         let Some(slot) = try_acquire(&ctx.clients, Some(u64::from(ctx.config.max_clients))) else {
             debug!(client = %peer, "control: too many clients; closing");
             continue;
@@ -411,6 +452,43 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ControlContext>, stop: Cancel
     }
 }
 
+/// Tells a client whose address is not in `control.allow` so, in one line, and closes. The line
+/// starts with `Error` like glbd's own refusals, so a script that checks for `Ok` (or greps for
+/// `Error`) sees a failure, and a person running `nc` sees why rather than an empty answer that
+/// looks like a network problem. It takes no client slot, and at most a second.
+fn refuse(mut stream: TcpStream, peer: SocketAddr) {
+    let address = peer.ip().to_canonical();
+    warn!(client = %peer, "control: address not in control.allow; closing");
+    count_denied("control", Denied::NotAllowed);
+    tokio::spawn(async move {
+        let reply = format!("Error: {address} is not allowed on the control port\n");
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(reply.as_bytes()).await?;
+            close_gently(&mut stream).await
+        })
+        .await;
+    });
+}
+
+/// Half-closes after a last reply, then reads what the client still sends for a moment before
+/// the connection is dropped: closing with unread input would reset the connection, and the
+/// reset could destroy the reply before the client reads it.
+async fn close_gently(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.shutdown().await?;
+    let drain = async {
+        let mut chunk = [0u8; 1024];
+        let mut read_total = 0usize;
+        while read_total < (1 << 20) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read_total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    Ok(())
+}
+
 /// Serves one control connection.
 async fn session(
     mut stream: TcpStream,
@@ -421,6 +499,8 @@ async fn session(
     let mut chunk = [0u8; 1024];
     let mut interactive = false;
     let mut answered = false;
+    // Without a token every connection may make changes, as in glbd.
+    let mut authenticated = ctx.access.token.is_none();
     // Only real requests move these: blank lines or a trickle of bytes do not keep a slot.
     let mut last_request = Instant::now();
     let mut line_started: Option<Instant> = None;
@@ -453,13 +533,17 @@ async fn session(
             if text.is_empty() {
                 continue;
             }
-            let reply = match handle(text, peer, ctx).await {
+            let reply = match handle(text, peer, ctx, &mut authenticated).await {
                 Reply::Text(reply) => reply,
                 Reply::Interactive => {
                     interactive = true;
                     "Ok\n".to_string()
                 }
                 Reply::Quit => return Ok(()),
+                Reply::Close(reply) => {
+                    write_reply(&mut stream, reply.as_bytes()).await?;
+                    return close_gently(&mut stream).await;
+                }
             };
             write_reply(&mut stream, reply.as_bytes()).await?;
             answered = true;
@@ -468,20 +552,7 @@ async fn session(
         if buffer.len() > ctx.config.max_line {
             warn!(client = %peer, limit = ctx.config.max_line, "control: request line too long; closing");
             write_reply(&mut stream, b"Error\n").await?;
-            // Closing with unread input would reset the connection and could lose the reply:
-            // half-close, then read what is still coming for a moment.
-            stream.shutdown().await?;
-            let drain = async {
-                let mut read_total = 0usize;
-                while read_total < (1 << 20) {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => read_total += n,
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-            return Ok(());
+            return close_gently(&mut stream).await;
         }
         if at_end {
             return Ok(());
@@ -519,22 +590,69 @@ enum Reply {
     Text(String),
     Interactive,
     Quit,
+    /// Send this, then close the connection.
+    Close(String),
 }
 
-async fn handle(line: &str, peer: SocketAddr, ctx: &ControlContext) -> Reply {
+/// A request line as it may be logged: never the argument of `auth`, never the token wherever
+/// it appears (a token sent without `auth` parses as a host name), at most 80 characters.
+fn shown(line: &str, token: Option<&Secret>) -> String {
+    let first = line.split_whitespace().next().unwrap_or("");
+    if first.eq_ignore_ascii_case("auth") {
+        return "auth ****".to_string();
+    }
+    let masked = match token {
+        Some(token) if !token.expose().is_empty() => line.replace(token.expose(), "****"),
+        _ => line.to_string(),
+    };
+    masked
+        .chars()
+        .take(80)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
+}
+
+/// The reason a request failed, as it may be logged: reasons quote parts of the line, so when
+/// the line holds the token (or is an `auth` request) the reason is left out.
+fn shown_reason(reason: &str, line: &str, token: Option<&Secret>) -> String {
+    let first = line.split_whitespace().next().unwrap_or("");
+    let holds_token = first.eq_ignore_ascii_case("auth")
+        || token.is_some_and(|t| !t.expose().is_empty() && line.contains(t.expose()));
+    if holds_token {
+        "(not shown: the request holds the token)".to_string()
+    } else {
+        reason.to_string()
+    }
+}
+
+async fn handle(
+    line: &str,
+    peer: SocketAddr,
+    ctx: &ControlContext,
+    authenticated: &mut bool,
+) -> Reply {
     let parsed = parse(line, ctx.default_port);
     crate::metrics::metrics()
         .control_commands
         .with_label_values(&[parsed.as_ref().map_or("invalid", Request::name)])
         .inc();
+    let logged = || shown(line, ctx.access.token.as_ref());
     let request = match parsed {
         Ok(request) => request,
         Err(reason) => {
-            let shown: String = line.chars().take(80).collect();
-            info!(client = %peer, request = %shown.escape_debug(), %reason, "control: bad request");
+            let reason = shown_reason(&reason, line, ctx.access.token.as_ref());
+            info!(client = %peer, request = %logged(), %reason, "control: bad request");
             return Reply::Text("Error\n".to_string());
         }
     };
+    if request.changes_state() && !*authenticated {
+        warn!(client = %peer, request = %logged(), "control: a change without auth; refused");
+        count_denied("control", Denied::NoToken);
+        return Reply::Text(
+            "Error: this request needs the control token: send auth TOKEN first\n".to_string(),
+        );
+    }
     let change = match request {
         Request::GetInfo { json: false } => {
             let snapshot = ctx.router.load_full();
@@ -558,6 +676,21 @@ async fn handle(line: &str, peer: SocketAddr, ctx: &ControlContext) -> Reply {
             return Reply::Text(render_getstat(&now, &before, open, then.elapsed()));
         }
         Request::Help => return Reply::Text(HELP.to_string()),
+        Request::Auth(given) => {
+            if ctx.access.token.is_none() {
+                debug!(client = %peer, "control: auth without a configured token; nothing to do");
+                return Reply::Text("Ok\n".to_string());
+            }
+            if ctx.access.token_matches(given.expose().as_bytes()) {
+                *authenticated = true;
+                info!(client = %peer, "control: authenticated");
+                return Reply::Text("Ok\n".to_string());
+            }
+            *authenticated = false;
+            warn!(client = %peer, "control: wrong token; closing");
+            count_denied("control", Denied::WrongToken);
+            return Reply::Close("Error: wrong token\n".to_string());
+        }
         Request::Interactive => return Reply::Interactive,
         Request::Quit => return Reply::Quit,
         Request::Destination { address, weight } => ControlChange::Destination { address, weight },
@@ -565,20 +698,18 @@ async fn handle(line: &str, peer: SocketAddr, ctx: &ControlContext) -> Reply {
         Request::Reload => ControlChange::Reload,
     };
     let (reply, outcome) = oneshot::channel();
-    let request = ControlRequest {
-        change: change.clone(),
-        reply,
-    };
+    let request = ControlRequest { change, reply };
     if ctx.changes.send(Change::Control(request)).await.is_err() {
         return Reply::Text("Error\n".to_string());
     }
     match outcome.await {
         Ok(Ok(())) => {
-            info!(client = %peer, change = ?change, "control: applied");
+            info!(client = %peer, request = %logged(), "control: applied");
             Reply::Text("Ok\n".to_string())
         }
         Ok(Err(reason)) => {
-            info!(client = %peer, change = ?change, %reason, "control: refused");
+            let reason = shown_reason(&reason, line, ctx.access.token.as_ref());
+            info!(client = %peer, request = %logged(), %reason, "control: refused");
             Reply::Text("Error\n".to_string())
         }
         Err(_) => Reply::Text("Error\n".to_string()),
@@ -693,6 +824,60 @@ mod tests {
         ] {
             assert!(parse(line, 3306).is_err(), "{line:?} should be refused");
         }
+    }
+
+    #[test]
+    fn auth_parses_and_its_errors_never_quote_the_token() {
+        assert_eq!(
+            parse("auth s3cret", 3306).unwrap(),
+            Request::Auth(Secret::new("s3cret".into()))
+        );
+        assert_eq!(
+            parse("AUTH s3cret", 3306).unwrap(),
+            Request::Auth(Secret::new("s3cret".into()))
+        );
+        assert!(parse("auth", 3306).is_err());
+        let error = parse("auth s3cret and more", 3306).unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(!format!("{:?}", parse("auth s3cret", 3306)).contains("s3cret"));
+        // Only changes need the token.
+        for line in [
+            "10.0.0.1:3306:1",
+            "db1:3306:-1",
+            "drain db1",
+            "maint db1",
+            "ready db1",
+            "reload",
+        ] {
+            assert!(parse(line, 3306).unwrap().changes_state(), "{line}");
+        }
+        for line in [
+            "getinfo",
+            "getinfo json",
+            "getstat",
+            "health",
+            "help",
+            "quit",
+            "interactive",
+            "auth x",
+        ] {
+            assert!(!parse(line, 3306).unwrap().changes_state(), "{line}");
+        }
+    }
+
+    #[test]
+    fn logged_lines_and_reasons_never_hold_the_token() {
+        let token = Secret::new("Tok-123.xyz".into());
+        let token = Some(&token);
+        assert_eq!(shown("auth Tok-123.xyz", token), "auth ****");
+        assert_eq!(shown("Auth wrong", token), "auth ****");
+        assert_eq!(shown("Tok-123.xyz:3306:1", token), "****:3306:1");
+        assert_eq!(shown("getinfo", token), "getinfo");
+        assert_eq!(shown("getinfo", None), "getinfo");
+        let reason = "'Tok-123.xyz' is not a host name";
+        assert!(!shown_reason(reason, "Tok-123.xyz!", token).contains("Tok"));
+        assert!(!shown_reason("x", "auth a b", None).contains('x'));
+        assert_eq!(shown_reason("bad port", "db1:x", token), "bad port");
     }
 
     #[test]

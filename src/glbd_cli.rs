@@ -364,14 +364,15 @@ pub fn parse(args: &[OsString]) -> Result<GlbdInvocation, GlbdError> {
         Some(Watchdog::MysqlSh(check)) => {
             config.health.check = CheckKind::Wsrep;
             config.health.user = check.user.clone();
-            config.health.password = Some(Secret::new(check.password.clone()));
+            config.health.password = Some(check.password.clone());
             config.health.available_when_donor = check.donor_serves;
             warnings.extend(check.warnings.iter().cloned());
         }
         Some(Watchdog::Unsupported(command)) => warnings.push(format!(
-            "-w/--watchdog exec:{command}: galera-lb cannot run watchdog commands; it stands in \
+            "-w/--watchdog exec:{}: galera-lb cannot run watchdog commands; it stands in \
              only for Codership's mysql.sh. Destinations are not health-checked: one that \
-             refuses connections is skipped for the next"
+             refuses connections is skipped for the next",
+            mask_passwords(command)
         )),
     }
     if matches.get_flag("discover") {
@@ -641,7 +642,7 @@ enum Watchdog {
 #[derive(Debug, Clone, PartialEq)]
 struct MysqlShCheck {
     user: String,
-    password: String,
+    password: Secret,
     /// `-d 3`: a donor is treated as a regular working node.
     donor_serves: bool,
     warnings: Vec<String>,
@@ -653,7 +654,10 @@ fn parse_watchdog(spec: &str) -> Result<Watchdog, GlbdError> {
         "dummy" => Ok(Watchdog::Dummy),
         "exec" => {
             let words = shell_words(rest).map_err(|reason| {
-                usage_error(format!("-w/--watchdog: exec command '{rest}': {reason}"))
+                usage_error(format!(
+                    "-w/--watchdog: exec command '{}': {reason}",
+                    mask_passwords(rest)
+                ))
             })?;
             let Some(program) = words.first() else {
                 return Err(usage_error(
@@ -669,9 +673,30 @@ fn parse_watchdog(spec: &str) -> Result<Watchdog, GlbdError> {
         }
         other => Err(usage_error(format!(
             "-w/--watchdog: '{other}' watchdog is not implemented (glbd knows 'exec' and \
-             'dummy'), in '{spec}'"
+             'dummy'), in '{}'",
+            mask_passwords(spec)
         ))),
     }
+}
+
+/// A watchdog specification as it may be shown in a message: from the first `-pPASSWORD` or
+/// `--password=PASSWORD` on, the rest is replaced by `****` (a quoted password may contain
+/// spaces, so nothing after it is shown).
+fn mask_passwords(command: &str) -> String {
+    for (i, _) in command.char_indices() {
+        let word_start = i == 0 || command[..i].ends_with([' ', '\t', '"', '\'', ':']);
+        let rest = &command[i..];
+        if !word_start {
+            continue;
+        }
+        if rest.starts_with("--password=") {
+            return format!("{}--password=****", &command[..i]);
+        }
+        if rest.starts_with("-p") && rest.len() > 2 && !rest[2..].starts_with([' ', '\t']) {
+            return format!("{}-p****", &command[..i]);
+        }
+    }
+    command.to_string()
 }
 
 /// Reads mysql.sh's arguments: `[-d STATE]` then options for the mysql client, of which the
@@ -679,7 +704,7 @@ fn parse_watchdog(spec: &str) -> Result<Watchdog, GlbdError> {
 fn mysql_sh_check(args: &[String]) -> MysqlShCheck {
     let mut check = MysqlShCheck {
         user: String::new(),
-        password: String::new(),
+        password: Secret::default(),
         donor_serves: false,
         warnings: Vec::new(),
     };
@@ -709,9 +734,9 @@ fn mysql_sh_check(args: &[String]) -> MysqlShCheck {
         } else if let Some(value) = arg.strip_prefix("-u") {
             user = Some(value.to_string());
         } else if let Some(value) = arg.strip_prefix("--password=") {
-            check.password = value.to_string();
+            check.password = Secret::new(value.to_string());
         } else if let Some(value) = arg.strip_prefix("-p").filter(|v| !v.is_empty()) {
-            check.password = value.to_string();
+            check.password = Secret::new(value.to_string());
         } else {
             // -p or --password alone make mysql prompt; -h/-P are set per destination by
             // mysql.sh; anything else (--defaults-file, --ssl…) galera-lb's check does not read.
@@ -1362,6 +1387,44 @@ mod tests {
     }
 
     #[test]
+    fn watchdog_passwords_never_show_in_messages() {
+        let parsed = |watchdog: &str| {
+            let mut line: Vec<OsString> = vec!["-w".into(), watchdog.into()];
+            line.extend(args("3306 db1"));
+            parse(&line)
+        };
+        let Ok(GlbdInvocation::Run(run)) =
+            parsed("exec:/usr/bin/check.sh -umonitor -p's3cr3t pass' --ssl")
+        else {
+            panic!()
+        };
+        let warning = run
+            .warnings
+            .iter()
+            .find(|w| w.contains("check.sh"))
+            .expect("a warning about the watchdog");
+        assert!(warning.contains("-umonitor -p****"), "{warning}");
+        assert!(
+            !warning.contains("s3cr3t") && !warning.contains("pass'"),
+            "{warning}"
+        );
+        for watchdog in [
+            "exec:\"mysql.sh -uroot -psecret12",
+            "exec:\"mysql.sh -uroot --password=secret12",
+            "nope:-psecret12",
+        ] {
+            let message = parsed(watchdog).unwrap_err().to_string();
+            assert!(message.contains("-w/--watchdog"), "{watchdog}: {message}");
+            assert!(!message.contains("secret12"), "{watchdog}: {message}");
+        }
+        assert_eq!(mask_passwords("mysql.sh -u u -p"), "mysql.sh -u u -p");
+        assert_eq!(mask_passwords("mysql.sh -P 3306"), "mysql.sh -P 3306");
+        assert_eq!(mask_passwords("a \"-px y\""), "a \"-p****");
+        let check = mysql_sh_check(&["-uu".to_string(), "-phidden".to_string()]);
+        assert!(!format!("{check:?}").contains("hidden"));
+    }
+
+    #[test]
     fn a_mysql_sh_watchdog_becomes_the_wsrep_check() {
         let watchdog = ["-w", "exec:mysql.sh -d 3 -umonitor -p's3cr3t pass'"];
         let mut line: Vec<OsString> = watchdog.iter().map(OsString::from).collect();
@@ -1383,7 +1446,7 @@ mod tests {
             other => panic!("{spec}: {other:?}"),
         };
         let long = check("exec:/usr/local/bin/mysql.sh --user=u --password=p --ssl");
-        assert_eq!((long.user.as_str(), long.password.as_str()), ("u", "p"));
+        assert_eq!((long.user.as_str(), long.password.expose()), ("u", "p"));
         assert!(!long.donor_serves);
         assert!(long.warnings.iter().any(|w| w.contains("--ssl")));
         let spaced = check("exec:mysql.sh -u u2 -d 2");

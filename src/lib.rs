@@ -19,6 +19,7 @@
 //! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
 //! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
 //! - [`control`]: the glbd-compatible control port.
+//! - [`access`]: who may use the control and admin ports (allowlist, token).
 //! - [`admin`]: the admin HTTP port (`/metrics`, `/status`, `/ready`, `/live`, `/`).
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`listeners`]: the open listeners, by name.
@@ -30,6 +31,7 @@
 //! [`run`] starts everything and, when its shutdown future completes, stops accepting at once,
 //! lets open connections finish for `limits.shutdown_grace`, then closes the rest.
 
+pub mod access;
 pub mod admin;
 pub mod backend;
 pub mod balance;
@@ -115,6 +117,18 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         .health
         .resolve_password()
         .map_err(|reason| RunError::Config(format!("{config_file}: health.password: {reason}")))?;
+    let control_access = config
+        .control
+        .as_ref()
+        .map(|c| c.access_fields().resolve())
+        .transpose()
+        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
+    let admin_access = config
+        .admin
+        .as_ref()
+        .map(|a| a.access_fields().resolve())
+        .transpose()
+        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
@@ -192,7 +206,9 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
 
     let (changes, change_rx) = mpsc::channel(64);
     let mut control = None;
-    if let (Some(control_config), Some(socket)) = (&config.control, control_socket) {
+    if let (Some(control_config), Some(socket), Some(access)) =
+        (&config.control, control_socket, control_access)
+    {
         control = socket.local_addr().ok();
         let first = &config.listeners[0];
         // The port the first listener really has (it differs from the configured one for 0).
@@ -209,18 +225,49 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
             open_connections: ctx.global_active.clone(),
             last_stat: Mutex::new((Instant::now(), router.totals())),
             clients: Default::default(),
+            access: access.clone(),
         });
-        info!(address = ?control, "control port listening");
+        info!(
+            address = ?control,
+            token = access.token.is_some(),
+            allow = control_config.allow.len(),
+            "control port listening"
+        );
+        if let Some(warning) = control.and_then(|bind| {
+            access::exposure_warning("control", bind, &access, "change the routing")
+        }) {
+            warn!("{warning}");
+        }
+        access::register_port("control");
         tokio::spawn(control::serve(socket, control_ctx, stop_background.clone()));
     }
     let mut admin = None;
-    if let Some(socket) = admin_socket {
+    if let (Some(admin_config), Some(socket), Some(access)) =
+        (&config.admin, admin_socket, admin_access)
+    {
         admin = socket.local_addr().ok();
+        info!(
+            address = ?admin,
+            token = access.token.is_some(),
+            allow = admin_config.allow.len(),
+            "admin port listening"
+        );
+        if let Some(warning) = admin.and_then(|bind| {
+            access::exposure_warning(
+                "admin",
+                bind,
+                &access,
+                "read the cluster's layout, state and traffic",
+            )
+        }) {
+            warn!("{warning}");
+        }
+        access::register_port("admin");
         let admin_ctx = Arc::new(AdminContext {
             router: router.clone(),
             listeners: listener_set.states(),
+            access,
         });
-        info!(address = ?admin, "admin port listening");
         tokio::spawn(admin::serve(socket, admin_ctx, stop_background.clone()));
     }
     let task = UpdaterTask {

@@ -4,8 +4,8 @@
 //! - values galera-lb keeps anyway as atomics (connections, bytes, health, weights, roles) are
 //!   read when Prometheus scrapes, into a registry built for that scrape ([`render`]);
 //! - events that only happen off the hot path (health checks, ERR packets sent to clients,
-//!   control commands, reloads, writer changes) are counted in process-wide collectors
-//!   ([`metrics`]).
+//!   control commands, refused control and admin clients, reloads, writer changes) are counted
+//!   in process-wide collectors ([`metrics`]).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -30,6 +30,7 @@
 //! | `galera_lb_health_check_failures_total` | counter | `backend`, `reason` |
 //! | `galera_lb_writer_changes_total` | counter | `pool` |
 //! | `galera_lb_control_commands_total` | counter | `command` |
+//! | `galera_lb_access_denied_total` | counter | `port` (control, admin), `reason` (not_allowed, no_token, wrong_token) |
 //! | `galera_lb_reloads_total` | counter | `result` |
 //! | `galera_lb_sessions_parked` | gauge | none (idle sessions waiting off the runtime, see limits.park_idle_after) |
 //! | `galera_lb_client_idle_timeouts_total` | counter | `listener` (sessions closed by limits.client_idle_timeout) |
@@ -54,6 +55,7 @@ pub struct Metrics {
     pub client_errors: IntCounterVec,
     pub writer_changes: IntCounterVec,
     pub control_commands: IntCounterVec,
+    pub access_denied: IntCounterVec,
     pub reloads: IntCounterVec,
     pub sessions_parked: IntGauge,
     pub idle_timeouts: IntCounterVec,
@@ -100,6 +102,12 @@ pub fn metrics() -> &'static Metrics {
                 "Requests on the control port, by command.",
                 &["command"],
             ),
+            access_denied: counter(
+                "galera_lb_access_denied_total",
+                "Clients refused on the control or admin port: address not allowed, token \
+                 missing or wrong.",
+                &["port", "reason"],
+            ),
             reloads: counter(
                 "galera_lb_reloads_total",
                 "Configuration reloads, by result.",
@@ -123,6 +131,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.client_errors.clone()),
             Box::new(metrics.writer_changes.clone()),
             Box::new(metrics.control_commands.clone()),
+            Box::new(metrics.access_denied.clone()),
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.sessions_parked.clone()),
             Box::new(metrics.idle_timeouts.clone()),

@@ -3,6 +3,9 @@
 //! or `tcp` where a test needs health-check metrics), and of the Prometheus files shipped in
 //! `config/` (`alerts.yml`, `prometheus.yml`) with `promtool`.
 //!
+//! Access to the admin port: `admin.allow` closes other addresses' connections, `admin.token`
+//! makes every endpoint but `/live` and `/ready` answer 401 without `Authorization: Bearer`.
+//!
 //! `promtool` comes with the Debian package `prometheus`; without it these tests fail with a
 //! message saying so (they are never skipped). The real-cluster counterparts (a real Prometheus
 //! server, the status page in Chromium) are in `tests/observability.rs`.
@@ -103,6 +106,24 @@ impl Lb {
 
     async fn get(&self, path: &str) -> HttpReply {
         self.request("GET", path).await
+    }
+
+    /// A request with more headers (`Authorization`).
+    async fn request_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+        let (admin, method, path) = (self.admin, method.to_string(), path.to_string());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            lb::http_with(admin, &method, &path, &headers)
+        })
+        .await
+        .unwrap()
     }
 
     async fn scrape(&self) -> Scrape {
@@ -1165,6 +1186,266 @@ fn the_real_binary_serves_the_admin_port() {
         process.log()
     );
     assert_promtool_accepts_metrics(&metrics);
+}
+
+// ---------------------------------------------------------------------------------------------
+// access: admin.allow and admin.token
+
+/// How many admin clients were refused for `reason` so far, in this test binary.
+fn denied(reason: &str) -> u64 {
+    galera_lb::metrics::metrics()
+        .access_denied
+        .with_label_values(&["admin", reason])
+        .get()
+}
+
+/// One admin connection from `source`: the reply, or `None` when the port closed it unanswered.
+fn http_from(source: &str, admin: SocketAddr, path: &str) -> Option<HttpReply> {
+    use std::io::{Read, Write};
+    let mut stream = lb::connect_from(source.parse().unwrap(), admin);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The port may have closed already: a failed write or a reset is part of the answer.
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Ok(_) if raw.is_empty() => None,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && raw.is_empty() => None,
+        Ok(_) => {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+            let body = text
+                .split_once("\r\n\r\n")
+                .map_or("", |(_, b)| b)
+                .to_string();
+            Some(HttpReply {
+                status,
+                headers: Vec::new(),
+                body,
+            })
+        }
+        Err(e) => panic!("GET {path} from {source}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_allowlist_closes_other_addresses_at_once_and_counts_them() {
+    let a = echo_backend("a").await;
+    let yaml = format!(
+        "listeners:\n  - name: rw\n    bind: {}\nbackends:\n  - address: {a}\n{}\
+         admin:\n  bind: {}\n  allow: [127.0.0.2, 127.0.0.8/30]\n",
+        any_port(),
+        lb::NO_CHECKS,
+        any_port()
+    );
+    let lb = Lb::start(&yaml).await;
+    let admin = lb.admin;
+    let before = denied("not_allowed");
+    let (allowed, refused) = tokio::task::spawn_blocking(move || {
+        let mut allowed = Vec::new();
+        for source in ["127.0.0.2", "127.0.0.8", "127.0.0.11"] {
+            for path in ["/live", "/ready", "/metrics", "/status", "/"] {
+                allowed.push((source, path, http_from(source, admin, path)));
+            }
+        }
+        let mut refused = Vec::new();
+        for source in ["127.0.0.1", "127.0.0.3", "127.0.0.12"] {
+            for path in ["/live", "/metrics"] {
+                refused.push((source, path, http_from(source, admin, path)));
+            }
+        }
+        (allowed, refused)
+    })
+    .await
+    .unwrap();
+    for (source, path, reply) in allowed {
+        let reply = reply.unwrap_or_else(|| panic!("{path} from {source}: closed"));
+        assert_eq!(reply.status, 200, "{path} from {source}: {reply:?}");
+    }
+    for (source, path, reply) in refused {
+        assert!(reply.is_none(), "{path} from {source}: answered {reply:?}");
+    }
+    assert_eq!(
+        denied("not_allowed") - before,
+        6,
+        "every refused connection counts"
+    );
+    let scrape = Scrape::parse(&http_from("127.0.0.2", admin, "/metrics").unwrap().body);
+    assert!(
+        scrape.get(
+            "galera_lb_access_denied_total",
+            &[("port", "admin"), ("reason", "not_allowed")]
+        ) >= 6.0,
+        "{}",
+        scrape.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_every_endpoint_but_live_and_ready_needs_the_bearer() {
+    const TOKEN: &str = "Adm1n-token.for_tests";
+    let a = echo_backend("a").await;
+    let yaml = format!(
+        "listeners:\n  - name: rw\n    bind: {}\nbackends:\n  - address: {a}\n{}\
+         admin:\n  bind: {}\n  token: {TOKEN}\n",
+        any_port(),
+        lb::NO_CHECKS,
+        any_port()
+    );
+    let lb = Lb::start(&yaml).await;
+    let (no_token, wrong_token) = (denied("no_token"), denied("wrong_token"));
+    let bearer = format!("Bearer {TOKEN}");
+    let right = [("Authorization", bearer.as_str())];
+
+    // The probes need nothing.
+    for path in ["/live", "/ready"] {
+        for method in ["GET", "HEAD"] {
+            let reply = lb.request(method, path).await;
+            assert_eq!(reply.status, 200, "{method} {path}: {reply:?}");
+        }
+    }
+    assert_eq!(denied("no_token"), no_token);
+
+    // Everything else: 401 with the challenge, without a token or with a wrong one.
+    let paths = [
+        "/metrics",
+        "/status",
+        "/",
+        "/nope",
+        "/live/",
+        "/metrics?x=/live",
+    ];
+    for path in paths {
+        let reply = lb.get(path).await;
+        assert_eq!(reply.status, 401, "{path}: {reply:?}");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Bearer realm="galera-lb""#),
+            "{path}"
+        );
+        assert!(!reply.body.contains(TOKEN));
+    }
+    for wrong in [
+        "Bearer wrong",
+        "Bearer Adm1n-token.for_test",
+        "Bearer Adm1n-token.for_testsX",
+        "Bearer adm1n-token.for_tests",
+    ] {
+        let reply = lb
+            .request_with("GET", "/metrics", &[("Authorization", wrong)])
+            .await;
+        assert_eq!(reply.status, 401, "{wrong}: {reply:?}");
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|c| c.starts_with("Bearer ") && c.contains("invalid_token")),
+            "{wrong}: {reply:?}"
+        );
+    }
+    // Other schemes, an empty bearer, the token alone: no bearer token.
+    let basic = format!("Basic {TOKEN}");
+    for missing in [basic.as_str(), "Bearer", "Bearer ", TOKEN] {
+        let reply = lb
+            .request_with("GET", "/status", &[("Authorization", missing)])
+            .await;
+        assert_eq!(reply.status, 401, "{missing}: {reply:?}");
+    }
+    // A POST is refused for the token before its method.
+    assert_eq!(lb.request("POST", "/metrics").await.status, 401);
+    assert_eq!(denied("no_token") - no_token, paths.len() as u64 + 4 + 1);
+    assert_eq!(denied("wrong_token") - wrong_token, 4);
+
+    // With the token: as without one configured. The scheme is case-insensitive.
+    let reply = lb.request_with("GET", "/metrics", &right).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let scrape = Scrape::parse(&reply.body);
+    assert_eq!(
+        scrape.get(
+            "galera_lb_access_denied_total",
+            &[("port", "admin"), ("reason", "wrong_token")]
+        ),
+        denied("wrong_token") as f64
+    );
+    let status = lb.request_with("GET", "/status", &right).await;
+    assert_eq!(status.status, 200);
+    assert!(status.body.contains(&a.to_string()), "{}", status.body);
+    let lower = format!("bearer {TOKEN}");
+    assert_eq!(
+        lb.request_with("GET", "/", &[("Authorization", lower.as_str())])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(lb.request_with("GET", "/nope", &right).await.status, 404);
+    assert_eq!(
+        lb.request_with("POST", "/metrics", &right).await.status,
+        405
+    );
+    for reply in [&reply, &status] {
+        assert!(
+            !reply.body.contains(TOKEN),
+            "the token in a reply: {}",
+            reply.body
+        );
+    }
+}
+
+/// The real binary: the admin token from an environment variable, never in the log; a port bound
+/// beyond loopback with neither token nor allowlist is warned about, and one with either is not.
+#[test]
+fn the_real_binary_guards_the_admin_port_and_warns_about_open_ports() {
+    const TOKEN: &str = "env-admin-token-0123456789";
+    let backend = lb::echo_backend("a");
+    let (port, admin_port, control_port) = (lb::free_port(), lb::free_port(), lb::free_port());
+    // Bound to every address (the warning is about that); the tests only use loopback.
+    let yaml = lb::simple_config(
+        port,
+        "round_robin",
+        &[backend],
+        &format!(
+            "{}admin:\n  bind: 127.0.0.1:{admin_port}\n  token_env: GALERA_LB_TEST_ADMIN_TOKEN\n\
+             control:\n  bind: 0.0.0.0:{control_port}\n",
+            lb::NO_CHECKS
+        ),
+    );
+    let process = lb::LbProcess::start_with(&yaml, |command| {
+        command.env("GALERA_LB_TEST_ADMIN_TOKEN", TOKEN);
+    });
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    assert_eq!(lb::http_get(admin, "/live").status, 200);
+    assert_eq!(lb::http_get(admin, "/metrics").status, 401);
+    let wrong = lb::http_with(admin, "GET", "/status", &[("Authorization", "Bearer nope")]);
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let status = lb::http_with(admin, "GET", "/status", &[("Authorization", &bearer)]);
+    assert_eq!(status.status, 200, "{status:?}");
+    assert!(!status.body.contains(TOKEN));
+
+    process.wait_for_log("admin: wrong bearer token", Duration::from_secs(5));
+    process.wait_for_log("admin: no bearer token", Duration::from_secs(5));
+    let log = process.log();
+    assert!(!log.contains(TOKEN), "the log holds the token:\n{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("beyond this host"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the control port: {log}"
+    );
+    for words in [
+        format!("0.0.0.0:{control_port}"),
+        "control.token_file".to_string(),
+        "control.allow".to_string(),
+        "WARN".to_string(),
+    ] {
+        assert!(warnings[0].contains(&words), "{words} in {}", warnings[0]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

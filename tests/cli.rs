@@ -118,6 +118,98 @@ fn a_missing_password_variable_is_a_configuration_error() {
     );
 }
 
+/// Bad access settings for the control and admin ports: exit 64, naming the file, the field and
+/// the reason, and never printing a token. Some are caught by `check` (the file alone), the rest
+/// at start (environment variables, token files).
+#[test]
+fn bad_access_settings_exit_64_naming_the_field_and_never_the_token() {
+    let token_file = write_config("two words\n");
+    let base = simple_config(
+        free_port(),
+        "round_robin",
+        &[echo_backend("hello")],
+        NO_CHECKS,
+    );
+    let cases: &[(String, &str, &str, bool)] = &[
+        (
+            "control:\n  allow: [127.0.0.1, 10.0.0.0/33]\n".to_string(),
+            "control.allow[1]",
+            "prefix length must be 0 to 32",
+            true,
+        ),
+        (
+            "admin:\n  allow: [localhost]\n".to_string(),
+            "admin.allow[0]",
+            "not an IPv4 or IPv6 address",
+            true,
+        ),
+        (
+            "admin:\n  allow: ['::1', '10.1.2.3/8']\n".to_string(),
+            "admin.allow[1]",
+            "write 10.0.0.0/8 for the block",
+            true,
+        ),
+        (
+            "control:\n  token: hunter2x\n  token_env: X\n".to_string(),
+            "control.token",
+            "set only one of token, token_env and token_file",
+            true,
+        ),
+        (
+            "admin:\n  token: 'hunter2 x'\n".to_string(),
+            "admin.token",
+            "printable ASCII without spaces",
+            true,
+        ),
+        (
+            "control:\n  token_env: GALERA_LB_TEST_SURELY_UNSET_TOKEN\n".to_string(),
+            "control.token_env",
+            "GALERA_LB_TEST_SURELY_UNSET_TOKEN is not set",
+            false,
+        ),
+        (
+            "admin:\n  token_file: /nonexistent/galera-lb.token\n".to_string(),
+            "admin.token_file",
+            "cannot read /nonexistent/galera-lb.token",
+            false,
+        ),
+        (
+            format!("control:\n  token_file: {}\n", token_file.path().display()),
+            "control.token_file",
+            "the token must be printable ASCII without spaces",
+            false,
+        ),
+    ];
+    for (section, field, reason, by_check) in cases {
+        let yaml = format!("{base}{section}");
+        let (code, stderr) = run_refused(&yaml);
+        assert_eq!(code, Some(64), "{section}: {stderr}");
+        assert!(
+            stderr.contains(".yaml: ") && stderr.contains(&format!("{field}: ")),
+            "{section}: no file or {field} in: {stderr}"
+        );
+        assert!(
+            stderr.contains(reason),
+            "{section}: no {reason:?} in: {stderr}"
+        );
+        for secret in ["hunter2", "two words"] {
+            assert!(
+                !stderr.contains(secret),
+                "{section}: the token in: {stderr}"
+            );
+        }
+        let config = write_config(&yaml);
+        let out = binary()
+            .arg("check")
+            .arg("--config")
+            .arg(config.path())
+            .output()
+            .unwrap();
+        let expected = if *by_check { Some(64) } else { Some(0) };
+        assert_eq!(out.status.code(), expected, "check: {section}");
+    }
+}
+
 #[test]
 fn an_unresolvable_backend_name_is_a_configuration_error() {
     let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  - address: no-such-node.invalid:3306\n";

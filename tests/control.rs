@@ -16,7 +16,10 @@
 //! - bad input, idle and slow clients, more clients than `max_clients`: the port stays bounded,
 //!   galera-lb stays up and proxy traffic is unaffected;
 //! - `scripts/glbd-compat-test` drives galera-lb installed as `glbd` exactly as glbd users do.
-//! - clients that send only blank lines, or never read their replies, cannot hold a slot.
+//! - clients that send only blank lines, or never read their replies, cannot hold a slot;
+//! - access: `control.allow` refuses other addresses with one line before they take a slot;
+//!   `control.token` guards changes (not reads) until `auth TOKEN`, a wrong token is refused,
+//!   counted and closes the connection, and the token never shows in logs or replies.
 
 #[allow(dead_code)]
 #[path = "support/lb.rs"]
@@ -97,7 +100,24 @@ async fn start_lb(policy: &str, backends: &[(SocketAddr, f64)], extra: &str) -> 
 
 /// Sends `text`, half-closes, and returns everything the control port says before it closes.
 async fn ask(control: SocketAddr, text: &str) -> String {
-    let mut stream = TcpStream::connect(control).await.unwrap();
+    exchange(TcpStream::connect(control).await.unwrap(), text).await
+}
+
+/// Like [`ask`], from the loopback address `source` (Linux routes all of 127.0.0.0/8 to lo, so
+/// 127.0.0.2 is another client address).
+async fn ask_from(source: &str, control: SocketAddr, text: &str) -> String {
+    exchange(connect_from(source, control).await, text).await
+}
+
+async fn connect_from(source: &str, control: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(control).await.unwrap()
+}
+
+async fn exchange(mut stream: TcpStream, text: &str) -> String {
     stream.write_all(text.as_bytes()).await.unwrap();
     stream.shutdown().await.unwrap();
     let mut reply = Vec::new();
@@ -768,6 +788,7 @@ async fn extensions_health_json_admin_states_reload_and_help() {
         "health",
         "reload",
         "interactive",
+        "auth TOKEN",
         "quit",
         "help",
     ] {
@@ -1135,4 +1156,299 @@ fn glbd_compat_script_drives_galera_lb_installed_as_glbd() {
     // Better than glbd 1.0.2, which never closes: plain `echo getinfo | nc` returns.
     assert!(stdout.contains("and nc returned after"), "{stdout}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Access: the allowlist and the token
+// ---------------------------------------------------------------------------------------------
+
+/// How many control clients were refused for `reason` so far, in this test binary.
+fn denied(reason: &str) -> u64 {
+    galera_lb::metrics::metrics()
+        .access_denied
+        .with_label_values(&["control", reason])
+        .get()
+}
+
+#[tokio::test]
+async fn the_allowlist_refuses_other_addresses_with_one_line_before_they_take_a_slot() {
+    let a = greeter("a", "127.0.0.1:0").await;
+    let b = greeter("b", "127.0.0.1:0").await;
+    let lb = start_lb(
+        "round_robin",
+        &[(a, 1.0)],
+        "  max_clients: 1\n  allow: [127.0.0.2, 127.0.0.4/31]\n",
+    )
+    .await;
+    let before = denied("not_allowed");
+
+    // Allowed: the one address, and both of the /31.
+    for source in ["127.0.0.2", "127.0.0.4", "127.0.0.5"] {
+        let info = ask_from(source, lb.control, "getinfo\n").await;
+        assert!(info.starts_with("Router:"), "{source}: {info:?}");
+    }
+    assert_eq!(
+        denied("not_allowed"),
+        before,
+        "allowed clients are not counted"
+    );
+
+    // Refused: one line that says why, then the close; a change is not made.
+    for source in ["127.0.0.1", "127.0.0.3", "127.0.0.6"] {
+        assert_eq!(
+            ask_from(source, lb.control, "getinfo\n").await,
+            format!("Error: {source} is not allowed on the control port\n")
+        );
+    }
+    assert_eq!(
+        ask_from("127.0.0.3", lb.control, &format!("{b}:1\n")).await,
+        "Error: 127.0.0.3 is not allowed on the control port\n"
+    );
+    let info = ask_from("127.0.0.2", lb.control, "getinfo\n").await;
+    assert_eq!(
+        totals(&info).0,
+        1,
+        "the refused client added nothing: {info}"
+    );
+
+    // A refused client takes no slot: with the only slot held, it still gets its line (and an
+    // allowed client is closed at once, as with any full port).
+    let mut holder = connect_from("127.0.0.2", lb.control).await;
+    holder.write_all(b"interactive\n").await.unwrap();
+    assert_eq!(read_reply(&mut holder, 3).await, "Ok\n");
+    assert_eq!(
+        ask_from("127.0.0.3", lb.control, "getinfo\n").await,
+        "Error: 127.0.0.3 is not allowed on the control port\n"
+    );
+    let mut full = connect_from("127.0.0.5", lb.control).await;
+    let _ = full.write_all(b"getinfo\n").await;
+    let mut reply = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(2), full.read_to_end(&mut reply)).await;
+    assert!(
+        matches!(end, Ok(Ok(0) | Err(_))),
+        "an allowed client beyond max_clients is closed unanswered: {end:?} {reply:?}"
+    );
+    holder.write_all(b"health\n").await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(2), read_line(&mut holder))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        line.contains(&a.to_string()),
+        "the holder is served: {line}"
+    );
+
+    assert_eq!(
+        denied("not_allowed") - before,
+        5,
+        "every refusal is counted"
+    );
+    drop(lb.running);
+}
+
+#[tokio::test]
+async fn with_a_token_changes_need_auth_and_reads_do_not() {
+    let a = greeter("a", "127.0.0.1:0").await;
+    let b = greeter("b", "127.0.0.1:0").await;
+    let lb = start_lb("round_robin", &[(a, 1.0)], "  token: Changes-0nly\n").await;
+    let before = denied("no_token");
+    let needs_token = "Error: this request needs the control token: send auth TOKEN first\n";
+
+    // Reads: as without a token.
+    assert!(ask(lb.control, "getinfo\n").await.starts_with("Router:"));
+    assert!(ask(lb.control, "GETINFO json\n").await.starts_with('{'));
+    parse_getstat(&ask(lb.control, "getstat\n").await);
+    assert!(ask(lb.control, "health\n").await.contains(&a.to_string()));
+    assert!(ask(lb.control, "help\n").await.contains("auth TOKEN"));
+    assert_eq!(ask(lb.control, "quit\n").await, "");
+
+    // Changes without auth: refused, one by one, and nothing changes.
+    for change in [
+        format!("{b}:1\n"),
+        format!("{a}:0\n"),
+        format!("{a}:-1\n"),
+        format!("drain {a}\n"),
+        format!("maint {a}\n"),
+        format!("ready {a}\n"),
+        "reload\n".to_string(),
+    ] {
+        assert_eq!(ask(lb.control, &change).await, needs_token, "{change}");
+    }
+    assert_eq!(denied("no_token") - before, 7);
+    let info = ask(lb.control, "getinfo\n").await;
+    assert_eq!(totals(&info).0, 1, "{info}");
+    assert_eq!(row(&info, a).1, 1.0, "{info}");
+    assert!(ask(lb.control, "health\n").await.contains("admin=ready"));
+
+    // With auth first, on the same connection: applied. Reads still answer in between.
+    assert_eq!(
+        ask(
+            lb.control,
+            &format!("auth Changes-0nly\n{b}:2\ngetstat\n{a}:3\n")
+        )
+        .await
+        .lines()
+        .filter(|l| !l.starts_with("in:"))
+        .collect::<Vec<_>>(),
+        ["Ok", "Ok", "Ok"]
+    );
+    let info = ask(lb.control, "getinfo\n").await;
+    assert_eq!((row(&info, a).1, row(&info, b).1), (3.0, 2.0), "{info}");
+    assert!(reached(lb.proxy, 10).await.contains(&"b".to_string()));
+
+    // `auth` holds for its connection only, for as long as it is open.
+    let mut session = TcpStream::connect(lb.control).await.unwrap();
+    session.write_all(b"interactive\n").await.unwrap();
+    assert_eq!(read_reply(&mut session, 3).await, "Ok\n");
+    session
+        .write_all(format!("drain {b}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut session, needs_token.len()).await,
+        needs_token
+    );
+    session.write_all(b"auth Changes-0nly\n").await.unwrap();
+    assert_eq!(read_reply(&mut session, 3).await, "Ok\n");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    session
+        .write_all(format!("drain {b}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut session, 3).await, "Ok\n");
+    assert_eq!(ask(lb.control, &format!("ready {b}\n")).await, needs_token);
+    session
+        .write_all(format!("ready {b}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut session, 3).await, "Ok\n");
+    assert_eq!(denied("no_token") - before, 9);
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_counted_and_ends_the_connection() {
+    let a = greeter("a", "127.0.0.1:0").await;
+    let b = greeter("b", "127.0.0.1:0").await;
+    let lb = start_lb("round_robin", &[(a, 1.0)], "  token: right-token\n").await;
+    let before = denied("wrong_token");
+
+    // The change after a wrong token is not even looked at: the connection is closed.
+    for wrong in [
+        "wrong-token",
+        "right-toke",
+        "right-token2",
+        "RIGHT-TOKEN",
+        "right-token\u{0}",
+    ] {
+        assert_eq!(
+            ask(lb.control, &format!("auth {wrong}\n{b}:1\n")).await,
+            "Error: wrong token\n",
+            "{wrong:?}"
+        );
+    }
+    // A malformed auth is a bad request: plain `Error`, not counted as a guess.
+    assert_eq!(ask(lb.control, "auth\n").await, "Error\n");
+    assert_eq!(ask(lb.control, "auth right-token more\n").await, "Error\n");
+    assert_eq!(denied("wrong_token") - before, 5);
+    assert_eq!(totals(&ask(lb.control, "getinfo\n").await).0, 1);
+
+    // A right token after a wrong one needs a new connection; then it works.
+    assert_eq!(
+        ask(lb.control, &format!("auth right-token\n{b}:1\n")).await,
+        "Ok\nOk\n"
+    );
+    assert_eq!(totals(&ask(lb.control, "getinfo\n").await).0, 2);
+}
+
+#[tokio::test]
+async fn without_a_token_auth_is_accepted_and_changes_need_nothing() {
+    let a = greeter("a", "127.0.0.1:0").await;
+    let b = greeter("b", "127.0.0.1:0").await;
+    let lb = start_lb("round_robin", &[(a, 1.0)], "").await;
+    // glbd's behaviour: anyone who reaches the port may change the routing.
+    assert_eq!(ask(lb.control, &format!("{b}:1\n")).await, "Ok\n");
+    // Scripts may send `auth` before a token is configured; it changes nothing.
+    assert_eq!(
+        ask(lb.control, &format!("auth anything\n{b}:2\n")).await,
+        "Ok\nOk\n"
+    );
+    assert_eq!(row(&ask(lb.control, "getinfo\n").await, b).1, 2.0);
+}
+
+/// The real binary with the token in a file: `printf 'auth TOKEN\n…' | nc` works, and the token
+/// shows in no log line and no reply, whatever the client sends it in.
+#[test]
+fn the_token_works_from_nc_and_never_shows_in_logs_or_replies() {
+    require_netcat_openbsd();
+    const TOKEN: &str = "tok-3n.Secret_42";
+    let a = lb::echo_backend("a");
+    let b = lb::echo_backend("b");
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), format!("{TOKEN}\n")).unwrap();
+    let (listen_port, control_port) = (lb::free_port(), lb::free_port());
+    let yaml = format!(
+        "{}control:\n  bind: 127.0.0.1:{control_port}\n  token_file: {}\n",
+        lb::simple_config(listen_port, "round_robin", &[a], lb::NO_CHECKS),
+        token_file.path().display()
+    );
+    let process = lb::LbProcess::start(&yaml);
+    let control: SocketAddr = format!("127.0.0.1:{control_port}").parse().unwrap();
+    let sh = |script: String| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    // The one-liner, exactly as documented.
+    assert_eq!(
+        sh(format!(
+            "printf 'auth {TOKEN}\\n{b}:1\\n' | nc 127.0.0.1 {control_port}"
+        )),
+        "Ok\nOk\n"
+    );
+    assert_eq!(
+        sh(format!("echo {b}:2 | nc 127.0.0.1 {control_port}")),
+        "Error: this request needs the control token: send auth TOKEN first\n"
+    );
+
+    // Everything a client might put the token in.
+    let mut replies = String::new();
+    for request in [
+        "auth wrong-guess\n".to_string(),
+        format!("auth {TOKEN} extra\n"),
+        format!("{TOKEN}:3306:1\n"),
+        format!("{TOKEN}!\n"),
+        format!("auth {TOKEN}\n{TOKEN}:3306:1\n"),
+        format!("auth {TOKEN}\ndrain {TOKEN}:3306\n"),
+        format!("getinfo {TOKEN}\n"),
+        "getinfo\ngetinfo json\nhealth\nhelp\ngetstat\n".to_string(),
+    ] {
+        replies.push_str(&lb::control(control, &request));
+    }
+    assert!(replies.contains("Error: wrong token\n"), "{replies}");
+    assert!(
+        !replies.contains(TOKEN),
+        "a reply holds the token:\n{replies}"
+    );
+
+    process.wait_for_log("control: wrong token", Duration::from_secs(5));
+    process.wait_for_log("control: a change without auth", Duration::from_secs(5));
+    process.wait_for_log("control: refused", Duration::from_secs(5));
+    process.wait_for_log("control: bad request", Duration::from_secs(5));
+    let log = process.log();
+    assert!(log.contains("control: authenticated"), "{log}");
+    assert!(log.contains("127.0.0.1:"), "the client is named: {log}");
+    assert!(
+        log.contains("token=true"),
+        "the start-up line says a token is set (not which): {log}"
+    );
+    assert!(!log.contains(TOKEN), "the log holds the token:\n{log}");
+    assert!(
+        !log.contains("Secret_42"),
+        "the log holds part of the token:\n{log}"
+    );
 }

@@ -207,16 +207,55 @@ impl HttpReply {
 /// Content-Length, chunked, or up to the close); panics on anything but a well-formed reply
 /// within 10 s. Enough for the admin port and Prometheus' API.
 pub fn http(address: SocketAddr, method: &str, path: &str) -> HttpReply {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+    http_with(address, method, path, &[])
+}
+
+/// Like [`http`], with more request headers (`("Authorization", "Bearer x")`).
+pub fn http_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpReply {
+    let stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect to http://{address}{path}: {e}"));
+    http_on(stream, method, path, headers)
+}
+
+/// A TCP connection to `address` from the local address `source` (on Linux every address of
+/// 127.0.0.0/8 is loopback, so 127.0.0.2 makes another client address).
+pub fn connect_from(source: std::net::IpAddr, address: SocketAddr) -> std::net::TcpStream {
+    let domain = socket2::Domain::for_address(address);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket
+        .connect_timeout(&address.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect from {source} to {address}: {e}"));
+    socket.into()
+}
+
+/// Sends one HTTP/1.1 request on `stream` and reads the answer, as [`http`] does.
+pub fn http_on(
+    mut stream: std::net::TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpReply {
+    use std::io::{Read, Write};
+    let address = stream.peer_addr().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: galera-lb-tests\r\n\
-         Accept: */*\r\nConnection: close\r\n\r\n"
+         Accept: */*\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
