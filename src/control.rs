@@ -574,7 +574,7 @@ async fn write_reply(stream: &mut TcpStream, reply: &[u8]) -> std::io::Result<()
 
 /// Removes and returns the first line of `buffer` (without its newline); at the end of the
 /// stream, the rest.
-fn take_line(buffer: &mut Vec<u8>, at_end: bool) -> Option<Vec<u8>> {
+pub fn take_line(buffer: &mut Vec<u8>, at_end: bool) -> Option<Vec<u8>> {
     match buffer.iter().position(|&b| b == b'\n') {
         Some(end) => {
             let mut line: Vec<u8> = buffer.drain(..=end).collect();

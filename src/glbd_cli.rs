@@ -252,6 +252,24 @@ fn command() -> clap::Command {
 /// Parses glbd's arguments (without the program name, and without `glbd` when run as
 /// `galera-lb glbd`).
 pub fn parse(args: &[OsString]) -> Result<GlbdInvocation, GlbdError> {
+    parse_with_resolver(args, &system_resolver)
+}
+
+/// Turns `(HOST, PORT)` into addresses: how the listen and control addresses' host names are
+/// resolved.
+pub type Resolver = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
+
+/// The system's resolver (`getaddrinfo`), which [`parse`] uses.
+pub fn system_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// [`parse`] with host names resolved by `resolve` (the fuzz target and its regression test
+/// resolve without the network).
+pub fn parse_with_resolver(
+    args: &[OsString],
+    resolve: &Resolver,
+) -> Result<GlbdInvocation, GlbdError> {
     let matches = command().try_get_matches_from(args).map_err(|e| {
         let rendered = e.render().to_string();
         let text = rendered.trim();
@@ -271,11 +289,11 @@ pub fn parse(args: &[OsString]) -> Result<GlbdInvocation, GlbdError> {
         ));
     };
     let mut warnings = Vec::new();
-    let listen = parse_address(listen, DEFAULT_LISTEN_IP)
+    let listen = parse_address(listen, DEFAULT_LISTEN_IP, resolve)
         .map_err(|reason| usage_error(format!("listen address: {reason}")))?;
     let control = matches
         .get_one::<String>("control")
-        .map(|text| parse_address(text, DEFAULT_CONTROL_IP))
+        .map(|text| parse_address(text, DEFAULT_CONTROL_IP, resolve))
         .transpose()
         .map_err(|reason| usage_error(format!("-c/--control: {reason}")))?;
 
@@ -569,7 +587,7 @@ fn base_config(
 
 /// `[IP:]PORT`, `[v6]:PORT` or `HOST:PORT` (resolved now, IPv4 first, as glbd resolves with
 /// gethostbyname).
-fn parse_address(text: &str, default_ip: IpAddr) -> Result<SocketAddr, String> {
+fn parse_address(text: &str, default_ip: IpAddr, resolve: &Resolver) -> Result<SocketAddr, String> {
     let port = |p: &str| {
         p.parse::<u16>()
             .map_err(|_| format!("'{p}' is not a port number (0-65535) in '{text}'"))
@@ -593,10 +611,8 @@ fn parse_address(text: &str, default_ip: IpAddr) -> Result<SocketAddr, String> {
     if host.is_empty() {
         return Err(format!("'{text}' has an empty host"));
     }
-    let resolved: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .collect();
+    let resolved: Vec<SocketAddr> =
+        resolve(host, port).map_err(|e| format!("cannot resolve '{host}': {e}"))?;
     resolved
         .iter()
         .find(|a| a.is_ipv4())
@@ -1140,6 +1156,33 @@ mod tests {
         assert!(error("70000 db1").contains("not a port number"));
         assert!(error("[::1]8010 db1").contains("[IPv6]:PORT"));
         assert!(error("-t 2").contains("missing the listen address"));
+    }
+
+    #[test]
+    fn host_names_go_through_the_given_resolver() {
+        let resolve = |host: &str, port: u16| match host {
+            "db-vip" => Ok(vec![
+                SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], port)),
+                SocketAddr::from(([10, 0, 0, 9], port)),
+            ]),
+            "nowhere" => Ok(Vec::new()),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such host")),
+        };
+        let parsed = |line: &str| parse_with_resolver(&args(line), &resolve);
+        match parsed("-c db-vip:8011 db-vip:8010 db1") {
+            Ok(GlbdInvocation::Run(run)) => {
+                assert_eq!(run.config.listeners[0].bind, "10.0.0.9:8010", "IPv4 first");
+                assert_eq!(run.control, Some(SocketAddr::from(([10, 0, 0, 9], 8011))));
+            }
+            other => panic!("expected a run, got {other:?}"),
+        }
+        let message = parsed("nowhere:8010 db1").unwrap_err().message;
+        assert!(message.contains("resolves to no address"), "{message}");
+        let message = parsed("db9:8010 db1").unwrap_err().message;
+        assert!(
+            message.contains("cannot resolve 'db9': no such host"),
+            "{message}"
+        );
     }
 
     #[test]

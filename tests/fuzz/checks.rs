@@ -1,0 +1,297 @@
+//! What each fuzz target does with one input, shared by the cargo-fuzz targets in
+//! `tests/fuzz/fuzz_targets/` and by `tests/fuzz_corpus.rs`, which replays the committed seeds and
+//! regression inputs on stable Rust. Every function must return for any input; a panic (a failed
+//! assertion included) is a finding.
+
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt;
+
+use galera_lb::config::{Config, split_host_port};
+use galera_lb::control::{self, Request, take_line};
+use galera_lb::glbd_cli::{self, GlbdInvocation};
+use galera_lb::health::wsrep::{WsrepStatus, parse_incoming_addresses};
+use galera_lb::mysql_packet::{self, ServerError, parse_err_packet};
+use galera_lb::reload;
+
+/// Default ports a control line is parsed with: the usual one, the extremes, and 0 (a listener
+/// bound to port 0).
+const DEFAULT_PORTS: [u16; 4] = [3306, 1, 65535, 0];
+
+/// `control_line`: bytes as a control connection receives them, split into lines the way the
+/// session splits them; every line parsed as a request and as a destination.
+pub fn control_line(data: &[u8]) {
+    let mut buffer = data.to_vec();
+    let mut lines = Vec::new();
+    while let Some(line) = take_line(&mut buffer, false) {
+        lines.push(line);
+    }
+    assert!(!buffer.contains(&b'\n'), "a complete line was left behind");
+    if let Some(rest) = take_line(&mut buffer, true) {
+        lines.push(rest);
+    }
+    assert!(buffer.is_empty(), "bytes left at the end of the stream");
+    // The lines, joined again, are the input: nothing is lost or duplicated.
+    let mut rebuilt = lines.join(&b'\n');
+    if data.ends_with(b"\n") {
+        rebuilt.push(b'\n');
+    }
+    assert_eq!(rebuilt, data);
+
+    for line in &lines {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        for port in DEFAULT_PORTS {
+            check_request(text, port);
+        }
+    }
+}
+
+fn check_request(text: &str, default_port: u16) {
+    match control::parse(text, default_port) {
+        Ok(request) => {
+            let _ = request.name();
+            match &request {
+                Request::Destination { address, weight } => {
+                    assert!(weight.is_finite(), "{text:?}: weight {weight}");
+                    check_address(address, *weight);
+                }
+                Request::Admin { address, .. } => check_address(address, 1.0),
+                _ => {}
+            }
+        }
+        Err(reason) => assert!(!reason.is_empty(), "{text:?}: an error without a reason"),
+    }
+    if let Ok((address, weight)) = control::parse_destination(text, default_port) {
+        assert!(weight.is_finite(), "{text:?}: weight {weight}");
+        check_address(&address, weight);
+    }
+}
+
+/// An address the control port hands to the updater: the updater splits it with
+/// `split_host_port`, and it reads back as itself whatever the default port.
+fn check_address(address: &str, weight: f64) {
+    let (_, port) = split_host_port(address)
+        .unwrap_or_else(|e| panic!("{address:?} from the control parser: {e}"));
+    assert_ne!(port, 0, "{address:?}");
+    for default_port in DEFAULT_PORTS {
+        assert_eq!(
+            control::parse_destination(address, default_port),
+            Ok((address.to_string(), 1.0)),
+            "{address:?} does not read back as itself"
+        );
+        assert_eq!(
+            control::parse(address, default_port),
+            Ok(Request::Destination {
+                address: address.to_string(),
+                weight: 1.0
+            }),
+            "{address:?} is not a destination request"
+        );
+    }
+    let with_weight = format!("{address}:{weight}");
+    assert_eq!(
+        control::parse_destination(&with_weight, 3306),
+        Ok((address.to_string(), weight)),
+        "{with_weight:?} does not read back"
+    );
+}
+
+/// `config_yaml`: the text as a configuration file. Errors are fine; a configuration that is
+/// accepted must be usable the way galera-lb uses it.
+pub fn config_yaml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match Config::from_yaml(&text, "fuzz.yaml") {
+        Ok(config) => {
+            if let Err(e) = config.validate("fuzz.yaml") {
+                panic!("accepted, then refused on a second validation: {e}");
+            }
+            assert_eq!(config, config.clone());
+            assert!(
+                reload::diff(&config, &config).is_empty(),
+                "reloading an unchanged configuration changes something"
+            );
+            assert!(!config.listeners.is_empty());
+            for listener in &config.listeners {
+                let bind = listener.bind.parse::<SocketAddr>();
+                assert!(bind.is_ok(), "listener bind {:?}", listener.bind);
+                assert!(config.pools().iter().any(|p| p.name == listener.pool));
+            }
+            for pool in config.pools() {
+                for backend in pool.backends {
+                    let split = split_host_port(&backend.address);
+                    assert!(split.is_ok(), "backend {:?}", backend.address);
+                    assert!(backend.weight.is_finite() && backend.weight > 0.0);
+                    assert!(backend.tier >= 1);
+                }
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.starts_with("fuzz.yaml: "), "{message}");
+        }
+    }
+}
+
+/// SQLSTATEs for the build-then-parse round trip (`ServerError` holds a `&'static str`).
+const SQL_STATES: [&str; 6] = ["08004", "HY000", "08S01", "28000", "42000", "23000"];
+
+/// `err_packet`: the bytes as an ERR packet read from a server; then an ERR packet built from
+/// them (code, SQLSTATE, message text) must parse back to what was put in.
+pub fn err_packet(data: &[u8]) {
+    if let Some(parsed) = parse_err_packet(data) {
+        assert_eq!(data[4], 0xFF);
+        assert_eq!(parsed.code, u16::from_le_bytes([data[5], data[6]]));
+        assert!(parsed.sql_state.is_empty() || data[7] == b'#');
+        // What follows the packet does not change it.
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(b"\x0a5.5.5-10.11.6-MariaDB");
+        assert_eq!(parse_err_packet(&longer), Some(parsed));
+    }
+
+    let (code, state, message) = match data {
+        [a, b, c, rest @ ..] => (
+            u16::from_le_bytes([*a, *b]),
+            SQL_STATES[usize::from(*c) % SQL_STATES.len()],
+            String::from_utf8_lossy(rest),
+        ),
+        _ => (
+            mysql_packet::NO_BACKEND.code,
+            mysql_packet::NO_BACKEND.sql_state,
+            String::from_utf8_lossy(data),
+        ),
+    };
+    let error = ServerError {
+        code,
+        sql_state: state,
+    };
+    let packet = mysql_packet::err_packet(error, &message);
+    let body_len = u32::from_le_bytes([packet[0], packet[1], packet[2], 0]) as usize;
+    assert_eq!(body_len + 4, packet.len(), "the header's length");
+    assert_eq!(packet[3], 0, "sequence id");
+    let parsed = parse_err_packet(&packet).expect("an ERR packet err_packet built parses");
+    assert_eq!(parsed.code, code);
+    assert_eq!(parsed.sql_state, state);
+    // The message is cut to at most 480 bytes, on a character boundary.
+    assert!(
+        parsed.message.len() <= 480,
+        "{} bytes",
+        parsed.message.len()
+    );
+    assert!(message.starts_with(&parsed.message));
+    if message.len() <= 480 {
+        assert_eq!(parsed.message, message);
+    } else {
+        assert!(parsed.message.len() > 480 - 4, "cut too short");
+    }
+    // Any cut short of the whole packet is refused.
+    let cut = data.len() % packet.len();
+    assert_eq!(parse_err_packet(&packet[..cut]), None, "cut at {cut}");
+}
+
+/// `wsrep_status`: `NAME<TAB>VALUE` lines as rows of the wsrep check's two result sets, through
+/// the rules; and the text as `wsrep_incoming_addresses`.
+pub fn wsrep_status(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .map(|line| match line.split_once('\t') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => (line.to_string(), String::new()),
+        })
+        .collect();
+    let status = WsrepStatus::from_rows(rows.clone());
+
+    let mut usable_without_donors = false;
+    for available_when_donor in [false, true] {
+        let verdict = status.verdict(available_when_donor);
+        assert!(!verdict.reason.is_empty());
+        assert!(!verdict.writable || verdict.usable, "{verdict:?}");
+        if verdict.usable {
+            assert!(
+                status.wsrep_on && status.ready,
+                "{verdict:?} for {status:?}"
+            );
+            assert!(status.cluster_status.eq_ignore_ascii_case("Primary"));
+            assert!(!status.desync);
+            assert!(matches!(status.local_state, Some(4) | Some(2)));
+            assert!(available_when_donor || status.local_state == Some(4));
+            assert_eq!(verdict.writable, !status.read_only);
+        }
+        // Allowing donors only ever adds usable nodes.
+        if available_when_donor {
+            assert!(verdict.usable || !usable_without_donors);
+        } else {
+            usable_without_donors = verdict.usable;
+        }
+    }
+
+    // Variable names are case-insensitive (MySQL and MariaDB differ in case).
+    let upper = rows
+        .iter()
+        .map(|(name, value)| (name.to_ascii_uppercase(), value.clone()));
+    assert_eq!(WsrepStatus::from_rows(upper), status);
+
+    check_addresses(&status.incoming_addresses);
+    check_addresses(&parse_incoming_addresses(&text));
+}
+
+fn check_addresses(addresses: &[String]) {
+    for address in addresses {
+        assert!(!address.is_empty());
+        assert_eq!(address.trim(), address);
+        assert!(!address.contains(','));
+        assert!(!address.eq_ignore_ascii_case("AUTO") && !address.starts_with("AUTO:"));
+    }
+}
+
+/// A resolver that never uses the network: `localhost` and one name with no address.
+fn offline_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    match host {
+        "localhost" => Ok(vec![
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        ]),
+        "nowhere.invalid" => Ok(Vec::new()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not resolved while fuzzing",
+        )),
+    }
+}
+
+/// `glbd_args`: one argument per line (one final newline is ignored; bytes need not be UTF-8) as
+/// glbd's command line.
+pub fn glbd_args(data: &[u8]) {
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    let args: Vec<OsString> = if data.is_empty() {
+        Vec::new()
+    } else {
+        data.split(|b| *b == b'\n')
+            .map(|arg| OsString::from_vec(arg.to_vec()))
+            .collect()
+    };
+    match glbd_cli::parse_with_resolver(&args, &offline_resolver) {
+        Ok(GlbdInvocation::Run(run)) => {
+            if let Err(e) = run.config.validate(glbd_cli::SOURCE) {
+                panic!("accepted, then refused on a second validation: {e}");
+            }
+            assert_eq!(run.config.listeners.len(), 1);
+            assert!(!run.config.backends.is_empty());
+            for backend in &run.config.backends {
+                assert!(split_host_port(&backend.address).is_ok());
+                assert!(backend.weight.is_finite() && backend.weight > 0.0);
+                assert!(backend.tier >= 1);
+            }
+            let control = run.config.control.as_ref().map(|c| c.bind.parse().ok());
+            assert_eq!(control, run.control.map(Some));
+        }
+        Ok(GlbdInvocation::Help(text)) => assert!(!text.is_empty()),
+        Ok(GlbdInvocation::Version(text)) => assert!(!text.is_empty()),
+        Err(e) => assert!(!e.message.is_empty()),
+    }
+}
