@@ -3,9 +3,9 @@
 //! glibc keeps what is freed in its arenas for later allocations, so after a burst of sessions
 //! (thousands of pool connections opened at once, then parked or closed) the process would keep
 //! the burst's peak as its resident size. Every second this task compares the sessions running
-//! in tasks (open minus parked) with the highest count seen since the last trim; when that has
-//! fallen by [`TRIM_AFTER_DROP`] or more, it calls `malloc_trim(0)`, which hands free pages back
-//! from every arena. Elsewhere (other C libraries) it does nothing.
+//! in tasks (open minus parked), and the open sessions, with the highest counts seen since the
+//! last trim; when either has fallen by [`TRIM_AFTER_DROP`] or more, it calls `malloc_trim(0)`,
+//! which hands free pages back from every arena. Elsewhere (other C libraries) it does nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,16 +20,20 @@ pub const TRIM_AFTER_DROP: u64 = 256;
 
 /// Runs until `stop` is cancelled.
 pub async fn run(ctx: Arc<ProxyContext>, stop: CancellationToken) {
-    let mut peak = 0u64;
+    // Also the open sessions: parked sessions that all close at once resume into tasks and end
+    // between two looks, so the count in tasks never shows their peak, but the open count does.
+    let (mut peak, mut peak_open) = (0u64, 0u64);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        let open = ctx.global_active.get();
         let parked = ctx.parking.as_ref().map_or(0, |lot| lot.len() as u64);
-        let in_tasks = ctx.global_active.get().saturating_sub(parked);
+        let in_tasks = open.saturating_sub(parked);
         peak = peak.max(in_tasks);
-        if peak - in_tasks >= TRIM_AFTER_DROP {
+        peak_open = peak_open.max(open);
+        if peak - in_tasks >= TRIM_AFTER_DROP || peak_open - open >= TRIM_AFTER_DROP {
             let released = tokio::task::spawn_blocking(release_free_memory)
                 .await
                 .unwrap_or(false);
@@ -39,7 +43,7 @@ pub async fn run(ctx: Arc<ProxyContext>, stop: CancellationToken) {
                 released,
                 "sessions in tasks fell; trimmed the heap"
             );
-            peak = in_tasks;
+            (peak, peak_open) = (in_tasks, open);
         }
     }
 }
