@@ -24,6 +24,8 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`listeners`]: the open listeners, by name.
 //! - [`proxy`]: a listener's accept loop (with back-off) and the per-connection handler.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) galera-lb sends to nodes and reads
+//!   from an upstream load balancer.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
 //! - [`shutdown`]: SIGTERM/SIGINT as one future, SIGHUP as reload requests.
@@ -47,6 +49,7 @@ pub mod mysql_packet;
 pub mod park;
 pub mod port_owner;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod shutdown;
 pub mod snapshot;
