@@ -294,6 +294,7 @@ mod tests {
                     tier: 1,
                     max_connections: None,
                     origin: crate::snapshot::Origin::Configured,
+                    proxy_protocol: None,
                 }
             })
             .collect()

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use crate::backend::{AdminState, BackendCounters, BackendState};
 use crate::balance::{Policy, build_policy};
 use crate::config::{
-    CheckKind, Config, InitialState, PolicyKind, Role, SessionAction, split_host_port,
+    CheckKind, Config, InitialState, PolicyKind, ProxyProtocol, Role, SessionAction,
+    split_host_port,
 };
 
 /// A backend as a member of a pool.
@@ -34,6 +35,8 @@ pub struct Member {
     pub max_connections: Option<u32>,
     /// How the member got here: configured, found in the DNS, or discovered.
     pub origin: Origin,
+    /// The backend's own `proxy_protocol`; `None` follows the listener's.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Where a pool member comes from.
@@ -181,6 +184,10 @@ pub struct Route {
     pub exclude_writer: bool,
     /// Sessions of this (writer) listener close when the writer moves to another node.
     pub follows_writer: bool,
+    /// The listener's `proxy_protocol`, for members without their own.
+    pub proxy_protocol: ProxyProtocol,
+    /// The listener reads a PROXY header from each new client (`accept_proxy`).
+    pub accept_proxy: bool,
     pub pool: Arc<Pool>,
     policy: Box<dyn Policy>,
 }
@@ -195,6 +202,12 @@ pub enum NoMember {
 }
 
 impl Route {
+    /// The PROXY header a connection through this route sends to `member`: the member's own
+    /// setting, else the listener's.
+    pub fn proxy_protocol_for(&self, member: &Member) -> ProxyProtocol {
+        member.proxy_protocol.unwrap_or(self.proxy_protocol)
+    }
+
     /// Picks a member for `client`, skipping the members in `tried`.
     ///
     /// `any` and `reader` listeners use the lowest tier that still has a usable, untried member,
@@ -522,6 +535,7 @@ async fn build(
                         tier: backend.tier,
                         max_connections: backend.max_connections,
                         origin: Origin::Dns(backend.address.clone()),
+                        proxy_protocol: backend.proxy_protocol,
                     });
                 }
             } else {
@@ -533,6 +547,7 @@ async fn build(
                     tier: backend.tier,
                     max_connections: backend.max_connections,
                     origin: Origin::Configured,
+                    proxy_protocol: backend.proxy_protocol,
                 });
             }
         }
@@ -550,6 +565,7 @@ async fn build(
                     tier: 1,
                     max_connections: None,
                     origin: Origin::Control,
+                    proxy_protocol: None,
                 });
             }
         }
@@ -574,6 +590,7 @@ async fn build(
                 tier: 1,
                 max_connections: None,
                 origin: Origin::Discovered,
+                proxy_protocol: None,
             });
         }
         pools.push(Arc::new(Pool::new(pool.name.to_string(), members)));
@@ -594,6 +611,8 @@ async fn build(
                 exclude_writer: listener.exclude_writer,
                 follows_writer: listener.role == Role::Writer
                     && config.health.on_writer_change == SessionAction::ShutdownSessions,
+                proxy_protocol: listener.proxy_protocol,
+                accept_proxy: listener.accept_proxy,
                 policy: build_policy(listener.policy, &pool.members),
                 pool,
             }
