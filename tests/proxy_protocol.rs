@@ -479,3 +479,239 @@ async fn checks_of_backends_without_headers_send_none() {
     }
     assert_eq!(seen.lock().unwrap()[0], b"");
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end, on the real Galera sandbox.
+
+mod cluster {
+    use super::*;
+    use lb::{LbProcess, free_port, http_get};
+    use mysql_async::prelude::*;
+    use mysql_async::{Conn, OptsBuilder};
+    use support::sandbox::{self, Cluster};
+
+    /// The user the test creates, granted only at 127.0.0.2.
+    const USER: &str = "pp_user";
+    const PASSWORD: &str = "pp_secret";
+
+    /// A relay standing in for a test client at `source` (mysql_async cannot bind a local
+    /// address): accepts on a loopback port and connects onward to `to` from `source`, writing
+    /// `prefix` first (a PROXY header, as an upstream load balancer would).
+    async fn client_relay(source: &'static str, to: SocketAddr, prefix: Vec<u8>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let prefix = prefix.clone();
+                tokio::spawn(async move {
+                    let mut onward = connect_from(source, to).await;
+                    onward.write_all(&prefix).await?;
+                    tokio::io::copy_bidirectional(&mut client, &mut onward).await
+                });
+            }
+        });
+        address
+    }
+
+    /// `USER()` and the processlist host of a new session at `address`.
+    async fn whoami(
+        address: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(String, String), mysql_async::Error> {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(address.ip().to_string())
+            .tcp_port(address.port())
+            .user(Some(user))
+            .pass(Some(password))
+            .prefer_socket(false);
+        let mut conn = Conn::new(opts).await?;
+        let row: (String, String) = conn
+            .query_first(
+                "SELECT USER(), HOST FROM information_schema.PROCESSLIST \
+                 WHERE ID = CONNECTION_ID()",
+            )
+            .await?
+            .expect("one row");
+        conn.disconnect().await?;
+        Ok(row)
+    }
+
+    /// Sets `proxy_protocol_networks` on every node.
+    fn set_networks(cluster: &Cluster, networks: &str) {
+        for n in 1..=3 {
+            cluster.sql(
+                n,
+                &format!("SET GLOBAL proxy_protocol_networks='{networks}'"),
+            );
+            assert_eq!(
+                cluster.sql(n, "SELECT @@GLOBAL.proxy_protocol_networks"),
+                networks,
+                "node{n}"
+            );
+        }
+    }
+
+    /// Waits until the admin port reports every node up (their wsrep checks pass).
+    fn wait_all_up(admin: SocketAddr, cluster: &Cluster, lb: &LbProcess) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let metrics = http_get(admin, "/metrics").body;
+            let up = cluster
+                .addresses
+                .iter()
+                .filter(|node| {
+                    metrics.contains(&format!("galera_lb_backend_up{{backend=\"{node}\"}} 1"))
+                })
+                .count();
+            if up == 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{up} of 3 nodes up; metrics:\n{metrics}\nlog:\n{}",
+                lb.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    async fn scenario(cluster: &'static Cluster) {
+        for version in ["v1", "v2"] {
+            let (plain, pp, chain, admin) = (free_port(), free_port(), free_port(), free_port());
+            let mut yaml = format!(
+                "listeners:\n\
+                 \x20 - name: plain\n    bind: 127.0.0.1:{plain}\n\
+                 \x20 - name: pp\n    bind: 127.0.0.1:{pp}\n    proxy_protocol: {version}\n\
+                 \x20 - name: chain\n    bind: 127.0.0.1:{chain}\n    accept_proxy: true\n    proxy_protocol: {version}\n\
+                 backends:\n"
+            );
+            // `plain` sends no header to nodes that set none: so set it on the listeners only,
+            // and let the backends follow them.
+            for node in &cluster.addresses {
+                yaml.push_str(&format!("  - address: {node}\n"));
+            }
+            yaml.push_str(&format!(
+                "health:\n  check: wsrep\n  user: monitor\n  password: monitor\n  interval: 300ms\n\
+                 admin:\n  bind: 127.0.0.1:{admin}\n"
+            ));
+            let lb = LbProcess::start(&yaml);
+            let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+            let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+
+            // The wsrep checks log in behind PROXY UNKNOWN (v1) / LOCAL (v2): MariaDB accepts
+            // them from a proxy network and the nodes stay up.
+            wait_all_up(admin, cluster, &lb);
+
+            // Without a header the node sees galera-lb's address (the control).
+            let from_2 = client_relay("127.0.0.2", at(plain), Vec::new()).await;
+            let (_, host) = whoami(from_2, "app", "app").await.unwrap();
+            assert!(
+                host.starts_with("localhost:") || host.starts_with("127.0.0.1:"),
+                "{version} plain: {host}"
+            );
+
+            // With the header: the client's own address, and grants follow it.
+            let from_2 = client_relay("127.0.0.2", at(pp), Vec::new()).await;
+            let (user, host) = whoami(from_2, "app", "app").await.unwrap();
+            assert!(host.starts_with("127.0.0.2:"), "{version}: {user} {host}");
+            let (user, host) = whoami(from_2, USER, PASSWORD)
+                .await
+                .unwrap_or_else(|e| panic!("{version}: {USER} from 127.0.0.2: {e}"));
+            assert_eq!(user, format!("{USER}@127.0.0.2"), "{version}");
+            assert!(host.starts_with("127.0.0.2:"), "{version}: {host}");
+            let from_3 = client_relay("127.0.0.3", at(pp), Vec::new()).await;
+            match whoami(from_3, USER, PASSWORD).await {
+                Err(mysql_async::Error::Server(e)) => {
+                    assert_eq!(e.code, 1045, "{version}: {e:?}");
+                    assert!(e.message.contains("127.0.0.3"), "{version}: {e:?}");
+                }
+                other => panic!("{version}: {USER} from 127.0.0.3 must be refused: {other:?}"),
+            }
+
+            // accept_proxy: an upstream's v1 and v2 headers name 127.0.0.9; the node sees it.
+            for (upstream, port) in [(Version::V1, 40_001), (Version::V2, 40_002)] {
+                let header = proxy_protocol::encode(
+                    upstream,
+                    Some(Addresses {
+                        source: SocketAddr::new("127.0.0.9".parse().unwrap(), port),
+                        destination: at(chain),
+                    }),
+                );
+                let upstream_lb = client_relay("127.0.0.1", at(chain), header).await;
+                let (_, host) = whoami(upstream_lb, "app", "app").await.unwrap();
+                assert_eq!(
+                    host,
+                    format!("127.0.0.9:{port}"),
+                    "{version} <- {upstream:?}"
+                );
+            }
+
+            // A malformed header closes the connection, is counted, and reaches no node.
+            let mut bad = TcpStream::connect(at(chain)).await.unwrap();
+            bad.write_all(b"PROXY TCP4 127.0.0.9 nonsense\r\n")
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut rest))
+                .await
+                .expect("galera-lb closes the connection");
+            assert!(read.is_err() || rest.is_empty(), "{version}: got {rest:?}");
+            let metrics = http_get(admin, "/metrics").body;
+            assert!(
+                metrics.contains(
+                    "galera_lb_proxy_header_rejected_total{listener=\"chain\",reason=\"malformed\"} 1"
+                ),
+                "{version}: {metrics}"
+            );
+            assert!(
+                lb.log().contains("without a valid PROXY header"),
+                "{version}: {}",
+                lb.log()
+            );
+            // Still up after all that.
+            wait_all_up(admin, cluster, &lb);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_see_the_client_address_through_v1_v2_and_accept_proxy() {
+        let cluster = sandbox::cluster();
+        let _fault = sandbox::fault_lock();
+        cluster.sql(
+            1,
+            &format!(
+                "DROP USER IF EXISTS '{USER}'@'127.0.0.2'; \
+                 CREATE USER '{USER}'@'127.0.0.2' IDENTIFIED BY '{PASSWORD}'"
+            ),
+        );
+        // galera-lb connects to the nodes from 127.0.0.1: only that address may send headers.
+        set_networks(cluster, "127.0.0.1");
+        let outcome = tokio::spawn(scenario(cluster)).await;
+        // Put everything back, also after a failure, before the lock is released.
+        let cleanup = std::panic::catch_unwind(|| {
+            set_networks(cluster, "");
+            cluster.sql(1, &format!("DROP USER IF EXISTS '{USER}'@'127.0.0.2'"));
+        });
+        if let Err(panic) = outcome {
+            if cleanup.is_err() {
+                let _ = std::panic::catch_unwind(|| cluster.restore());
+            }
+            std::panic::resume_unwind(panic.into_panic());
+        }
+        if let Err(panic) = cleanup {
+            std::panic::resume_unwind(panic);
+        }
+        // The user is gone everywhere (replicated).
+        for n in 1..=3 {
+            assert_eq!(
+                cluster.sql(
+                    n,
+                    &format!("SELECT COUNT(*) FROM mysql.user WHERE User = '{USER}'")
+                ),
+                "0",
+                "node{n}"
+            );
+        }
+    }
+}
