@@ -10,6 +10,12 @@
 //! the client never notices a dead node. When no member is left it answers with a MySQL ERR packet.
 //! Once connected it copies bytes both ways until both sides are done, forwarding half-closes.
 //!
+//! The PROXY protocol ([`crate::proxy_protocol`]) enters at two points: a listener with
+//! `accept_proxy` reads the header an upstream load balancer sends before anything else, and takes
+//! the client's address from it (a bad header closes the connection, counted); and a backend that
+//! gets headers (`proxy_protocol`, the backend's own or its listener's) is sent one right after
+//! the connect, before any client byte.
+//!
 //! The copy loop holds no buffer while a connection is idle: it waits for readability, then reads
 //! into a stack buffer and writes straight through; only bytes the destination cannot take at once
 //! are kept on the heap, and only until they are written.
