@@ -170,16 +170,15 @@ fn ready_after_listeners_and_first_health_round_reloading_around_sighup_stopping
     let mut greeting = [0u8; 5];
     client.read_exact(&mut greeting).unwrap();
     assert_eq!(greeting[3], 0, "sequence id of a server greeting");
-    assert_eq!(greeting[4], 10, "protocol version 10: a MySQL server greeting");
+    assert_eq!(
+        greeting[4], 10,
+        "protocol version 10: a MySQL server greeting"
+    );
     drop(client);
 
     // A reload that changes a weight: RELOADING=1 with a fresh MONOTONIC_USEC, then READY=1 once
     // the new weight is in place.
-    std::fs::write(
-        lb.config_path(),
-        config(listen, admin_port, &backends, 7),
-    )
-    .unwrap();
+    std::fs::write(lb.config_path(), config(listen, admin_port, &backends, 7)).unwrap();
     let before = monotonic_usec();
     lb.signal(libc::SIGHUP);
     let message = notify.expect(&lb, "RELOADING=1", Duration::from_secs(10));
@@ -199,7 +198,10 @@ fn ready_after_listeners_and_first_health_round_reloading_around_sighup_stopping
     let message = notify.expect(&lb, "READY=1 after the reload", Duration::from_secs(20));
     assert_eq!(message.trim(), "READY=1");
     let first = &status(admin)["backends"][0];
-    assert_eq!(first["weight"], 7.0, "READY=1 came before the reload was applied: {first}");
+    assert_eq!(
+        first["weight"], 7.0,
+        "READY=1 came before the reload was applied: {first}"
+    );
     lb.wait_for_log("configuration reloaded", Duration::from_secs(5));
 
     // A reload that is refused still ends with READY=1: the running configuration stays.
@@ -207,7 +209,11 @@ fn ready_after_listeners_and_first_health_round_reloading_around_sighup_stopping
     lb.signal(libc::SIGHUP);
     let message = notify.expect(&lb, "RELOADING=1", Duration::from_secs(10));
     assert!(message.starts_with("RELOADING=1\n"), "{message:?}");
-    let message = notify.expect(&lb, "READY=1 after the refused reload", Duration::from_secs(20));
+    let message = notify.expect(
+        &lb,
+        "READY=1 after the refused reload",
+        Duration::from_secs(20),
+    );
     assert_eq!(message.trim(), "READY=1");
     lb.wait_for_log("reload refused", Duration::from_secs(5));
 
