@@ -25,6 +25,7 @@
 //! - [`listeners`]: the open listeners, by name.
 //! - [`proxy`]: a listener's accept loop (with back-off) and the per-connection handler.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
+//! - [`notify`]: READY/RELOADING/STOPPING for systemd's `Type=notify` (`NOTIFY_SOCKET`).
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
 //! - [`shutdown`]: SIGTERM/SIGINT as one future, SIGHUP as reload requests.
 //!
@@ -44,6 +45,7 @@ pub mod limit;
 pub mod listeners;
 pub mod metrics;
 pub mod mysql_packet;
+pub mod notify;
 pub mod park;
 pub mod port_owner;
 pub mod proxy;
@@ -353,13 +355,15 @@ impl Running {
 /// reloads the configuration file meanwhile.
 ///
 /// `shutdown` is first polled only once galera-lb is ready (every listener bound and accepting,
-/// the first health round run): glbd's `--daemon` mode relies on that to tell its parent.
+/// the first health round run): glbd's `--daemon` mode relies on that to tell its parent, and
+/// the service manager is told `READY=1` at that moment too ([`notify`]).
 pub async fn run(
     config: &Config,
     config_file: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let running = start(config, config_file).await?;
+    notify::ready();
     let reloads = running.changes.clone();
     let hangups = tokio::spawn(async move {
         let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -369,13 +373,20 @@ pub async fn run(
         };
         while hangup.recv().await.is_some() {
             info!("received SIGHUP: reloading the configuration");
-            if reloads.send(Change::Reload(None)).await.is_err() {
+            notify::reloading();
+            // The updater logs and counts the outcome; either way the reload is over (a refused
+            // one keeps the running configuration), and systemd waits for READY=1 to say so.
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            if reloads.send(Change::Reload(Some(reply))).await.is_err() {
                 return;
             }
+            let _ = outcome.await;
+            notify::ready();
         }
     });
     shutdown.await;
     hangups.abort();
+    notify::stopping();
     running.drain().await;
     Ok(())
 }

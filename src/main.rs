@@ -4,6 +4,9 @@
 //! Invoked as `glbd` (argv[0]'s file name, e.g. through a symlink) or as `galera-lb glbd ARGS…`,
 //! it takes glbd's command line instead ([`galera_lb::glbd_cli`]): the configuration comes from
 //! the arguments, `--daemon` detaches before the runtime starts, and the rest is the same path.
+//!
+//! The hidden `galera-lb generate man|completions SHELL` prints the man page and shell
+//! completions made from the clap definitions below (the Debian package is built with them).
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -59,6 +62,24 @@ enum Command {
         )]
         args: Vec<OsString>,
     },
+    /// Print the man page or a shell's completions, made from this command line's definitions
+    /// (the Debian package's build runs it, so they never drift from --help).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Generate {
+    /// The man page galera-lb(1), in roff.
+    Man,
+    /// Completions for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +96,9 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Some(Command::Generate { what }) = &cli.command {
+        return generate(what);
+    }
     let (config, file) = match load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(message) => {
@@ -88,9 +112,94 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => ExitCode::from(exit_status(run(config, file, || {}))),
-        Command::Glbd { .. } => unreachable!("refused before the configuration is loaded"),
+        Command::Glbd { .. } | Command::Generate { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
     }
 }
+
+/// Writes the man page or completions made from [`Cli`]'s clap definitions to stdout.
+fn generate(what: &Generate) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut text = Vec::new();
+    let made = match what {
+        Generate::Man => man_page(command, &mut text),
+        Generate::Completions { shell } => {
+            clap_complete::generate(*shell, &mut command, "galera-lb", &mut text);
+            Ok(())
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match made.and_then(|()| std::io::Write::write_all(&mut out, &text)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("galera-lb: cannot write the generated text to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// galera-lb(1): clap_mangen's sections, with the subcommands described in the page itself
+/// (clap_mangen would point at galera-lb-run(1) and the like, which are not installed), and the
+/// exit status, signals, files and environment that `--help` has no room for.
+fn man_page(command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Write;
+    let escape = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let commands: Vec<(String, String)> = command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (c.get_name().to_string(), about)
+        })
+        .collect();
+    let man = clap_mangen::Man::new(command);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    writeln!(out, ".SH COMMANDS")?;
+    for (name, about) in commands {
+        writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(&name), escape(&about))?;
+    }
+    out.write_all(MAN_EXTRA.as_bytes())?;
+    man.render_version_section(out)
+}
+
+/// The sections of galera-lb(1) that clap has no definitions for (roff).
+const MAN_EXTRA: &str = r#".SH EXIT STATUS
+0 after a clean shutdown; 64 for an invalid configuration (the message names the file, the
+field and the reason); 1 for other start\-up failures, such as a port in use.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting at once, let open sessions finish for \fIlimits.shutdown_grace\fR, close the
+rest and exit 0.
+.TP
+\fBSIGHUP\fR
+Re\-read the configuration file; an invalid one is refused and the running configuration stays.
+.SH ENVIRONMENT
+.TP
+\fBGALERA_LB_CONFIG\fR
+The configuration file, when \fB\-\-config\fR is not given.
+.TP
+\fBRUST_LOG\fR
+A log filter that overrides \fIlog.level\fR.
+.TP
+\fBNOTIFY_SOCKET\fR
+Set by systemd for \fBType=notify\fR: galera\-lb sends READY=1 once every listener accepts and
+the first health round has run, RELOADING=1 and READY=1 around a SIGHUP reload, STOPPING=1
+when it drains.
+.SH FILES
+.TP
+\fI/etc/galera\-lb/galera\-lb.yaml\fR
+The configuration of the packaged service (galera\-lb.service).
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBglbd\fR(8): galera\-lb runs with glbd's command line when it is called
+\fBglbd\fR or as \fBgalera\-lb glbd\fR.
+"#;
 
 /// glbd's arguments when galera-lb runs as `glbd` (argv[0]'s file name) or `galera-lb glbd …`.
 fn glbd_arguments(args: &[OsString]) -> Option<&[OsString]> {
