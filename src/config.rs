@@ -1377,6 +1377,33 @@ backends:
                 "token_file has no value",
             ),
             (
+                &format!("{MINIMAL}health:\n  check: http\n  http:\n    path: health\n"),
+                "health.http.path",
+                "must start with /",
+            ),
+            (
+                &format!("{MINIMAL}health:\n  http:\n    method: 'GET /'\n"),
+                "health.http.method",
+                "not an HTTP method",
+            ),
+            (
+                &format!("{MINIMAL}health:\n  http:\n    expect_status: 20\n"),
+                "health.http.expect_status",
+                "100 to 599",
+            ),
+            (
+                &MINIMAL.replace("weight: 1", "weight: 1\n    check_port: 0"),
+                "backends[0].check_port",
+                "port 0",
+            ),
+            (
+                &format!(
+                    "{MINIMAL}pools:\n  - name: p\n    backends:\n      - address: 127.0.0.1:3316\n        check_port: 9200\n"
+                ),
+                "pools[0].backends[0].check_port",
+                "same check_port",
+            ),
+            (
                 &format!("{MINIMAL}control:\n  tokn: x\n"),
                 "control",
                 "unknown field `tokn`",

@@ -743,6 +743,69 @@ health:
     }
 
     #[tokio::test]
+    async fn backups_serve_only_when_no_other_member_is_usable() {
+        // HAProxy's writer pattern: node 1, then the first usable backup in file order; with
+        // all_backups every usable backup by the policy.
+        let yaml = "
+listeners:
+  - name: first
+    bind: 127.0.0.1:3306
+  - name: all
+    bind: 127.0.0.1:3307
+    all_backups: true
+  - name: writer
+    bind: 127.0.0.1:3308
+    role: writer
+backends:
+  - address: 127.0.0.1:3336
+    backup: true
+    weight: 5
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+    backup: true
+    check_port: 9200
+health:
+  check: none
+";
+        let updater = Updater::new(&config(yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let (first, all) = (
+            snapshot.route("first").unwrap(),
+            snapshot.route("all").unwrap(),
+        );
+        let members = &first.pool.members;
+        assert_eq!(members[2].check_addr().port(), 9200);
+        assert_eq!(members[1].check_addr(), members[1].socket_addr);
+        for _ in 0..4 {
+            assert_eq!(first.pick(LOCAL, &[]), Ok(1), "the non-backup member");
+            assert_eq!(all.pick(LOCAL, &[]), Ok(1));
+        }
+        members[1].backend.set_healthy(false);
+        for _ in 0..4 {
+            assert_eq!(
+                first.pick(LOCAL, &[]),
+                Ok(0),
+                "the first backup in file order"
+            );
+        }
+        let spread: std::collections::HashSet<usize> =
+            (0..6).map(|_| all.pick(LOCAL, &[]).unwrap()).collect();
+        assert_eq!(spread, [0, 2].into(), "all_backups: every usable backup");
+        assert_eq!(
+            first.pick(LOCAL, &[0]),
+            Ok(2),
+            "failover to the next backup"
+        );
+        members[0].backend.set_healthy(false);
+        assert_eq!(first.pick(LOCAL, &[]), Ok(2));
+        members[2].backend.set_healthy(false);
+        assert_eq!(first.pick(LOCAL, &[]), Err(NoMember::NoneUsable));
+
+        // The writer order: non-backups first, then backups in file order, whatever the weight.
+        assert_eq!(first.pool.writer_order(), [1, 0, 2]);
+    }
+
+    #[tokio::test]
     async fn a_member_at_its_limit_is_skipped() {
         let yaml = TWO_POOLS.replace(
             "  - address: 127.0.0.1:3316\n",
