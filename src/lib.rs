@@ -18,7 +18,7 @@
 //! - [`updater`]: the task that applies every change (discovery, DNS, control, reload).
 //! - [`reload`]: what a new configuration changes, as a pure diff.
 //! - [`balance`]: the policies (round robin, weighted, least connections, random, source, single).
-//! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
+//! - [`health`]: health checks (tcp, handshake, wsrep, http), rise/fall, and the writer election.
 //! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
 //! - [`control`]: the glbd-compatible control port.
 //! - [`access`]: who may use the control and admin ports (allowlist, token).
