@@ -384,6 +384,15 @@ listen stats
     assert_eq!(config.listeners[1].pool, "readers");
     assert_eq!(config.pools[1].backends[0].check_port, Some(9200));
 
+    // A listen without bind that no frontend uses serves nothing: a warning, not an error.
+    let (_, _, warnings) = translated(
+        &format!(
+            "listen db\n    bind 127.0.0.1:3306\n{SERVERS}listen spare\n    server a 10.0.0.1:3306\n"
+        ),
+        Options::default(),
+    );
+    assert!(has_warning(&warnings, 5, "no bind line"), "{warnings:#?}");
+
     // `option httpchk` alone: OPTIONS / (HAProxy's default request).
     let (config, _, _) = translated(
         "listen w\n    bind 127.0.0.1:3307\n    option httpchk\n    server a 10.0.0.1:3306 check port 9200\n",

@@ -968,10 +968,17 @@ fn assemble(
                     proxy.header.line,
                     format!("`{}` has no bind line", proxy.header.text),
                 );
-            } else if proxy.backend.is_some() {
+            } else if !proxies.iter().any(|p| {
+                p.backend
+                    .as_ref()
+                    .is_some_and(|(name, _)| name == &proxy.name)
+            }) {
                 notes.warn(
                     proxy.header.line,
-                    format!("`{}` has no bind line: no listener", proxy.header.text),
+                    format!(
+                        "ignored: `{}` (no bind line, and no frontend uses it)",
+                        proxy.header.text
+                    ),
                 );
             }
             continue;
