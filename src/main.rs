@@ -16,6 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use galera_lb::config::{Config, LogFormat};
 use galera_lb::glbd_cli::{self, Detached, GlbdInvocation};
+use galera_lb::source::{ConfigSource, HaproxyOptions};
 use tracing_subscriber::EnvFilter;
 
 /// The exit status for an invalid configuration (sysexits' EX_USAGE).
@@ -38,6 +39,16 @@ struct Cli {
     )]
     config: Option<PathBuf>,
 
+    /// Run from an HAProxy configuration instead of YAML: it is translated in memory (as
+    /// `import-haproxy` prints it) at start and on every reload (SIGHUP or SIGUSR2).
+    #[arg(long, global = true, value_name = "FILE")]
+    haproxy_config: Option<PathBuf>,
+
+    /// With an HAProxy file: keep `option mysql-check` a login-only check instead of turning
+    /// it into galera-lb's wsrep check.
+    #[arg(long, global = true)]
+    keep_checks: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,6 +59,13 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 64 with the file, field and reason.
     Check,
+    /// Print the galera-lb YAML equivalent of an HAProxy configuration, with comments naming
+    /// FILE:LINE; warnings for what is ignored go to stderr. Exit 0, or 64 with the line of each
+    /// section a TCP proxy cannot serve (mode http, ACL routing).
+    ImportHaproxy {
+        /// The HAProxy configuration (e.g. /etc/haproxy/haproxy.cfg).
+        file: PathBuf,
+    },
     /// Run with glbd's command line, as a drop-in for Codership's glbd (`galera-lb glbd --help`).
     ///
     /// `galera-lb glbd [OPTIONS] [IP:]LISTEN_PORT [HOST[:PORT[:WEIGHT]]]...`; a symlink named
@@ -99,7 +117,20 @@ fn main() -> ExitCode {
     if let Some(Command::Generate { what }) = &cli.command {
         return generate(what);
     }
-    let (config, file) = match load(cli.config.as_deref()) {
+    if let Some(Command::ImportHaproxy { file }) = &cli.command {
+        return import_haproxy(file, cli.keep_checks);
+    }
+    let source = match (&cli.config, &cli.haproxy_config) {
+        (_, Some(path)) => Some(ConfigSource::Haproxy {
+            path: path.clone(),
+            options: HaproxyOptions {
+                keep_checks: cli.keep_checks,
+            },
+        }),
+        (Some(path), None) => Some(ConfigSource::Yaml(path.clone())),
+        (None, None) => None,
+    };
+    let (config, file) = match load(source.as_ref()) {
         Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("galera-lb: invalid configuration: {message}");
@@ -111,8 +142,8 @@ fn main() -> ExitCode {
             println!("{file}: configuration is valid");
             ExitCode::SUCCESS
         }
-        Command::Run => ExitCode::from(exit_status(run(config, file, || {}))),
-        Command::Glbd { .. } | Command::Generate { .. } => {
+        Command::Run => ExitCode::from(exit_status(run(config, file, source, || {}))),
+        Command::Glbd { .. } | Command::Generate { .. } | Command::ImportHaproxy { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
     }
@@ -281,7 +312,7 @@ fn glbd_main(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = run(glbd.config, glbd_cli::SOURCE.to_string(), || {
+    let result = run(glbd.config, glbd_cli::SOURCE.to_string(), None, || {
         if let Some(ready) = readiness.take() {
             ready.ready();
         }
@@ -296,12 +327,63 @@ fn glbd_main(args: &[OsString]) -> ExitCode {
     ExitCode::from(status)
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<(Config, String), String> {
-    match path {
-        Some(path) => Config::load(path)
-            .map(|config| (config, path.display().to_string()))
-            .map_err(|e| e.to_string()),
+fn load(source: Option<&ConfigSource>) -> Result<(Config, String), String> {
+    match source {
+        Some(source @ ConfigSource::Haproxy { path, options }) => {
+            // Print the translation's warnings before logging is set up: they are about the file.
+            let (config, warnings) = galera_lb::haproxy::load(
+                path,
+                &galera_lb::haproxy::Options {
+                    keep_checks: options.keep_checks,
+                },
+            )?;
+            for warning in warnings {
+                eprintln!("galera-lb: warning: {warning}");
+            }
+            Ok((config, source.path().display().to_string()))
+        }
+        Some(source) => source
+            .load()
+            .map(|config| (config, source.path().display().to_string())),
         None => Ok((Config::builtin_default(), "<built-in default>".to_string())),
+    }
+}
+
+/// `galera-lb import-haproxy FILE`: the YAML on stdout, warnings and errors on stderr.
+fn import_haproxy(path: &Path, keep_checks: bool) -> ExitCode {
+    let file = path.display().to_string();
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            eprintln!("galera-lb: {file}: cannot read: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = galera_lb::haproxy::Options { keep_checks };
+    match galera_lb::haproxy::translate(&text, &file, &options) {
+        Ok(translation) => {
+            for warning in &translation.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", translation.yaml);
+            if let Err(e) = Config::from_yaml(&translation.yaml, &format!("{file} (translated)")) {
+                eprintln!("warning: `galera-lb check` will refuse the result: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failed) => {
+            for warning in &failed.warnings {
+                eprintln!("warning: {warning}");
+            }
+            for error in &failed.errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "galera-lb: {file}: {} section(s) cannot be served by a TCP load balancer; nothing printed",
+                failed.errors.len()
+            );
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 
@@ -327,7 +409,12 @@ fn exit_status(result: Result<(), Failure>) -> u8 {
 
 /// Sets up logging and the runtime, and runs `config` until SIGTERM or SIGINT. `on_ready` is
 /// called once every listener is bound and accepting (glbd's `--daemon` parent waits for it).
-fn run(config: Config, file: String, on_ready: impl FnOnce()) -> Result<(), Failure> {
+fn run(
+    config: Config,
+    file: String,
+    source: Option<ConfigSource>,
+    on_ready: impl FnOnce(),
+) -> Result<(), Failure> {
     init_logging(&config);
     if let Err(reason) = config.health.resolve_password() {
         return Err(Failure::Config(format!(
@@ -355,7 +442,7 @@ fn run(config: Config, file: String, on_ready: impl FnOnce()) -> Result<(), Fail
             tracing::info!("received {name}: no new connections; draining open ones");
         };
         tracing::info!(config = %file, version = env!("CARGO_PKG_VERSION"), "galera-lb starting");
-        galera_lb::run(&config, &file, shutdown)
+        galera_lb::run_from(&config, &file, source, shutdown)
             .await
             .map_err(|e| match e {
                 galera_lb::RunError::Config(message) => Failure::Config(message),

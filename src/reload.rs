@@ -130,6 +130,7 @@ fn same_route(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         && a.pool == b.pool
         && a.role == b.role
         && a.exclude_writer == b.exclude_writer
+        && a.all_backups == b.all_backups
         && a.max_connections == b.max_connections
 }
 

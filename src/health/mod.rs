@@ -12,9 +12,11 @@
 //! elections never race; the choice depends only on configuration and cluster state, so several
 //! galera-lb instances agree on the writer without talking to each other.
 //!
-//! - [`probe`]: one check of one backend (tcp, handshake, wsrep).
+//! - [`probe`]: one check of one backend (tcp, handshake, wsrep, http).
+//! - [`http`]: the `http` check's request and the reading of its answer.
 //! - [`wsrep`]: the wsrep status query and the rules that make a node usable.
 
+pub mod http;
 pub mod probe;
 pub mod wsrep;
 
@@ -155,7 +157,7 @@ impl HealthMonitor {
         let mut wanted: HashMap<(String, SocketAddr), Arc<BackendState>> = HashMap::new();
         for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
             wanted.insert(
-                (member.backend.address.clone(), member.socket_addr),
+                (member.backend.address.clone(), member.check_addr()),
                 member.backend.clone(),
             );
         }
@@ -208,7 +210,7 @@ impl Drop for HealthMonitor {
     }
 }
 
-/// Checks one backend until stopped.
+/// Checks one backend until stopped; `address` is where the checks connect (its check port).
 async fn run_checks(
     backend: Arc<BackendState>,
     address: SocketAddr,
@@ -220,13 +222,7 @@ async fn run_checks(
     let config = &settings.config;
     let mut first = true;
     let mut logged_reason: Option<String> = None;
-    let mut probe = Probe::new(
-        config.check,
-        address,
-        &config.user,
-        &settings.password,
-        config.available_when_donor,
-    );
+    let mut probe = Probe::new(config, address, &settings.password);
     let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
     if backend.report().checked_at.is_some() {
         // Checked before (the checks restarted after a reload): rise/fall applies at once.

@@ -1,5 +1,6 @@
 //! One health check of one backend, of the configured kind: a TCP connect, a MySQL login that
-//! ends with COM_QUIT, or a login plus the node's wsrep status.
+//! ends with COM_QUIT, a login plus the node's wsrep status, or an HTTP request (see
+//! [`super::http`]).
 //!
 //! MySQL logins go through mysql_async, which speaks every usual authentication plugin
 //! (mysql_native_password, caching_sha2_password, ed25519), so the check works whatever the
@@ -13,7 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::wsrep::{self, WsrepStatus};
-use crate::config::{CheckKind, Secret};
+use crate::config::{CheckKind, HealthConfig, HttpCheckConfig, Secret};
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,7 @@ pub struct Probe {
     address: SocketAddr,
     opts: Opts,
     available_when_donor: bool,
+    http: HttpCheckConfig,
     conn: Option<Conn>,
 }
 
@@ -93,13 +95,9 @@ impl std::fmt::Debug for Probe {
 }
 
 impl Probe {
-    pub fn new(
-        kind: CheckKind,
-        address: SocketAddr,
-        user: &str,
-        password: &Secret,
-        available_when_donor: bool,
-    ) -> Probe {
+    /// A probe of the kind `config` asks for, connecting to `address`.
+    pub fn new(config: &HealthConfig, address: SocketAddr, password: &Secret) -> Probe {
+        let user = config.user.as_str();
         let opts = OptsBuilder::default()
             .ip_or_hostname(address.ip().to_string())
             .tcp_port(address.port())
@@ -112,10 +110,11 @@ impl Probe {
             .stmt_cache_size(0)
             .into();
         Probe {
-            kind,
+            kind: config.check,
             address,
             opts,
-            available_when_donor,
+            available_when_donor: config.available_when_donor,
+            http: config.http.clone(),
             conn: None,
         }
     }
@@ -137,6 +136,16 @@ impl Probe {
                 Err(e) => Outcome::from_mysql_error(e),
             },
             CheckKind::Wsrep => self.check_wsrep().await,
+            CheckKind::Http => match super::http::check(self.address, &self.http).await {
+                Ok(status) if status == self.http.expect_status => {
+                    Outcome::passed(&format!("http {status}"))
+                }
+                Ok(status) => Outcome::failed(
+                    &format!("http {status}"),
+                    format!("expected status {}", self.http.expect_status),
+                ),
+                Err(e) => Outcome::failed(&io_reason(&e.to_string()), e.to_string()),
+            },
         }
     }
 
