@@ -49,3 +49,11 @@ quiet_distribution_mariadb() {
     fi
   done
 }
+
+# Makes sure cargo-deb (which builds the Debian package) is installed.
+ensure_cargo_deb() {
+  if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "Installing cargo-deb (cargo install cargo-deb --locked)" >&2
+    cargo install cargo-deb --locked >&2
+  fi
+}

@@ -293,6 +293,8 @@ mod tests {
                     weight,
                     tier: 1,
                     max_connections: None,
+                    backup: false,
+                    check_port: None,
                     origin: crate::snapshot::Origin::Configured,
                     proxy_protocol: None,
                 }

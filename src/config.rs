@@ -492,6 +492,11 @@ pub struct ListenerConfig {
     /// and take the client address from it. A connection without a valid header is closed.
     #[serde(default)]
     pub accept_proxy: bool,
+    /// When no non-backup backend is usable: send clients to every usable `backup: true`
+    /// backend (by the policy), rather than only to the first usable one in configuration order
+    /// (HAProxy's `option allbackups`).
+    #[serde(default)]
+    pub all_backups: bool,
 }
 
 /// Whether, and in which version, galera-lb writes a PROXY protocol header to a node before any
@@ -599,6 +604,14 @@ pub struct BackendConfig {
     pub tier: u8,
     /// Client connections to this backend; default: unlimited.
     pub max_connections: Option<u32>,
+    /// A backup (HAProxy's `backup` server): it gets clients only when no non-backup backend of
+    /// the pool is usable, and then only the first usable backup in configuration order (every
+    /// usable backup with the listener's `all_backups`). Last in the writer order.
+    #[serde(default)]
+    pub backup: bool,
+    /// The port the health checks connect to instead of the backend's own (HAProxy's server
+    /// `port`; 9200 for Percona's clustercheck with `health.check: http`).
+    pub check_port: Option<u16>,
     /// Follow the host name's DNS records: re-resolve this often, and make every address it
     /// resolves to a backend of its own (Swarm `tasks.NAME`, Kubernetes headless services).
     /// Default: resolve once, at start and on reload, and use the first address.
@@ -632,6 +645,9 @@ pub enum CheckKind {
     /// A login plus the node's wsrep status: usable only when Galera says it can serve queries.
     #[default]
     Wsrep,
+    /// An HTTP request to the backend's `check_port` (see `health.http`): usable when the answer
+    /// has the expected status, as with Percona's clustercheck on port 9200.
+    Http,
 }
 
 impl CheckKind {
@@ -641,6 +657,7 @@ impl CheckKind {
             CheckKind::Tcp => "tcp",
             CheckKind::Handshake => "handshake",
             CheckKind::Wsrep => "wsrep",
+            CheckKind::Http => "http",
         }
     }
 }
@@ -700,6 +717,30 @@ pub struct HealthConfig {
     pub password_env: Option<String>,
     /// A file whose first line is the password.
     pub password_file: Option<PathBuf>,
+    /// The request of `check: http`.
+    pub http: HttpCheckConfig,
+}
+
+/// The request `health.check: http` sends (HTTP/1.0, one per check) and the answer it wants.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpCheckConfig {
+    /// The request method; HAProxy's `option httpchk` sends OPTIONS by default.
+    pub method: String,
+    /// The request path (it starts with `/`).
+    pub path: String,
+    /// The status that means usable; any other (or no answer) is a failed check.
+    pub expect_status: u16,
+}
+
+impl Default for HttpCheckConfig {
+    fn default() -> Self {
+        HttpCheckConfig {
+            method: "OPTIONS".to_string(),
+            path: "/".to_string(),
+            expect_status: 200,
+        }
+    }
 }
 
 impl Default for HealthConfig {
@@ -719,6 +760,7 @@ impl Default for HealthConfig {
             password: None,
             password_env: None,
             password_file: None,
+            http: HttpCheckConfig::default(),
         }
     }
 }
@@ -1023,6 +1065,52 @@ impl Config {
                 "set only one of password, password_env and password_file".into(),
             ));
         }
+        let http = &health.http;
+        if http.method.is_empty() || !http.method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(err(
+                "health.http.method".into(),
+                format!(
+                    "'{}' is not an HTTP method (e.g. OPTIONS, GET, HEAD)",
+                    http.method
+                ),
+            ));
+        }
+        if !http.path.starts_with('/') || !http.path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(err(
+                "health.http.path".into(),
+                format!(
+                    "'{}' must start with / and have no spaces or control characters",
+                    http.path
+                ),
+            ));
+        }
+        if !(100..=599).contains(&http.expect_status) {
+            return Err(err(
+                "health.http.expect_status".into(),
+                format!("{} is not an HTTP status (100 to 599)", http.expect_status),
+            ));
+        }
+        // One backend (one address) has one health state, checked once, whatever pools it is in.
+        let mut check_ports: Vec<(&str, Option<u16>, String)> = Vec::new();
+        for pool in self.pools() {
+            for (i, backend) in pool.backends.iter().enumerate() {
+                let field = format!("{}[{i}].check_port", pool.field);
+                match check_ports.iter().find(|(a, _, _)| *a == backend.address) {
+                    Some((_, port, other)) if *port != backend.check_port => {
+                        return Err(err(
+                            field,
+                            format!(
+                                "{} is also in {other} with another check_port: one backend \
+                                 has one health check, give it the same check_port everywhere",
+                                backend.address
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => check_ports.push((&backend.address, backend.check_port, field)),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1099,6 +1187,14 @@ fn validate_backends(
                 file,
                 format!("{field}.max_connections"),
                 "must be at least 1 (or left out)".to_string(),
+            ));
+        }
+        if backend.check_port == Some(0) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.check_port"),
+                "port 0 is not a port to check (leave it out to check the backend's port)"
+                    .to_string(),
             ));
         }
         if backend.resolve_every.is_some_and(|every| every.is_zero()) {
@@ -1347,6 +1443,33 @@ backends:
                 &format!("{MINIMAL}admin:\n  token_file: ~\n"),
                 "admin",
                 "token_file has no value",
+            ),
+            (
+                &format!("{MINIMAL}health:\n  check: http\n  http:\n    path: health\n"),
+                "health.http.path",
+                "must start with /",
+            ),
+            (
+                &format!("{MINIMAL}health:\n  http:\n    method: 'GET /'\n"),
+                "health.http.method",
+                "not an HTTP method",
+            ),
+            (
+                &format!("{MINIMAL}health:\n  http:\n    expect_status: 20\n"),
+                "health.http.expect_status",
+                "100 to 599",
+            ),
+            (
+                &MINIMAL.replace("weight: 1", "weight: 1\n    check_port: 0"),
+                "backends[0].check_port",
+                "port 0",
+            ),
+            (
+                &format!(
+                    "{MINIMAL}pools:\n  - name: p\n    backends:\n      - address: 127.0.0.1:3316\n        check_port: 9200\n"
+                ),
+                "pools[0].backends[0].check_port",
+                "same check_port",
             ),
             (
                 &format!("{MINIMAL}control:\n  tokn: x\n"),

@@ -10,13 +10,15 @@
 //!
 //! - [`config`]: the YAML configuration, its defaults and validation (exit 64 on invalid input).
 //! - [`glbd_cli`]: glbd's command line mapped onto a [`config::Config`], and glbd's daemon mode.
+//! - [`haproxy`]: an HAProxy configuration read and translated into a [`config::Config`].
+//! - [`source`]: where the configuration comes from (YAML or HAProxy file), for reloads.
 //! - [`backend`]: a backend's identity (its address) and live state (health, counters).
 //! - [`limit`]: lock-free connection counts with limits, released by guards.
 //! - [`snapshot`]: pools, members and per-listener routes; the builder that swaps them.
 //! - [`updater`]: the task that applies every change (discovery, DNS, control, reload).
 //! - [`reload`]: what a new configuration changes, as a pure diff.
 //! - [`balance`]: the policies (round robin, weighted, least connections, random, source, single).
-//! - [`health`]: health checks (tcp, handshake, wsrep), rise/fall, and the writer election.
+//! - [`health`]: health checks (tcp, handshake, wsrep, http), rise/fall, and the writer election.
 //! - [`discovery`]: nodes from `wsrep_incoming_addresses` and from DNS records.
 //! - [`control`]: the glbd-compatible control port.
 //! - [`access`]: who may use the control and admin ports (allowlist, token).
@@ -27,6 +29,7 @@
 //! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) galera-lb sends to nodes and reads
 //!   from an upstream load balancer.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
+//! - [`notify`]: READY/RELOADING/STOPPING for systemd's `Type=notify` (`NOTIFY_SOCKET`).
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
 //! - [`shutdown`]: SIGTERM/SIGINT as one future, SIGHUP as reload requests.
 //!
@@ -41,11 +44,13 @@ pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod glbd_cli;
+pub mod haproxy;
 pub mod health;
 pub mod limit;
 pub mod listeners;
 pub mod metrics;
 pub mod mysql_packet;
+pub mod notify;
 pub mod park;
 pub mod port_owner;
 pub mod proxy;
@@ -53,6 +58,7 @@ pub mod proxy_protocol;
 pub mod reload;
 pub mod shutdown;
 pub mod snapshot;
+pub mod source;
 pub mod trim;
 pub mod updater;
 
@@ -75,6 +81,7 @@ use crate::listeners::ListenerSet;
 use crate::park::ParkingLot;
 use crate::proxy::{ListenerState, ProxyContext};
 use crate::snapshot::{Router, Updater};
+use crate::source::ConfigSource;
 use crate::updater::{Change, UpdaterTask};
 
 /// Why galera-lb could not start.
@@ -116,6 +123,18 @@ pub struct Running {
 /// accepting. `config_file` names the configuration in messages; when it is a file, reloads
 /// re-read it.
 pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunError> {
+    let source = Path::new(config_file)
+        .is_file()
+        .then(|| ConfigSource::Yaml(Path::new(config_file).to_path_buf()));
+    start_from(config, config_file, source).await
+}
+
+/// [`start`], with where reloads re-read the configuration (`None`: nowhere).
+pub async fn start_from(
+    config: &Config,
+    config_file: &str,
+    source: Option<ConfigSource>,
+) -> Result<Running, RunError> {
     let password = config
         .health
         .resolve_password()
@@ -278,9 +297,7 @@ pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunErr
         health,
         listeners: listener_set,
         config: config.clone(),
-        config_file: Path::new(config_file)
-            .is_file()
-            .then(|| Path::new(config_file).to_path_buf()),
+        config_file: source,
         changes: changes.clone(),
         discovery: stop_background.child_token(),
         background: stop_background.clone(),
@@ -353,32 +370,64 @@ impl Running {
 }
 
 /// Runs galera-lb until `shutdown` completes, then drains (see [`Running::drain`]). SIGHUP
-/// reloads the configuration file meanwhile.
+/// (and SIGUSR2, HAProxy's reload signal) reloads the configuration file meanwhile.
 ///
 /// `shutdown` is first polled only once galera-lb is ready (every listener bound and accepting,
-/// the first health round run): glbd's `--daemon` mode relies on that to tell its parent.
+/// the first health round run): glbd's `--daemon` mode relies on that to tell its parent, and
+/// the service manager is told `READY=1` at that moment too ([`notify`]).
 pub async fn run(
     config: &Config,
     config_file: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let running = start(config, config_file).await?;
+    let source = Path::new(config_file)
+        .is_file()
+        .then(|| ConfigSource::Yaml(Path::new(config_file).to_path_buf()));
+    run_from(config, config_file, source, shutdown).await
+}
+
+/// [`run`], with where reloads re-read the configuration.
+pub async fn run_from(
+    config: &Config,
+    config_file: &str,
+    source: Option<ConfigSource>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let running = start_from(config, config_file, source).await?;
+    notify::ready();
     let reloads = running.changes.clone();
     let hangups = tokio::spawn(async move {
-        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            warn!("cannot install the SIGHUP handler: reload with the control port's `reload`");
+        let (Ok(mut hangup), Ok(mut usr2)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined2()),
+        ) else {
+            warn!(
+                "cannot install the SIGHUP/SIGUSR2 handlers: reload with the control port's `reload`"
+            );
             return;
         };
-        while hangup.recv().await.is_some() {
-            info!("received SIGHUP: reloading the configuration");
-            if reloads.send(Change::Reload(None)).await.is_err() {
+        loop {
+            let name = tokio::select! {
+                Some(()) = hangup.recv() => "SIGHUP",
+                Some(()) = usr2.recv() => "SIGUSR2",
+                else => return,
+            };
+            info!("received {name}: reloading the configuration");
+            notify::reloading();
+            // The updater logs and counts the outcome; either way the reload is over (a refused
+            // one keeps the running configuration), and systemd waits for READY=1 to say so.
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            if reloads.send(Change::Reload(Some(reply))).await.is_err() {
                 return;
             }
+            let _ = outcome.await;
+            notify::ready();
         }
     });
     shutdown.await;
     hangups.abort();
+    notify::stopping();
     running.drain().await;
     Ok(())
 }

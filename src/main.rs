@@ -4,6 +4,9 @@
 //! Invoked as `glbd` (argv[0]'s file name, e.g. through a symlink) or as `galera-lb glbd ARGS…`,
 //! it takes glbd's command line instead ([`galera_lb::glbd_cli`]): the configuration comes from
 //! the arguments, `--daemon` detaches before the runtime starts, and the rest is the same path.
+//!
+//! The hidden `galera-lb generate man|completions SHELL` prints the man page and shell
+//! completions made from the clap definitions below (the Debian package is built with them).
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use galera_lb::config::{Config, LogFormat};
 use galera_lb::glbd_cli::{self, Detached, GlbdInvocation};
+use galera_lb::source::{ConfigSource, HaproxyOptions};
 use tracing_subscriber::EnvFilter;
 
 /// The exit status for an invalid configuration (sysexits' EX_USAGE).
@@ -35,6 +39,16 @@ struct Cli {
     )]
     config: Option<PathBuf>,
 
+    /// Run from an HAProxy configuration instead of YAML: it is translated in memory (as
+    /// `import-haproxy` prints it) at start and on every reload (SIGHUP or SIGUSR2).
+    #[arg(long, global = true, value_name = "FILE")]
+    haproxy_config: Option<PathBuf>,
+
+    /// With an HAProxy file: keep `option mysql-check` a login-only check instead of turning
+    /// it into galera-lb's wsrep check.
+    #[arg(long, global = true)]
+    keep_checks: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,6 +59,13 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 64 with the file, field and reason.
     Check,
+    /// Print the galera-lb YAML equivalent of an HAProxy configuration, with comments naming
+    /// FILE:LINE; warnings for what is ignored go to stderr. Exit 0, or 64 with the line of each
+    /// section a TCP proxy cannot serve (mode http, ACL routing).
+    ImportHaproxy {
+        /// The HAProxy configuration (e.g. /etc/haproxy/haproxy.cfg).
+        file: PathBuf,
+    },
     /// Run with glbd's command line, as a drop-in for Codership's glbd (`galera-lb glbd --help`).
     ///
     /// `galera-lb glbd [OPTIONS] [IP:]LISTEN_PORT [HOST[:PORT[:WEIGHT]]]...`; a symlink named
@@ -58,6 +79,24 @@ enum Command {
             value_name = "GLBD_ARGS"
         )]
         args: Vec<OsString>,
+    },
+    /// Print the man page or a shell's completions, made from this command line's definitions
+    /// (the Debian package's build runs it, so they never drift from --help).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Generate {
+    /// The man page galera-lb(1), in roff.
+    Man,
+    /// Completions for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -75,7 +114,23 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let (config, file) = match load(cli.config.as_deref()) {
+    if let Some(Command::Generate { what }) = &cli.command {
+        return generate(what);
+    }
+    if let Some(Command::ImportHaproxy { file }) = &cli.command {
+        return import_haproxy(file, cli.keep_checks);
+    }
+    let source = match (&cli.config, &cli.haproxy_config) {
+        (_, Some(path)) => Some(ConfigSource::Haproxy {
+            path: path.clone(),
+            options: HaproxyOptions {
+                keep_checks: cli.keep_checks,
+            },
+        }),
+        (Some(path), None) => Some(ConfigSource::Yaml(path.clone())),
+        (None, None) => None,
+    };
+    let (config, file) = match load(source.as_ref()) {
         Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("galera-lb: invalid configuration: {message}");
@@ -87,10 +142,95 @@ fn main() -> ExitCode {
             println!("{file}: configuration is valid");
             ExitCode::SUCCESS
         }
-        Command::Run => ExitCode::from(exit_status(run(config, file, || {}))),
-        Command::Glbd { .. } => unreachable!("refused before the configuration is loaded"),
+        Command::Run => ExitCode::from(exit_status(run(config, file, source, || {}))),
+        Command::Glbd { .. } | Command::Generate { .. } | Command::ImportHaproxy { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
     }
 }
+
+/// Writes the man page or completions made from [`Cli`]'s clap definitions to stdout.
+fn generate(what: &Generate) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut text = Vec::new();
+    let made = match what {
+        Generate::Man => man_page(command, &mut text),
+        Generate::Completions { shell } => {
+            clap_complete::generate(*shell, &mut command, "galera-lb", &mut text);
+            Ok(())
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match made.and_then(|()| std::io::Write::write_all(&mut out, &text)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("galera-lb: cannot write the generated text to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// galera-lb(1): clap_mangen's sections, with the subcommands described in the page itself
+/// (clap_mangen would point at galera-lb-run(1) and the like, which are not installed), and the
+/// exit status, signals, files and environment that `--help` has no room for.
+fn man_page(command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Write;
+    let escape = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let commands: Vec<(String, String)> = command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (c.get_name().to_string(), about)
+        })
+        .collect();
+    let man = clap_mangen::Man::new(command);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    writeln!(out, ".SH COMMANDS")?;
+    for (name, about) in commands {
+        writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(&name), escape(&about))?;
+    }
+    out.write_all(MAN_EXTRA.as_bytes())?;
+    man.render_version_section(out)
+}
+
+/// The sections of galera-lb(1) that clap has no definitions for (roff).
+const MAN_EXTRA: &str = r#".SH EXIT STATUS
+0 after a clean shutdown; 64 for an invalid configuration (the message names the file, the
+field and the reason); 1 for other start\-up failures, such as a port in use.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting at once, let open sessions finish for \fIlimits.shutdown_grace\fR, close the
+rest and exit 0.
+.TP
+\fBSIGHUP\fR
+Re\-read the configuration file; an invalid one is refused and the running configuration stays.
+.SH ENVIRONMENT
+.TP
+\fBGALERA_LB_CONFIG\fR
+The configuration file, when \fB\-\-config\fR is not given.
+.TP
+\fBRUST_LOG\fR
+A log filter that overrides \fIlog.level\fR.
+.TP
+\fBNOTIFY_SOCKET\fR
+Set by systemd for \fBType=notify\fR: galera\-lb sends READY=1 once every listener accepts and
+the first health round has run, RELOADING=1 and READY=1 around a SIGHUP reload, STOPPING=1
+when it drains.
+.SH FILES
+.TP
+\fI/etc/galera\-lb/galera\-lb.yaml\fR
+The configuration of the packaged service (galera\-lb.service).
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBglbd\fR(8): galera\-lb runs with glbd's command line when it is called
+\fBglbd\fR or as \fBgalera\-lb glbd\fR.
+"#;
 
 /// glbd's arguments when galera-lb runs as `glbd` (argv[0]'s file name) or `galera-lb glbd …`.
 fn glbd_arguments(args: &[OsString]) -> Option<&[OsString]> {
@@ -172,7 +312,7 @@ fn glbd_main(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = run(glbd.config, glbd_cli::SOURCE.to_string(), || {
+    let result = run(glbd.config, glbd_cli::SOURCE.to_string(), None, || {
         if let Some(ready) = readiness.take() {
             ready.ready();
         }
@@ -187,12 +327,63 @@ fn glbd_main(args: &[OsString]) -> ExitCode {
     ExitCode::from(status)
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<(Config, String), String> {
-    match path {
-        Some(path) => Config::load(path)
-            .map(|config| (config, path.display().to_string()))
-            .map_err(|e| e.to_string()),
+fn load(source: Option<&ConfigSource>) -> Result<(Config, String), String> {
+    match source {
+        Some(source @ ConfigSource::Haproxy { path, options }) => {
+            // Print the translation's warnings before logging is set up: they are about the file.
+            let (config, warnings) = galera_lb::haproxy::load(
+                path,
+                &galera_lb::haproxy::Options {
+                    keep_checks: options.keep_checks,
+                },
+            )?;
+            for warning in warnings {
+                eprintln!("galera-lb: warning: {warning}");
+            }
+            Ok((config, source.path().display().to_string()))
+        }
+        Some(source) => source
+            .load()
+            .map(|config| (config, source.path().display().to_string())),
         None => Ok((Config::builtin_default(), "<built-in default>".to_string())),
+    }
+}
+
+/// `galera-lb import-haproxy FILE`: the YAML on stdout, warnings and errors on stderr.
+fn import_haproxy(path: &Path, keep_checks: bool) -> ExitCode {
+    let file = path.display().to_string();
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            eprintln!("galera-lb: {file}: cannot read: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = galera_lb::haproxy::Options { keep_checks };
+    match galera_lb::haproxy::translate(&text, &file, &options) {
+        Ok(translation) => {
+            for warning in &translation.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", translation.yaml);
+            if let Err(e) = Config::from_yaml(&translation.yaml, &format!("{file} (translated)")) {
+                eprintln!("warning: `galera-lb check` will refuse the result: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failed) => {
+            for warning in &failed.warnings {
+                eprintln!("warning: {warning}");
+            }
+            for error in &failed.errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "galera-lb: {file}: {} section(s) cannot be served by a TCP load balancer; nothing printed",
+                failed.errors.len()
+            );
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 
@@ -218,7 +409,12 @@ fn exit_status(result: Result<(), Failure>) -> u8 {
 
 /// Sets up logging and the runtime, and runs `config` until SIGTERM or SIGINT. `on_ready` is
 /// called once every listener is bound and accepting (glbd's `--daemon` parent waits for it).
-fn run(config: Config, file: String, on_ready: impl FnOnce()) -> Result<(), Failure> {
+fn run(
+    config: Config,
+    file: String,
+    source: Option<ConfigSource>,
+    on_ready: impl FnOnce(),
+) -> Result<(), Failure> {
     init_logging(&config);
     if let Err(reason) = config.health.resolve_password() {
         return Err(Failure::Config(format!(
@@ -246,7 +442,7 @@ fn run(config: Config, file: String, on_ready: impl FnOnce()) -> Result<(), Fail
             tracing::info!("received {name}: no new connections; draining open ones");
         };
         tracing::info!(config = %file, version = env!("CARGO_PKG_VERSION"), "galera-lb starting");
-        galera_lb::run(&config, &file, shutdown)
+        galera_lb::run_from(&config, &file, source, shutdown)
             .await
             .map_err(|e| match e {
                 galera_lb::RunError::Config(message) => Failure::Config(message),

@@ -131,6 +131,7 @@ fn same_route(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         && a.pool == b.pool
         && a.role == b.role
         && a.exclude_writer == b.exclude_writer
+        && a.all_backups == b.all_backups
         && a.max_connections == b.max_connections
         && a.proxy_protocol == b.proxy_protocol
         && a.accept_proxy == b.accept_proxy

@@ -33,6 +33,10 @@ pub struct Member {
     pub weight: f64,
     pub tier: u8,
     pub max_connections: Option<u32>,
+    /// A backup: used only when no non-backup member is usable (see [`Route::pick`]).
+    pub backup: bool,
+    /// The port health checks connect to, when not the member's own.
+    pub check_port: Option<u16>,
     /// How the member got here: configured, found in the DNS, or discovered.
     pub origin: Origin,
     /// The backend's own `proxy_protocol`; `None` follows the listener's.
@@ -58,6 +62,15 @@ impl Member {
         self.backend.is_healthy()
             && self.weight > 0.0
             && self.backend.admin_state() == AdminState::Ready
+    }
+
+    /// Where health checks connect: the member's address, on `check_port` when it has one.
+    pub fn check_addr(&self) -> SocketAddr {
+        let mut address = self.socket_addr;
+        if let Some(port) = self.check_port {
+            address.set_port(port);
+        }
+        address
     }
 
     /// Whether the member can take a new client now: in service and below its own limit.
@@ -114,15 +127,19 @@ impl Pool {
         self.writer_changed.subscribe()
     }
 
-    /// The writer candidates, best first: lowest tier, then highest weight, then lowest
-    /// `wsrep_local_index`, then address. The order depends only on configuration and cluster
-    /// state, so every galera-lb instance computes the same one.
+    /// The writer candidates, best first: non-backups before backups, and backups in
+    /// configuration order (as HAProxy uses them); then lowest tier, then highest weight, then
+    /// lowest `wsrep_local_index`, then address. The order depends only on configuration and
+    /// cluster state, so every galera-lb instance computes the same one.
     pub fn writer_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.members.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (&self.members[a], &self.members[b]);
-            a.tier
-                .cmp(&b.tier)
+        order.sort_by(|&ia, &ib| {
+            let (a, b) = (&self.members[ia], &self.members[ib]);
+            let backup_rank = |m: &Member, i: usize| if m.backup { i } else { 0 };
+            a.backup
+                .cmp(&b.backup)
+                .then(backup_rank(a, ia).cmp(&backup_rank(b, ib)))
+                .then(a.tier.cmp(&b.tier))
                 .then(b.weight.total_cmp(&a.weight))
                 .then(
                     a.backend
@@ -182,6 +199,8 @@ pub struct Route {
     pub policy_kind: PolicyKind,
     pub role: Role,
     pub exclude_writer: bool,
+    /// With no usable non-backup member: every usable backup, not only the first.
+    pub all_backups: bool,
     /// Sessions of this (writer) listener close when the writer moves to another node.
     pub follows_writer: bool,
     /// The listener's `proxy_protocol`, for members without their own.
@@ -210,10 +229,12 @@ impl Route {
 
     /// Picks a member for `client`, skipping the members in `tried`.
     ///
-    /// `any` and `reader` listeners use the lowest tier that still has a usable, untried member,
-    /// and within it the policy's choice (a reader with `exclude_writer` leaves the writer out
-    /// while another member is usable). A `writer` listener takes the pool's writer, and after a
-    /// failed connect the next writer candidate.
+    /// `any` and `reader` listeners use the non-backup members while one of them is usable and
+    /// untried: the lowest tier that still has one, and within it the policy's choice (a reader
+    /// with `exclude_writer` leaves the writer out while another member is usable). When none is
+    /// left, backups: the first usable one in configuration order, or with `all_backups` the
+    /// policy's choice among every usable backup of the lowest tier. A `writer` listener takes
+    /// the pool's writer, and after a failed connect the next writer candidate.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Result<usize, NoMember> {
         let members = &self.pool.members;
         let available = |i: usize| !tried.contains(&i) && members[i].is_usable();
@@ -242,17 +263,26 @@ impl Route {
             _ => None,
         };
         let candidate = |i: usize| available(i) && Some(i) != left_out;
+        let primary = |i: usize| candidate(i) && !members[i].backup;
+        let backups = (0..members.len()).any(|i| !primary(i) && candidate(i));
+        let group: &dyn Fn(usize) -> bool = if (0..members.len()).any(primary) {
+            &primary
+        } else if backups && !self.all_backups {
+            return (0..members.len())
+                .find(|&i| candidate(i))
+                .ok_or(NoMember::AllTried);
+        } else {
+            &candidate
+        };
         let Some(tier) = (0..members.len())
-            .filter(|&i| candidate(i))
+            .filter(|&i| group(i))
             .map(|i| members[i].tier)
             .min()
         else {
             return Err(none_left());
         };
         self.policy
-            .pick(members, client, &|i| {
-                members[i].tier == tier && candidate(i)
-            })
+            .pick(members, client, &|i| members[i].tier == tier && group(i))
             .ok_or(NoMember::AllTried)
     }
 }
@@ -534,6 +564,8 @@ async fn build(
                         weight,
                         tier: backend.tier,
                         max_connections: backend.max_connections,
+                        backup: backend.backup,
+                        check_port: backend.check_port,
                         origin: Origin::Dns(backend.address.clone()),
                         proxy_protocol: backend.proxy_protocol,
                     });
@@ -546,6 +578,8 @@ async fn build(
                     weight,
                     tier: backend.tier,
                     max_connections: backend.max_connections,
+                    backup: backend.backup,
+                    check_port: backend.check_port,
                     origin: Origin::Configured,
                     proxy_protocol: backend.proxy_protocol,
                 });
@@ -564,6 +598,8 @@ async fn build(
                     weight: *weight,
                     tier: 1,
                     max_connections: None,
+                    backup: false,
+                    check_port: None,
                     origin: Origin::Control,
                     proxy_protocol: None,
                 });
@@ -589,6 +625,8 @@ async fn build(
                 weight: 1.0,
                 tier: 1,
                 max_connections: None,
+                backup: false,
+                check_port: None,
                 origin: Origin::Discovered,
                 proxy_protocol: None,
             });
@@ -609,6 +647,7 @@ async fn build(
                 policy_kind: listener.policy,
                 role: listener.role,
                 exclude_writer: listener.exclude_writer,
+                all_backups: listener.all_backups,
                 follows_writer: listener.role == Role::Writer
                     && config.health.on_writer_change == SessionAction::ShutdownSessions,
                 proxy_protocol: listener.proxy_protocol,
@@ -720,6 +759,69 @@ health:
         assert_eq!(rw.pick(LOCAL, &[]), Ok(1));
         rw.pool.members[1].backend.set_healthy(false);
         assert_eq!(rw.pick(LOCAL, &[]), Err(NoMember::NoneUsable));
+    }
+
+    #[tokio::test]
+    async fn backups_serve_only_when_no_other_member_is_usable() {
+        // HAProxy's writer pattern: node 1, then the first usable backup in file order; with
+        // all_backups every usable backup by the policy.
+        let yaml = "
+listeners:
+  - name: first
+    bind: 127.0.0.1:3306
+  - name: all
+    bind: 127.0.0.1:3307
+    all_backups: true
+  - name: writer
+    bind: 127.0.0.1:3308
+    role: writer
+backends:
+  - address: 127.0.0.1:3336
+    backup: true
+    weight: 5
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+    backup: true
+    check_port: 9200
+health:
+  check: none
+";
+        let updater = Updater::new(&config(yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let (first, all) = (
+            snapshot.route("first").unwrap(),
+            snapshot.route("all").unwrap(),
+        );
+        let members = &first.pool.members;
+        assert_eq!(members[2].check_addr().port(), 9200);
+        assert_eq!(members[1].check_addr(), members[1].socket_addr);
+        for _ in 0..4 {
+            assert_eq!(first.pick(LOCAL, &[]), Ok(1), "the non-backup member");
+            assert_eq!(all.pick(LOCAL, &[]), Ok(1));
+        }
+        members[1].backend.set_healthy(false);
+        for _ in 0..4 {
+            assert_eq!(
+                first.pick(LOCAL, &[]),
+                Ok(0),
+                "the first backup in file order"
+            );
+        }
+        let spread: std::collections::HashSet<usize> =
+            (0..6).map(|_| all.pick(LOCAL, &[]).unwrap()).collect();
+        assert_eq!(spread, [0, 2].into(), "all_backups: every usable backup");
+        assert_eq!(
+            first.pick(LOCAL, &[0]),
+            Ok(2),
+            "failover to the next backup"
+        );
+        members[0].backend.set_healthy(false);
+        assert_eq!(first.pick(LOCAL, &[]), Ok(2));
+        members[2].backend.set_healthy(false);
+        assert_eq!(first.pick(LOCAL, &[]), Err(NoMember::NoneUsable));
+
+        // The writer order: non-backups first, then backups in file order, whatever the weight.
+        assert_eq!(first.pool.writer_order(), [1, 0, 2]);
     }
 
     #[tokio::test]

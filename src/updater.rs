@@ -12,7 +12,6 @@
 //! `ready`) belong to the backend and survive a reload while it stays.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +26,7 @@ use crate::health::{HealthMonitor, HealthSettings};
 use crate::listeners::{self, ListenerSet};
 use crate::reload;
 use crate::snapshot::{Origin, Router, Updater, resolve_first};
+use crate::source::ConfigSource;
 
 /// A change for the updater task.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ pub struct UpdaterTask {
     pub listeners: ListenerSet,
     pub config: Config,
     /// The file to re-read on reload; `None` when galera-lb runs without one.
-    pub config_file: Option<PathBuf>,
+    pub config_file: Option<ConfigSource>,
     /// For the discovery tasks it (re)starts.
     pub changes: mpsc::Sender<Change>,
     /// Stops health checks and discovery at shutdown.
@@ -195,7 +195,8 @@ impl UpdaterTask {
             "galera-lb runs without a configuration file (the built-in default or a glbd command \
              line): there is nothing to reload",
         )?;
-        let new = Config::load(&path).map_err(|e| e.to_string())?;
+        let new = path.load()?;
+        let path = path.path().to_path_buf();
         let password = new
             .health
             .resolve_password()

@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use lb::{LbProcess, NO_CHECKS, binary, echo_backend, free_port, simple_config};
+use lb::{
+    LbProcess, NO_CHECKS, binary, echo_backend, free_port, simple_config, with_descriptor_limit,
+};
 
 fn read_greeting(stream: &mut TcpStream) -> Vec<u8> {
     stream
@@ -297,22 +299,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
     let port = free_port();
     let yaml = simple_config(port, "round_robin", &[echo_backend("hello")], NO_CHECKS);
-    let lb = LbProcess::start_with(&yaml, |command| {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 48,
-                    rlim_max: 48,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let lb = LbProcess::start_with(&yaml, with_descriptor_limit(48));
     // Each proxied client costs two descriptors: far more clients than fit.
     let mut clients = Vec::new();
     for _ in 0..60 {

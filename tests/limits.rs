@@ -10,12 +10,10 @@
 mod lb;
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use galera_lb::mysql_packet::parse_err_packet;
-use lb::{LbProcess, free_port, simple_config};
+use lb::{LbProcess, free_port, rss_kb, simple_config, with_descriptor_limit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,34 +37,6 @@ fn raise_descriptor_limit(want: u64) {
         limit.rlim_cur = want;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
-}
-
-/// Runs galera-lb with RLIMIT_NOFILE set to `descriptors`.
-fn with_descriptor_limit(descriptors: u64) -> impl FnOnce(&mut Command) {
-    move |command| {
-        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: descriptors,
-                    rlim_max: descriptors,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// A fake backend: greets each client with "g\n", then echoes.

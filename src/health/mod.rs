@@ -12,7 +12,8 @@
 //! elections never race; the choice depends only on configuration and cluster state, so several
 //! galera-lb instances agree on the writer without talking to each other.
 //!
-//! - [`probe`]: one check of one backend (tcp, handshake, wsrep).
+//! - [`probe`]: one check of one backend (tcp, handshake, wsrep, http).
+//! - [`http`]: the `http` check's request and the reading of its answer.
 //! - [`wsrep`]: the wsrep status query and the rules that make a node usable.
 //! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
 //!   backends that get PROXY headers.
@@ -21,6 +22,7 @@
 //! listener routing to its pool) is checked with a header too: `PROXY UNKNOWN` (v1) or a v2
 //! `LOCAL` header, which tell the node that the connection is galera-lb's own.
 
+pub mod http;
 pub mod probe;
 pub mod relay;
 pub mod wsrep;
@@ -166,7 +168,7 @@ impl HealthMonitor {
             for member in &pool.members {
                 let header = check_header(snapshot, pool, member);
                 let entry = by_backend
-                    .entry((member.backend.address.clone(), member.socket_addr))
+                    .entry((member.backend.address.clone(), member.check_addr()))
                     .or_insert((member.backend.clone(), header));
                 // The same backend in two pools: a header if either sends one.
                 if entry.1 == ProxyProtocol::Off {
@@ -232,11 +234,16 @@ impl Drop for HealthMonitor {
 
 /// The PROXY header a member's checks send: the member's own setting, else the first one set by
 /// a listener routing to its pool (a node that gets headers from galera-lb may demand them).
+/// None when the checks go to a `check_port` of their own (a clustercheck service, say), as in
+/// HAProxy, where `send-proxy` applies to checks only without a check `port`.
 fn check_header(
     snapshot: &Snapshot,
     pool: &Arc<crate::snapshot::Pool>,
     member: &crate::snapshot::Member,
 ) -> ProxyProtocol {
+    if member.check_addr() != member.socket_addr {
+        return ProxyProtocol::Off;
+    }
     member.proxy_protocol.unwrap_or_else(|| {
         snapshot
             .routes
@@ -248,7 +255,7 @@ fn check_header(
     })
 }
 
-/// Checks one backend until stopped.
+/// Checks one backend until stopped; `address` is where the checks connect (its check port).
 async fn run_checks(
     backend: Arc<BackendState>,
     address: SocketAddr,
@@ -261,14 +268,7 @@ async fn run_checks(
     let config = &settings.config;
     let mut first = true;
     let mut logged_reason: Option<String> = None;
-    let mut probe = Probe::new(
-        config.check,
-        address,
-        &config.user,
-        &settings.password,
-        config.available_when_donor,
-        proxy_header,
-    );
+    let mut probe = Probe::new(config, address, &settings.password, proxy_header);
     let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
     if backend.report().checked_at.is_some() {
         // Checked before (the checks restarted after a reload): rise/fall applies at once.

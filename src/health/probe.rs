@@ -1,5 +1,6 @@
 //! One health check of one backend, of the configured kind: a TCP connect, a MySQL login that
-//! ends with COM_QUIT, or a login plus the node's wsrep status.
+//! ends with COM_QUIT, a login plus the node's wsrep status, or an HTTP request (see
+//! [`super::http`]).
 //!
 //! MySQL logins go through mysql_async, which speaks every usual authentication plugin
 //! (mysql_native_password, caching_sha2_password, ed25519), so the check works whatever the
@@ -18,7 +19,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::relay;
 use super::wsrep::{self, WsrepStatus};
-use crate::config::{CheckKind, ProxyProtocol, Secret};
+use crate::config::{CheckKind, HealthConfig, HttpCheckConfig, ProxyProtocol, Secret};
 use crate::proxy_protocol::Version;
 
 /// The result of one check.
@@ -86,6 +87,7 @@ pub struct Probe {
     address: SocketAddr,
     opts: Opts,
     available_when_donor: bool,
+    http: HttpCheckConfig,
     /// The PROXY header version each check sends first, `None` for none.
     proxy_header: Option<Version>,
     conn: Option<Conn>,
@@ -102,14 +104,15 @@ impl std::fmt::Debug for Probe {
 }
 
 impl Probe {
+    /// A probe of the kind `config` asks for, connecting to `address`, sending a PROXY header
+    /// without addresses first when `proxy_header` is on (not for `http` checks).
     pub fn new(
-        kind: CheckKind,
+        config: &HealthConfig,
         address: SocketAddr,
-        user: &str,
         password: &Secret,
-        available_when_donor: bool,
         proxy_header: ProxyProtocol,
     ) -> Probe {
+        let user = config.user.as_str();
         let opts = OptsBuilder::default()
             .ip_or_hostname(address.ip().to_string())
             .tcp_port(address.port())
@@ -122,10 +125,11 @@ impl Probe {
             .stmt_cache_size(0)
             .into();
         Probe {
-            kind,
+            kind: config.check,
             address,
             opts,
-            available_when_donor,
+            available_when_donor: config.available_when_donor,
+            http: config.http.clone(),
             proxy_header: proxy_header.version(),
             conn: None,
         }
@@ -154,6 +158,16 @@ impl Probe {
                 Err(e) => e,
             },
             CheckKind::Wsrep => self.check_wsrep().await,
+            CheckKind::Http => match super::http::check(self.address, &self.http).await {
+                Ok(status) if status == self.http.expect_status => {
+                    Outcome::passed(&format!("http {status}"))
+                }
+                Ok(status) => Outcome::failed(
+                    &format!("http {status}"),
+                    format!("expected status {}", self.http.expect_status),
+                ),
+                Err(e) => Outcome::failed(&io_reason(&e.to_string()), e.to_string()),
+            },
         }
     }
 

@@ -414,3 +414,35 @@ pub fn echo_backend(name: &'static str) -> SocketAddr {
     });
     address
 }
+
+/// Runs the child with RLIMIT_NOFILE set to `descriptors` (soft and hard): for
+/// [`LbProcess::start_with`].
+pub fn with_descriptor_limit(descriptors: u64) -> impl FnOnce(&mut Command) {
+    move |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: descriptors,
+                    rlim_max: descriptors,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The resident set size of process `pid`, in kB; panics when the process is gone.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}

@@ -1,0 +1,565 @@
+//! Every file in `deploy/` agrees with galera-lb: each embedded or referenced galera-lb
+//! configuration parses and validates with the crate's own parser ([`Config::from_yaml`]), and
+//! the ports, probes, grace periods and file-descriptor limits around it match that
+//! configuration and galera-lb's defaults. YAML files are read with serde_yaml, several
+//! documents per file where Kubernetes has them. A file this test has no check for fails it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use galera_lb::config::{AdminConfig, Config, ControlConfig, LimitsConfig};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every file under `deploy/`, relative to the repository.
+fn deploy_files() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root().join("deploy"), &mut files);
+    let mut files: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parses and validates a galera-lb configuration as `galera-lb check` does (secrets named by
+/// `*_env` and `*_file` are only read when galera-lb starts).
+fn galera_lb_config(text: &str, source: &str) -> Config {
+    Config::from_yaml(text, source)
+        .unwrap_or_else(|e| panic!("{source}: galera-lb refuses it: {e}"))
+}
+
+fn port(bind: &str) -> u16 {
+    bind.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn is_loopback(bind: &str) -> bool {
+    bind.parse::<std::net::SocketAddr>()
+        .unwrap()
+        .ip()
+        .is_loopback()
+}
+
+/// galera-lb's default ports: the first listener of the built-in configuration (MySQL's 3306),
+/// the control port and the admin port.
+struct Defaults {
+    listener: u16,
+    control: u16,
+    admin: u16,
+    limits: LimitsConfig,
+}
+
+fn defaults() -> Defaults {
+    Defaults {
+        listener: port(&Config::builtin_default().listeners[0].bind),
+        control: port(&ControlConfig::default().bind),
+        admin: port(&AdminConfig::default().bind),
+        limits: LimitsConfig::default(),
+    }
+}
+
+/// What every configuration in deploy/ shares: the default ports, a control and an admin port,
+/// wsrep checks with a password that is not in the file.
+fn check_common(config: &Config, source: &str) {
+    let d = defaults();
+    assert_eq!(
+        port(&config.listeners[0].bind),
+        d.listener,
+        "{source}: first listener"
+    );
+    let control = config.control.as_ref().expect("a control section");
+    assert_eq!(port(&control.bind), d.control, "{source}: control port");
+    assert!(
+        is_loopback(&control.bind),
+        "{source}: the control port changes routing; keep it on loopback"
+    );
+    let admin = config.admin.as_ref().expect("an admin section");
+    assert_eq!(port(&admin.bind), d.admin, "{source}: admin port");
+    assert!(
+        is_loopback(&admin.bind) || admin.token_env.is_some() || admin.token_file.is_some(),
+        "{source}: an admin port beyond loopback needs a token"
+    );
+    assert_eq!(config.health.check.as_str(), "wsrep", "{source}");
+    assert!(
+        config.health.password.is_none(),
+        "{source}: no password in a deployment file"
+    );
+}
+
+/// A duration written in whole seconds (`40s`), as systemd and Docker take them here.
+fn duration(text: &str) -> Duration {
+    let seconds = text
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?} is not N s"));
+    Duration::from_secs(seconds)
+}
+
+// --- deploy/debian ---------------------------------------------------------------------------
+
+/// A systemd unit's `[Service]` settings (a key given twice keeps every value).
+fn unit_service(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section == "[Service]" {
+            let (key, value) = line.split_once('=').expect("KEY=VALUE");
+            settings
+                .entry(key.to_string())
+                .or_default()
+                .push(value.to_string());
+        }
+    }
+    settings
+}
+
+fn check_debian() {
+    let d = defaults();
+    let conffile = "deploy/debian/galera-lb.yaml";
+    let config = galera_lb_config(&read(conffile), conffile);
+    check_common(&config, conffile);
+    assert!(
+        is_loopback(&config.listeners[0].bind),
+        "{conffile}: nothing is exposed until the site decides"
+    );
+    assert_eq!(config.limits.max_connections, d.limits.max_connections);
+
+    let unit = unit_service(&read("deploy/debian/galera-lb.service"));
+    let one = |key: &str| -> &str {
+        let values = unit
+            .get(key)
+            .unwrap_or_else(|| panic!("galera-lb.service has no {key}="));
+        &values[values.len() - 1]
+    };
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(one("Restart"), "on-failure");
+    assert_eq!(one("RestartPreventExitStatus"), "64", "64: invalid config");
+    assert_eq!(one("User"), "galera-lb");
+    assert_eq!(one("CapabilityBoundingSet"), "");
+    for hardening in ["NoNewPrivileges", "ProtectHome", "PrivateTmp"] {
+        assert_eq!(one(hardening), "yes", "{hardening}");
+    }
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert!(
+        one("ExecStart").ends_with("--config /etc/galera-lb/galera-lb.yaml"),
+        "the unit runs the packaged conffile"
+    );
+    // Two descriptors per session (client and backend) for the default max_connections, and
+    // room for listeners, checks and the control and admin ports.
+    let nofile: u64 = one("LimitNOFILE").parse().unwrap();
+    let sessions = u64::from(config.limits.max_connections);
+    assert!(
+        nofile >= 2 * sessions + 1000,
+        "LimitNOFILE={nofile} is too small for {sessions} sessions"
+    );
+    assert!(
+        duration(one("TimeoutStopSec")) > config.limits.shutdown_grace,
+        "systemd must not kill galera-lb before limits.shutdown_grace is over"
+    );
+
+    // The package's manifest installs these files where the unit and the README say.
+    let manifest: toml_like::Assets = toml_like::assets(&read("Cargo.toml"));
+    assert!(manifest.contains(
+        "deploy/debian/galera-lb.yaml",
+        "etc/galera-lb/galera-lb.yaml"
+    ));
+    assert!(manifest.contains("target/release/galera-lb", "usr/bin/"));
+
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = format!("deploy/debian/{script}");
+        let text = read(&path);
+        assert!(text.starts_with("#!/bin/sh\n"), "{path}");
+        assert!(text.contains("\nset -e\n"), "{path}");
+        assert!(
+            text.contains("\n#DEBHELPER#\n"),
+            "{path}: cargo-deb's snippets go there"
+        );
+        let status = std::process::Command::new("sh")
+            .args(["-n", &path])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{path} is not valid sh");
+    }
+    assert!(read("deploy/debian/postinst").contains("useradd --system"));
+    assert!(read("deploy/debian/postrm").contains("userdel galera-lb"));
+    assert!(read("deploy/debian/prerm").contains("update-alternatives --remove glbd"));
+}
+
+/// Just enough of Cargo.toml's `[package.metadata.deb]` assets to find a source and target.
+mod toml_like {
+    pub struct Assets(Vec<(String, String)>);
+
+    impl Assets {
+        pub fn contains(&self, source: &str, target: &str) -> bool {
+            self.0.iter().any(|(s, t)| s == source && t == target)
+        }
+    }
+
+    pub fn assets(cargo_toml: &str) -> Assets {
+        let section = cargo_toml
+            .split("[package.metadata.deb]")
+            .nth(1)
+            .expect("Cargo.toml has [package.metadata.deb]");
+        let mut assets = Vec::new();
+        for line in section.lines().map(str::trim) {
+            if let Some(inner) = line.strip_prefix("[\"") {
+                let fields: Vec<&str> = inner.split("\", \"").collect();
+                assets.push((fields[0].to_string(), fields[1].to_string()));
+            }
+        }
+        Assets(assets)
+    }
+}
+
+// --- deploy/swarm ----------------------------------------------------------------------------
+
+fn check_swarm() {
+    let stack_path = "deploy/swarm/galera-lb-stack.yml";
+    let stack: Value = serde_yaml::from_str(&read(stack_path)).unwrap();
+    let service = &stack["services"]["galera-lb"];
+    assert!(service.is_mapping(), "{stack_path}: no galera-lb service");
+
+    // The configuration it mounts, parsed by galera-lb.
+    let config_ref = &service["configs"][0];
+    let source = config_ref["source"].as_str().unwrap();
+    assert_eq!(
+        config_ref["target"].as_str(),
+        Some("/etc/galera-lb/galera-lb.yaml")
+    );
+    let file = stack["configs"][source]["file"].as_str().unwrap();
+    let config_path = format!("deploy/swarm/{}", file.trim_start_matches("./"));
+    let config = galera_lb_config(&read(&config_path), &config_path);
+    check_common(&config, &config_path);
+    assert_eq!(
+        service["command"][1].as_str(),
+        config_ref["target"].as_str(),
+        "--config names the mounted file"
+    );
+
+    // The published port is the listener's.
+    let published = &service["ports"][0];
+    assert_eq!(
+        published["target"].as_u64(),
+        Some(u64::from(port(&config.listeners[0].bind)))
+    );
+    // The Galera nodes come from tasks.SERVICE, followed over time, on a network the stack joins.
+    let backend = &config.backends[0];
+    let galera_service = backend
+        .address
+        .strip_prefix("tasks.")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("{config_path}: backends from tasks.SERVICE DNS"));
+    assert!(
+        backend.resolve_every.is_some(),
+        "{config_path}: resolve_every"
+    );
+    let networks: Vec<&str> = service["networks"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        networks.contains(&galera_service),
+        "the stack joins the network where the `{galera_service}` service runs"
+    );
+    // The password comes from the secret the stack mounts.
+    let secret = service["secrets"][0].as_str().unwrap();
+    assert_eq!(
+        config.health.password_file.as_deref(),
+        Some(Path::new(&format!("/run/secrets/{secret}")))
+    );
+    // Several replicas, and time to drain before SIGKILL.
+    assert!(service["deploy"]["replicas"].as_u64().unwrap() >= 2);
+    assert!(
+        duration(service["stop_grace_period"].as_str().unwrap()) > config.limits.shutdown_grace
+    );
+}
+
+// --- deploy/kubernetes -----------------------------------------------------------------------
+
+fn documents(path: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(&read(path))
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect()
+}
+
+fn check_kubernetes() {
+    let path = "deploy/kubernetes/galera-lb.yaml";
+    let documents = documents(path);
+    let by_kind = |kind: &str| -> &Value {
+        let found: Vec<&Value> = documents.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "{path}: one {kind}");
+        found[0]
+    };
+    let config_map = by_kind("ConfigMap");
+    let deployment = by_kind("Deployment");
+    let service = by_kind("Service");
+    let budget = by_kind("PodDisruptionBudget");
+    assert_eq!(documents.len(), 4, "{path}: unexpected documents");
+
+    let (key, text) = config_map["data"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let key = key.as_str().unwrap();
+    let source = format!("{path} (ConfigMap {key})");
+    let config = galera_lb_config(text.as_str().unwrap(), &source);
+    check_common(&config, &source);
+
+    let pod = &deployment["spec"]["template"];
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(&service["spec"]["selector"], labels);
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], labels);
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert!(
+        budget["spec"]["maxUnavailable"].as_u64().unwrap()
+            < deployment["spec"]["replicas"].as_u64().unwrap()
+    );
+
+    let container = &pod["spec"]["containers"][0];
+    let ports: BTreeMap<&str, u64> = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let listener = u64::from(port(&config.listeners[0].bind));
+    let admin = u64::from(port(&config.admin.as_ref().unwrap().bind));
+    assert_eq!(ports["mysql"], listener);
+    assert_eq!(ports["admin"], admin);
+    assert!(
+        !is_loopback(&config.admin.as_ref().unwrap().bind),
+        "the kubelet probes the pod's address: the admin port cannot be on loopback"
+    );
+    // The probes: /ready for readiness, /live for liveness, on the admin port.
+    for (probe, path_expected) in [("readinessProbe", "/ready"), ("livenessProbe", "/live")] {
+        let http = &container[probe]["httpGet"];
+        assert_eq!(http["path"].as_str(), Some(path_expected), "{probe}");
+        let probe_port = match &http["port"] {
+            Value::String(name) => ports[name.as_str()],
+            other => other.as_u64().unwrap(),
+        };
+        assert_eq!(probe_port, admin, "{probe} port");
+    }
+    // The Service sends 3306 to the listener.
+    let service_port = &service["spec"]["ports"][0];
+    assert_eq!(service_port["port"].as_u64(), Some(listener));
+    assert_eq!(
+        ports[service_port["targetPort"].as_str().unwrap()],
+        listener
+    );
+    // The ConfigMap is the file --config names.
+    let mount = &container["volumeMounts"][0];
+    let volume = &pod["spec"]["volumes"][0];
+    assert_eq!(mount["name"], volume["name"]);
+    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
+    assert_eq!(
+        container["args"][1].as_str().unwrap(),
+        format!("{}/{key}", mount["mountPath"].as_str().unwrap())
+    );
+    // Every environment variable the configuration names is set from a Secret.
+    let env: Vec<&str> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for named in [
+        config.health.password_env.as_deref(),
+        config.admin.as_ref().unwrap().token_env.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(env.contains(&named), "{path}: {named} is not set");
+    }
+    // Nodes from the headless Service's DNS records, followed over time.
+    assert!(config.backends.iter().all(|b| b.resolve_every.is_some()));
+    // Time to drain before SIGKILL; no root, no capabilities.
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(Duration::from_secs(grace) > config.limits.shutdown_grace);
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0].as_str(),
+        Some("ALL")
+    );
+}
+
+// --- deploy/keepalived -----------------------------------------------------------------------
+
+/// The value after `key ` on its line in a keepalived configuration.
+fn keepalived_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+fn check_keepalived() {
+    let config_path = "deploy/keepalived/galera-lb.yaml";
+    let config = galera_lb_config(&read(config_path), config_path);
+    check_common(&config, config_path);
+    let admin = port(&config.admin.as_ref().unwrap().bind);
+    assert!(
+        config
+            .listeners
+            .iter()
+            .all(|l| l.bind.starts_with("0.0.0.0:")),
+        "{config_path}: listeners bind every address, so the virtual IP works wherever it is"
+    );
+
+    let hosts = ["keepalived-lb1.conf", "keepalived-lb2.conf"];
+    let texts: Vec<String> = hosts
+        .iter()
+        .map(|h| read(&format!("deploy/keepalived/{h}")))
+        .collect();
+    for (host, text) in hosts.iter().zip(&texts) {
+        for path in ["/live", "/ready"] {
+            assert!(
+                text.contains(&format!("http://127.0.0.1:{admin}{path}")),
+                "{host}: no check of {path} on galera-lb's admin port {admin}"
+            );
+        }
+        assert!(text.contains("track_script"), "{host}");
+        assert_eq!(
+            text.matches('{').count(),
+            text.matches('}').count(),
+            "{host}: braces"
+        );
+    }
+    let value = |i: usize, key: &str| keepalived_value(&texts[i], key).to_string();
+    assert_eq!(value(0, "virtual_router_id"), value(1, "virtual_router_id"));
+    let vip = |i: usize| {
+        let text = &texts[i];
+        let block = &text[text.find("virtual_ipaddress {").unwrap()..];
+        block.lines().nth(1).unwrap().trim().to_string()
+    };
+    assert_eq!(vip(0), vip(1), "both hosts share one virtual IP");
+    let priority = |i: usize| value(i, "priority").parse::<i64>().unwrap();
+    assert_ne!(priority(0), priority(1));
+    // A host whose galera-lb is not ready drops below the other.
+    let weight: i64 = keepalived_value(&texts[0], "weight").parse().unwrap();
+    assert!(priority(0).max(priority(1)) + weight < priority(0).min(priority(1)));
+    // Each names the other as its peer.
+    assert_eq!(value(0, "unicast_src_ip"), peer(&texts[1]));
+    assert_eq!(value(1, "unicast_src_ip"), peer(&texts[0]));
+}
+
+fn peer(text: &str) -> String {
+    let block = &text[text.find("unicast_peer {").unwrap()..];
+    block.lines().nth(1).unwrap().trim().to_string()
+}
+
+// --- every file ------------------------------------------------------------------------------
+
+#[test]
+fn every_deploy_file_agrees_with_galera_lb() {
+    let checks: [(&str, fn()); 4] = [
+        ("deploy/debian/", check_debian),
+        ("deploy/swarm/", check_swarm),
+        ("deploy/kubernetes/", check_kubernetes),
+        ("deploy/keepalived/", check_keepalived),
+    ];
+    let covered: &[&str] = &[
+        "deploy/debian/galera-lb.service",
+        "deploy/debian/galera-lb.yaml",
+        "deploy/debian/postinst",
+        "deploy/debian/postrm",
+        "deploy/debian/prerm",
+        "deploy/keepalived/galera-lb.yaml",
+        "deploy/keepalived/keepalived-lb1.conf",
+        "deploy/keepalived/keepalived-lb2.conf",
+        "deploy/kubernetes/galera-lb.yaml",
+        "deploy/swarm/galera-lb-stack.yml",
+        "deploy/swarm/galera-lb.yaml",
+    ];
+    let files = deploy_files();
+    for file in &files {
+        assert!(
+            covered.contains(&file.as_str()),
+            "{file} has no check in tests/deploy.rs: add one"
+        );
+    }
+    assert_eq!(files.len(), covered.len(), "{files:?}");
+    for (dir, check) in checks {
+        eprintln!("checking {dir}");
+        check();
+    }
+}
+
+#[test]
+fn the_dockerfile_health_check_and_ports_agree_with_its_configuration() {
+    let dockerfile = read("Dockerfile");
+    let config = galera_lb_config(&read("config/docker.yaml"), "config/docker.yaml");
+    let admin = config
+        .admin
+        .as_ref()
+        .expect("config/docker.yaml: an admin section");
+    let healthcheck = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .nth(1)
+        .expect("a HEALTHCHECK");
+    assert!(
+        healthcheck.contains(&format!("/dev/tcp/127.0.0.1/{}", port(&admin.bind)))
+            && healthcheck.contains("GET /live "),
+        "HEALTHCHECK must ask /live on the admin port: {healthcheck}"
+    );
+    assert!(is_loopback(&admin.bind) || admin.token_file.is_some());
+    let expose = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("EXPOSE");
+    for port in [
+        port(&config.listeners[0].bind),
+        defaults().control,
+        defaults().admin,
+    ] {
+        assert!(
+            expose.split(' ').any(|p| p == port.to_string()),
+            "EXPOSE {port}"
+        );
+    }
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/galera-lb\"]"),
+        "galera-lb is PID 1 itself (it handles SIGTERM and SIGINT; see the Dockerfile's comment)"
+    );
+}
