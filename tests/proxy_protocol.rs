@@ -462,22 +462,38 @@ async fn health_checks_send_a_header_without_addresses() {
     }
 }
 
-/// With `proxy_protocol: off` everywhere, checks send nothing first (a plain TCP connect).
+/// Checks send nothing first (a plain TCP connect) with `proxy_protocol: off` everywhere, and
+/// when they go to a `check_port` of their own (as HAProxy does with a check `port`).
 #[tokio::test]
 async fn checks_of_backends_without_headers_send_none() {
     let (node, seen) = raw_node().await;
-    let yaml = format!(
-        "listeners:\n  - name: plain_checks\n    bind: 127.0.0.1:0\n\
-         backends:\n  - address: {node}\nhealth:\n  check: tcp\n  interval: 100ms\n"
-    );
-    let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
-    let _running = galera_lb::start(&config, "test.yaml").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no check arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let (checked, check_seen) = raw_node().await;
+    let elsewhere = lb::closed_address();
+    let cases = [
+        (format!("  - address: {node}\n"), "", &seen),
+        (
+            format!(
+                "  - address: {elsewhere}\n    check_port: {}\n    proxy_protocol: v1\n",
+                checked.port()
+            ),
+            "    proxy_protocol: v2\n",
+            &check_seen,
+        ),
+    ];
+    for (i, (backends, listener, seen)) in cases.into_iter().enumerate() {
+        let yaml = format!(
+            "listeners:\n  - name: plain_checks_{i}\n    bind: 127.0.0.1:0\n{listener}\
+             backends:\n{backends}health:\n  check: tcp\n  interval: 100ms\n"
+        );
+        let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
+        let _running = galera_lb::start(&config, "test.yaml").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "case {i}: no check arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen.lock().unwrap()[0], b"", "case {i}");
     }
-    assert_eq!(seen.lock().unwrap()[0], b"");
 }
 
 // ---------------------------------------------------------------------------------------------
