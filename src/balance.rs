@@ -296,6 +296,7 @@ mod tests {
                     backup: false,
                     check_port: None,
                     origin: crate::snapshot::Origin::Configured,
+                    proxy_protocol: None,
                 }
             })
             .collect()

@@ -484,11 +484,52 @@ pub struct ListenerConfig {
     /// For `role: reader`: leave the current writer out, unless it is the only usable node.
     #[serde(default)]
     pub exclude_writer: bool,
+    /// The PROXY header this listener's connections send to every backend that does not set
+    /// its own `proxy_protocol` (a backend's own setting wins).
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Read a PROXY header (v1 or v2) from an upstream load balancer on every new connection,
+    /// and take the client address from it. A connection without a valid header is closed.
+    #[serde(default)]
+    pub accept_proxy: bool,
     /// When no non-backup backend is usable: send clients to every usable `backup: true`
     /// backend (by the policy), rather than only to the first usable one in configuration order
     /// (HAProxy's `option allbackups`).
     #[serde(default)]
     pub all_backups: bool,
+}
+
+/// Whether, and in which version, galera-lb writes a PROXY protocol header to a node before any
+/// client byte, so that the node sees the client's address (MariaDB: `proxy_protocol_networks`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// No header.
+    #[default]
+    Off,
+    /// The text header: `PROXY TCP4 client galera-lb client_port galera-lb_port`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+
+    /// The header version to write, `None` for `off`.
+    pub fn version(self) -> Option<crate::proxy_protocol::Version> {
+        match self {
+            ProxyProtocol::Off => None,
+            ProxyProtocol::V1 => Some(crate::proxy_protocol::Version::V1),
+            ProxyProtocol::V2 => Some(crate::proxy_protocol::Version::V2),
+        }
+    }
 }
 
 /// Which usable nodes of a pool a listener sends clients to.
@@ -576,6 +617,10 @@ pub struct BackendConfig {
     /// Default: resolve once, at start and on reload, and use the first address.
     #[serde(default, with = "humantime_serde")]
     pub resolve_every: Option<Duration>,
+    /// The PROXY header to send this backend; left out, each listener's `proxy_protocol`
+    /// applies. Health checks of a backend that gets headers send `PROXY UNKNOWN` (v1) or a v2
+    /// `LOCAL` header first.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 fn default_weight() -> f64 {
@@ -1251,6 +1296,29 @@ backends:
     }
 
     #[test]
+    fn proxy_protocol_defaults_off_and_backends_inherit() {
+        let config = Config::from_yaml(MINIMAL, "t").unwrap();
+        assert_eq!(config.listeners[0].proxy_protocol, ProxyProtocol::Off);
+        assert!(!config.listeners[0].accept_proxy);
+        assert_eq!(config.backends[0].proxy_protocol, None);
+        let yaml = MINIMAL
+            .replace(
+                "policy: round_robin",
+                "proxy_protocol: v2\n    accept_proxy: true",
+            )
+            .replace("weight: 1", "proxy_protocol: off");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        assert_eq!(config.listeners[0].proxy_protocol, ProxyProtocol::V2);
+        assert!(config.listeners[0].accept_proxy);
+        assert_eq!(config.backends[0].proxy_protocol, Some(ProxyProtocol::Off));
+        assert_eq!(ProxyProtocol::Off.version(), None);
+        assert_eq!(
+            ProxyProtocol::V1.version(),
+            Some(crate::proxy_protocol::Version::V1)
+        );
+    }
+
+    #[test]
     fn durations_parse() {
         let yaml = format!("{MINIMAL}limits:\n  connect_timeout: 500ms\n  shutdown_grace: 2s\n");
         let config = Config::from_yaml(&yaml, "t").unwrap();
@@ -1407,6 +1475,31 @@ backends:
                 &format!("{MINIMAL}control:\n  tokn: x\n"),
                 "control",
                 "unknown field `tokn`",
+            ),
+            (
+                &MINIMAL.replace("weight: 1", "weight: 1\n    proxy_protocol: v3"),
+                "backends[0].proxy_protocol",
+                "unknown variant `v3`, expected one of `off`, `v1`, `v2`",
+            ),
+            (
+                &MINIMAL.replace("weight: 1", "weight: 1\n    proxy_protocol: true"),
+                "backends[0].proxy_protocol",
+                "",
+            ),
+            (
+                &MINIMAL.replace("policy: round_robin", "proxy_protocol: V2"),
+                "listeners[0].proxy_protocol",
+                "unknown variant `V2`",
+            ),
+            (
+                &MINIMAL.replace("policy: round_robin", "accept_proxy: v1"),
+                "listeners[0].accept_proxy",
+                "",
+            ),
+            (
+                &MINIMAL.replace("policy: round_robin", "send_proxy: v1"),
+                "listeners[0]",
+                "unknown field `send_proxy`",
             ),
         ];
         for (yaml, field, reason) in cases {

@@ -26,6 +26,8 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`listeners`]: the open listeners, by name.
 //! - [`proxy`]: a listener's accept loop (with back-off) and the per-connection handler.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) galera-lb sends to nodes and reads
+//!   from an upstream load balancer.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`notify`]: READY/RELOADING/STOPPING for systemd's `Type=notify` (`NOTIFY_SOCKET`).
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
@@ -52,6 +54,7 @@ pub mod notify;
 pub mod park;
 pub mod port_owner;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod shutdown;
 pub mod snapshot;

@@ -34,6 +34,7 @@
 //! | `galera_lb_reloads_total` | counter | `result` |
 //! | `galera_lb_sessions_parked` | gauge | none (idle sessions waiting off the runtime, see limits.park_idle_after) |
 //! | `galera_lb_client_idle_timeouts_total` | counter | `listener` (sessions closed by limits.client_idle_timeout) |
+//! | `galera_lb_proxy_header_rejected_total` | counter | `listener`, `reason` (accept_proxy connections closed: timeout, closed, missing, malformed, too_long, unsupported) |
 
 use std::sync::{Arc, OnceLock};
 
@@ -59,6 +60,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub sessions_parked: IntGauge,
     pub idle_timeouts: IntCounterVec,
+    pub proxy_header_rejected: IntCounterVec,
 }
 
 /// The process-wide event counters.
@@ -123,6 +125,12 @@ pub fn metrics() -> &'static Metrics {
                 "Sessions closed because they moved no bytes for limits.client_idle_timeout.",
                 &["listener"],
             ),
+            proxy_header_rejected: counter(
+                "galera_lb_proxy_header_rejected_total",
+                "Connections to accept_proxy listeners closed because their PROXY header was \
+                 missing, malformed, too long, unsupported or late, by reason.",
+                &["listener", "reason"],
+            ),
             registry,
         };
         for collector in [
@@ -135,6 +143,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.sessions_parked.clone()),
             Box::new(metrics.idle_timeouts.clone()),
+            Box::new(metrics.proxy_header_rejected.clone()),
         ] {
             metrics
                 .registry

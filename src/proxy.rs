@@ -10,6 +10,12 @@
 //! the client never notices a dead node. When no member is left it answers with a MySQL ERR packet.
 //! Once connected it copies bytes both ways until both sides are done, forwarding half-closes.
 //!
+//! The PROXY protocol ([`crate::proxy_protocol`]) enters at two points: a listener with
+//! `accept_proxy` reads the header an upstream load balancer sends before anything else, and takes
+//! the client's address from it (a bad header closes the connection, counted); and a backend that
+//! gets headers (`proxy_protocol`, the backend's own or its listener's) is sent one right after
+//! the connect, before any client byte.
+//!
 //! The copy loop holds no buffer while a connection is idle: it waits for readability, then reads
 //! into a stack buffer and writes straight through; only bytes the destination cannot take at once
 //! are kept on the heap, and only until they are written.
@@ -39,6 +45,7 @@ use crate::config::TcpConfig;
 use crate::limit::{ActiveCount, Slot, try_acquire};
 use crate::mysql_packet::{self, ServerError};
 use crate::park::{self, ParkingLot};
+use crate::proxy_protocol::{self, Addresses, Header};
 use crate::snapshot::{NoMember, Pool, Router};
 
 /// Everything a listener and its handlers share with the rest of galera-lb.
@@ -264,19 +271,94 @@ struct Connected {
     follows_writer: Option<(Arc<Pool>, usize)>,
 }
 
+/// How long an `accept_proxy` listener waits for a new connection's PROXY header.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The client as backends are told of it: its address and the one it connected to (from the
+/// socket, or from the PROXY header an upstream load balancer sent), and any bytes it sent
+/// after that header, which go to the backend first.
+#[derive(Debug)]
+struct ClientOrigin {
+    peer: SocketAddr,
+    destination: SocketAddr,
+    early_bytes: Vec<u8>,
+}
+
+/// Reads the PROXY header of a client on an `accept_proxy` listener. A connection whose header
+/// is missing, malformed, too long, unsupported or late is counted, logged and closed: it never
+/// reaches a node. `UNKNOWN` and `LOCAL` keep the socket's addresses.
+async fn accept_proxy_header(
+    client: &mut TcpStream,
+    socket_peer: SocketAddr,
+    destination: SocketAddr,
+    listener: &ListenerState,
+) -> Option<ClientOrigin> {
+    match proxy_protocol::read_header(client, PROXY_HEADER_TIMEOUT).await {
+        Ok(received) => {
+            let (peer, destination) = match received.header {
+                Header::Proxy(addresses) => (addresses.source, addresses.destination),
+                Header::Local => (socket_peer, destination),
+            };
+            debug!(listener = %listener.name, upstream = %socket_peer, client = %peer, "PROXY header accepted");
+            Some(ClientOrigin {
+                peer,
+                destination,
+                early_bytes: received.rest,
+            })
+        }
+        Err(refused) => {
+            crate::metrics::metrics()
+                .proxy_header_rejected
+                .with_label_values(&[listener.name.as_str(), refused.reason.as_str()])
+                .inc();
+            warn!(listener = %listener.name, client = %socket_peer, reason = refused.reason.as_str(),
+                "closing a connection without a valid PROXY header (accept_proxy): {}", refused.detail);
+            None
+        }
+    }
+}
+
 /// Serves one client: pick and connect with failover, then copy until both sides are done.
 async fn handle(
-    client: TcpStream,
-    peer: SocketAddr,
+    mut client: TcpStream,
+    socket_peer: SocketAddr,
     listener: Arc<ListenerState>,
     ctx: Arc<ProxyContext>,
     slots: (Slot<ActiveCount>, Slot<ListenerState>),
 ) {
     if let Err(e) = set_stream_options(&client, &ctx.tcp) {
-        debug!(listener = %listener.name, client = %peer, error = %e, "cannot set client socket options");
+        debug!(listener = %listener.name, client = %socket_peer, error = %e, "cannot set client socket options");
     }
+    let destination = client
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let accept_proxy = ctx
+        .router
+        .load()
+        .route(&listener.name)
+        .is_some_and(|route| route.accept_proxy);
+    let origin = if accept_proxy {
+        let Some(origin) = Box::pin(accept_proxy_header(
+            &mut client,
+            socket_peer,
+            destination,
+            &listener,
+        ))
+        .await
+        else {
+            return;
+        };
+        origin
+    } else {
+        ClientOrigin {
+            peer: socket_peer,
+            destination,
+            early_bytes: Vec::new(),
+        }
+    };
+    let peer = origin.peer;
     // Boxed, so that the connect phase's state is not part of the session's task while it copies.
-    let Some(connected) = Box::pin(connect_with_failover(peer, &listener, &ctx, &client)).await
+    let Some(connected) = Box::pin(connect_with_failover(&origin, &listener, &ctx, &client)).await
     else {
         return;
     };
@@ -524,11 +606,12 @@ async fn writer_moved_away(follows: Option<&(Arc<Pool>, usize)>) {
 /// Asks the route for members until one accepts a connection; the client gets an ERR packet
 /// when none does.
 async fn connect_with_failover(
-    peer: SocketAddr,
+    origin: &ClientOrigin,
     listener: &ListenerState,
     ctx: &ProxyContext,
     client: &TcpStream,
 ) -> Option<Connected> {
+    let peer = origin.peer;
     let snapshot = ctx.router.load_full();
     let Some(route) = snapshot.route(&listener.name) else {
         let message = format!("galera-lb: listener '{}' has no route", listener.name);
@@ -549,7 +632,21 @@ async fn connect_with_failover(
         let Some(slot) = try_acquire(&member.backend, member.max_connections.map(u64::from)) else {
             continue;
         };
-        match connect_backend(member.socket_addr, ctx.connect_timeout, &ctx.tcp).await {
+        let header = route.proxy_protocol_for(member).version().map(|version| {
+            let addresses = Addresses {
+                source: origin.peer,
+                destination: origin.destination,
+            };
+            proxy_protocol::encode(version, Some(addresses))
+        });
+        let connected = connect_backend(member.socket_addr, ctx.connect_timeout, &ctx.tcp).await;
+        let connected = match connected {
+            Ok(stream) => {
+                send_first(stream, header, &origin.early_bytes, ctx.connect_timeout).await
+            }
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 let follows_writer = route.follows_writer.then(|| (route.pool.clone(), index));
                 return Some(Connected {
@@ -630,6 +727,32 @@ async fn send_error(
     };
     // A client that does not read its error must not hold the task for long.
     let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+}
+
+/// Writes what must reach a new backend connection before the client's bytes: the PROXY header
+/// (when the backend gets one) and whatever the client sent after its own PROXY header.
+async fn send_first(
+    mut stream: TcpStream,
+    header: Option<Vec<u8>>,
+    early_bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let mut first = header.unwrap_or_default();
+    first.extend_from_slice(early_bytes);
+    if first.is_empty() {
+        return Ok(stream);
+    }
+    match tokio::time::timeout(timeout, stream.write_all(&first)).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("sending the PROXY header failed: {e}"),
+        )),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("sending the PROXY header timed out after {timeout:?}"),
+        )),
+    }
 }
 
 /// Opens a connection to a backend with the configured socket options and timeout.

@@ -15,7 +15,8 @@ pub struct ConfigDiff {
     pub listeners_removed: Vec<String>,
     /// Same name, new `bind`: opened on the new address, closed on the old.
     pub listeners_rebound: Vec<String>,
-    /// Same name and bind, new policy, role, pool or limit: only routing changes.
+    /// Same name and bind, new policy, role, pool, limit or PROXY protocol setting: only routing
+    /// changes (new connections follow it).
     pub listeners_rerouted: Vec<String>,
     /// `(pool, address)`
     pub backends_added: Vec<(String, String)>,
@@ -132,6 +133,8 @@ fn same_route(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         && a.exclude_writer == b.exclude_writer
         && a.all_backups == b.all_backups
         && a.max_connections == b.max_connections
+        && a.proxy_protocol == b.proxy_protocol
+        && a.accept_proxy == b.accept_proxy
 }
 
 #[cfg(test)]
@@ -224,6 +227,22 @@ health:
                     "    role: reader\n    policy: least_conn\n",
                 ),
                 |d| d.listeners_rerouted == ["ro"],
+            ),
+            (
+                "a listener's PROXY settings changed",
+                BASE.replace(
+                    "    role: reader\n",
+                    "    role: reader\n    proxy_protocol: v2\n    accept_proxy: true\n",
+                ),
+                |d| d.listeners_rerouted == ["ro"] && d.listeners_rebound.is_empty(),
+            ),
+            (
+                "a backend's PROXY setting changed",
+                BASE.replace(
+                    "  - address: 127.0.0.1:3316\n",
+                    "  - address: 127.0.0.1:3316\n    proxy_protocol: v1\n",
+                ),
+                |d| d.backends_changed == pairs(&[("default", "127.0.0.1:3316")]),
             ),
             (
                 "health settings changed",

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use crate::backend::{AdminState, BackendCounters, BackendState};
 use crate::balance::{Policy, build_policy};
 use crate::config::{
-    CheckKind, Config, InitialState, PolicyKind, Role, SessionAction, split_host_port,
+    CheckKind, Config, InitialState, PolicyKind, ProxyProtocol, Role, SessionAction,
+    split_host_port,
 };
 
 /// A backend as a member of a pool.
@@ -38,6 +39,8 @@ pub struct Member {
     pub check_port: Option<u16>,
     /// How the member got here: configured, found in the DNS, or discovered.
     pub origin: Origin,
+    /// The backend's own `proxy_protocol`; `None` follows the listener's.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Where a pool member comes from.
@@ -200,6 +203,10 @@ pub struct Route {
     pub all_backups: bool,
     /// Sessions of this (writer) listener close when the writer moves to another node.
     pub follows_writer: bool,
+    /// The listener's `proxy_protocol`, for members without their own.
+    pub proxy_protocol: ProxyProtocol,
+    /// The listener reads a PROXY header from each new client (`accept_proxy`).
+    pub accept_proxy: bool,
     pub pool: Arc<Pool>,
     policy: Box<dyn Policy>,
 }
@@ -214,6 +221,12 @@ pub enum NoMember {
 }
 
 impl Route {
+    /// The PROXY header a connection through this route sends to `member`: the member's own
+    /// setting, else the listener's.
+    pub fn proxy_protocol_for(&self, member: &Member) -> ProxyProtocol {
+        member.proxy_protocol.unwrap_or(self.proxy_protocol)
+    }
+
     /// Picks a member for `client`, skipping the members in `tried`.
     ///
     /// `any` and `reader` listeners use the non-backup members while one of them is usable and
@@ -554,6 +567,7 @@ async fn build(
                         backup: backend.backup,
                         check_port: backend.check_port,
                         origin: Origin::Dns(backend.address.clone()),
+                        proxy_protocol: backend.proxy_protocol,
                     });
                 }
             } else {
@@ -567,6 +581,7 @@ async fn build(
                     backup: backend.backup,
                     check_port: backend.check_port,
                     origin: Origin::Configured,
+                    proxy_protocol: backend.proxy_protocol,
                 });
             }
         }
@@ -586,6 +601,7 @@ async fn build(
                     backup: false,
                     check_port: None,
                     origin: Origin::Control,
+                    proxy_protocol: None,
                 });
             }
         }
@@ -612,6 +628,7 @@ async fn build(
                 backup: false,
                 check_port: None,
                 origin: Origin::Discovered,
+                proxy_protocol: None,
             });
         }
         pools.push(Arc::new(Pool::new(pool.name.to_string(), members)));
@@ -633,6 +650,8 @@ async fn build(
                 all_backups: listener.all_backups,
                 follows_writer: listener.role == Role::Writer
                     && config.health.on_writer_change == SessionAction::ShutdownSessions,
+                proxy_protocol: listener.proxy_protocol,
+                accept_proxy: listener.accept_proxy,
                 policy: build_policy(listener.policy, &pool.members),
                 pool,
             }

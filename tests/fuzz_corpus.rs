@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("err_packet", checks::err_packet),
     ("wsrep_status", checks::wsrep_status),
     ("glbd_args", checks::glbd_args),
+    ("proxy_header", checks::proxy_header),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -80,6 +81,11 @@ fn wsrep_status_inputs() {
 #[test]
 fn glbd_args_inputs() {
     replay("glbd_args");
+}
+
+#[test]
+fn proxy_header_inputs() {
+    replay("proxy_header");
 }
 
 #[test]

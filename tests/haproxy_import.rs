@@ -409,7 +409,6 @@ listen stats
 
 #[test]
 fn proxy_protocol_directives_translate_as_text() {
-    // The fields are the PROXY-protocol work's; here only the translation is checked.
     let translation = translate(
         "listen db\n    bind 127.0.0.1:3306 accept-proxy\n    server a 10.0.0.1:3306 send-proxy\n    server b 10.0.0.2:3306 send-proxy-v2\n",
         "t.cfg",
@@ -425,6 +424,25 @@ fn proxy_protocol_directives_translate_as_text() {
     assert!(
         yaml.contains("      - address: \"10.0.0.2:3306\"\n        proxy_protocol: v2\n"),
         "{yaml}"
+    );
+    // And galera-lb takes them.
+    let config = galera_lb::config::Config::from_yaml(&yaml, "t.yaml")
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert!(config.listeners[0].accept_proxy);
+    let backends: Vec<_> = config
+        .pools()
+        .iter()
+        .flat_map(|p| p.backends.iter())
+        .map(|b| (b.address.clone(), b.proxy_protocol))
+        .collect();
+    use galera_lb::config::ProxyProtocol;
+    assert!(
+        backends.contains(&("10.0.0.1:3306".to_string(), Some(ProxyProtocol::V1))),
+        "{backends:?}"
+    );
+    assert!(
+        backends.contains(&("10.0.0.2:3306".to_string(), Some(ProxyProtocol::V2))),
+        "{backends:?}"
     );
 }
 

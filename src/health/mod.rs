@@ -15,9 +15,16 @@
 //! - [`probe`]: one check of one backend (tcp, handshake, wsrep, http).
 //! - [`http`]: the `http` check's request and the reading of its answer.
 //! - [`wsrep`]: the wsrep status query and the rules that make a node usable.
+//! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
+//!   backends that get PROXY headers.
+//!
+//! A backend that gets PROXY headers (its own `proxy_protocol`, or, when it sets none, that of a
+//! listener routing to its pool) is checked with a header too: `PROXY UNKNOWN` (v1) or a v2
+//! `LOCAL` header, which tell the node that the connection is galera-lb's own.
 
 pub mod http;
 pub mod probe;
+pub mod relay;
 pub mod wsrep;
 
 use std::collections::HashMap;
@@ -30,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::{AdminState, BackendState, HealthReport};
-use crate::config::{CheckKind, HealthConfig, SessionAction};
+use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction};
 use crate::snapshot::{Router, Snapshot};
 use probe::{Outcome, Probe};
 
@@ -103,7 +110,8 @@ pub struct HealthSettings {
 #[derive(Debug)]
 pub struct HealthMonitor {
     settings: Arc<HealthSettings>,
-    tasks: HashMap<(String, SocketAddr), CancellationToken>,
+    /// One check task per backend (address as configured, resolved address, PROXY header).
+    tasks: HashMap<(String, SocketAddr, ProxyProtocol), CancellationToken>,
     changed: Arc<Notify>,
     /// How many started check tasks have not finished their first check yet, plus one until the
     /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
@@ -154,13 +162,26 @@ impl HealthMonitor {
                 member.backend.set_writable(true);
             }
         }
-        let mut wanted: HashMap<(String, SocketAddr), Arc<BackendState>> = HashMap::new();
-        for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
-            wanted.insert(
-                (member.backend.address.clone(), member.check_addr()),
-                member.backend.clone(),
-            );
+        let mut by_backend: HashMap<(String, SocketAddr), (Arc<BackendState>, ProxyProtocol)> =
+            HashMap::new();
+        for pool in &snapshot.pools {
+            for member in &pool.members {
+                let header = check_header(snapshot, pool, member);
+                let entry = by_backend
+                    .entry((member.backend.address.clone(), member.check_addr()))
+                    .or_insert((member.backend.clone(), header));
+                // The same backend in two pools: a header if either sends one.
+                if entry.1 == ProxyProtocol::Off {
+                    entry.1 = header;
+                }
+            }
         }
+        let wanted: HashMap<(String, SocketAddr, ProxyProtocol), Arc<BackendState>> = by_backend
+            .into_iter()
+            .map(|((address, socket_addr), (backend, header))| {
+                ((address, socket_addr, header), backend)
+            })
+            .collect();
         self.tasks.retain(|key, stop| {
             let keep = wanted.contains_key(key);
             if !keep {
@@ -179,6 +200,7 @@ impl HealthMonitor {
                 tokio::spawn(run_checks(
                     backend,
                     key.1,
+                    key.2,
                     self.settings.clone(),
                     self.changed.clone(),
                     self.first_checks_pending.clone(),
@@ -210,10 +232,34 @@ impl Drop for HealthMonitor {
     }
 }
 
+/// The PROXY header a member's checks send: the member's own setting, else the first one set by
+/// a listener routing to its pool (a node that gets headers from galera-lb may demand them).
+/// None when the checks go to a `check_port` of their own (a clustercheck service, say), as in
+/// HAProxy, where `send-proxy` applies to checks only without a check `port`.
+fn check_header(
+    snapshot: &Snapshot,
+    pool: &Arc<crate::snapshot::Pool>,
+    member: &crate::snapshot::Member,
+) -> ProxyProtocol {
+    if member.check_addr() != member.socket_addr {
+        return ProxyProtocol::Off;
+    }
+    member.proxy_protocol.unwrap_or_else(|| {
+        snapshot
+            .routes
+            .iter()
+            .filter(|route| Arc::ptr_eq(&route.pool, pool))
+            .map(|route| route.proxy_protocol)
+            .find(|header| *header != ProxyProtocol::Off)
+            .unwrap_or(ProxyProtocol::Off)
+    })
+}
+
 /// Checks one backend until stopped; `address` is where the checks connect (its check port).
 async fn run_checks(
     backend: Arc<BackendState>,
     address: SocketAddr,
+    proxy_header: ProxyProtocol,
     settings: Arc<HealthSettings>,
     changed: Arc<Notify>,
     first_checks_pending: Arc<watch::Sender<usize>>,
@@ -222,7 +268,7 @@ async fn run_checks(
     let config = &settings.config;
     let mut first = true;
     let mut logged_reason: Option<String> = None;
-    let mut probe = Probe::new(config, address, &settings.password);
+    let mut probe = Probe::new(config, address, &settings.password, proxy_header);
     let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
     if backend.report().checked_at.is_some() {
         // Checked before (the checks restarted after a reload): rise/fall applies at once.

@@ -7,14 +7,20 @@
 //! server's default plugin is. Its settings are given up front so that logging in runs no query
 //! of its own. The `wsrep` check keeps its connection between checks and replaces it when it
 //! breaks or a check times out.
+//!
+//! For a backend that gets PROXY headers, every check sends one without addresses first (v1
+//! `PROXY UNKNOWN`, v2 `LOCAL`): the `tcp` check writes it itself, the logins go through a
+//! [`super::relay`].
 
 use std::net::SocketAddr;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
+use super::relay;
 use super::wsrep::{self, WsrepStatus};
-use crate::config::{CheckKind, HealthConfig, HttpCheckConfig, Secret};
+use crate::config::{CheckKind, HealthConfig, HttpCheckConfig, ProxyProtocol, Secret};
+use crate::proxy_protocol::Version;
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub struct Probe {
     opts: Opts,
     available_when_donor: bool,
     http: HttpCheckConfig,
+    /// The PROXY header version each check sends first, `None` for none.
+    proxy_header: Option<Version>,
     conn: Option<Conn>,
 }
 
@@ -90,13 +98,20 @@ impl std::fmt::Debug for Probe {
         f.debug_struct("Probe")
             .field("kind", &self.kind)
             .field("address", &self.address)
+            .field("proxy_header", &self.proxy_header)
             .finish_non_exhaustive()
     }
 }
 
 impl Probe {
-    /// A probe of the kind `config` asks for, connecting to `address`.
-    pub fn new(config: &HealthConfig, address: SocketAddr, password: &Secret) -> Probe {
+    /// A probe of the kind `config` asks for, connecting to `address`, sending a PROXY header
+    /// without addresses first when `proxy_header` is on (not for `http` checks).
+    pub fn new(
+        config: &HealthConfig,
+        address: SocketAddr,
+        password: &Secret,
+        proxy_header: ProxyProtocol,
+    ) -> Probe {
         let user = config.user.as_str();
         let opts = OptsBuilder::default()
             .ip_or_hostname(address.ip().to_string())
@@ -115,6 +130,7 @@ impl Probe {
             opts,
             available_when_donor: config.available_when_donor,
             http: config.http.clone(),
+            proxy_header: proxy_header.version(),
             conn: None,
         }
     }
@@ -124,16 +140,22 @@ impl Probe {
     pub async fn check(&mut self) -> Outcome {
         match self.kind {
             CheckKind::None => Outcome::passed("unchecked"),
-            CheckKind::Tcp => match tokio::net::TcpStream::connect(self.address).await {
-                Ok(_) => Outcome::passed("tcp_ok"),
-                Err(e) => Outcome::failed(&io_reason(&e.to_string()), e.to_string()),
-            },
-            CheckKind::Handshake => match Conn::new(self.opts.clone()).await {
+            CheckKind::Tcp => {
+                let connected = match self.proxy_header {
+                    None => tokio::net::TcpStream::connect(self.address).await,
+                    Some(version) => relay::connect_with_header(self.address, version).await,
+                };
+                match connected {
+                    Ok(_) => Outcome::passed("tcp_ok"),
+                    Err(e) => Outcome::failed(&io_reason(&e.to_string()), e.to_string()),
+                }
+            }
+            CheckKind::Handshake => match self.login().await {
                 Ok(conn) => match conn.disconnect().await {
                     Ok(()) => Outcome::passed("login_ok"),
                     Err(e) => Outcome::from_mysql_error(e),
                 },
-                Err(e) => Outcome::from_mysql_error(e),
+                Err(e) => e,
             },
             CheckKind::Wsrep => self.check_wsrep().await,
             CheckKind::Http => match super::http::check(self.address, &self.http).await {
@@ -154,12 +176,30 @@ impl Probe {
         self.conn = None;
     }
 
+    /// Logs in as the check user: straight to the node, or through a relay that sends the
+    /// PROXY header first.
+    async fn login(&self) -> Result<Conn, Outcome> {
+        let opts = match self.proxy_header {
+            None => self.opts.clone(),
+            Some(version) => {
+                let relay = relay::open(self.address, version)
+                    .await
+                    .map_err(|e| Outcome::failed(&io_reason(&e.to_string()), e.to_string()))?;
+                OptsBuilder::from_opts(self.opts.clone())
+                    .ip_or_hostname(relay.ip().to_string())
+                    .tcp_port(relay.port())
+                    .into()
+            }
+        };
+        Conn::new(opts).await.map_err(Outcome::from_mysql_error)
+    }
+
     async fn check_wsrep(&mut self) -> Outcome {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => match Conn::new(self.opts.clone()).await {
+            None => match self.login().await {
                 Ok(conn) => conn,
-                Err(e) => return Outcome::from_mysql_error(e),
+                Err(outcome) => return outcome,
             },
         };
         match read_status(&mut conn).await {

@@ -295,3 +295,59 @@ pub fn glbd_args(data: &[u8]) {
         Err(e) => assert!(!e.message.is_empty()),
     }
 }
+
+/// `proxy_header`: the first bytes of a connection to an `accept_proxy` listener. The parser
+/// decides within the size bounds, a complete header never claims more bytes than it was given
+/// or than the bounds allow, bytes after it do not change it, and every prefix of it asks for more
+/// (or is refused the same way, for a header that is refused as soon as its start is known).
+/// Headers with addresses encode and parse back to themselves.
+pub fn proxy_header(data: &[u8]) {
+    use galera_lb::proxy_protocol::{
+        self, Header, Parsed, V1_MAX, V2_FIXED, V2_MAX, V2_SIGNATURE, Version,
+    };
+    match proxy_protocol::parse(data) {
+        Ok(Parsed::Complete { header, length }) => {
+            assert!(length <= data.len());
+            let v2 = data.starts_with(&V2_SIGNATURE);
+            assert!(length <= if v2 { V2_MAX } else { V1_MAX }, "{length}");
+            assert!(!v2 || length >= V2_FIXED);
+            let mut longer = data[..length].to_vec();
+            longer.extend_from_slice(b"\r\n\r\nPROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
+            assert_eq!(
+                proxy_protocol::parse(&longer),
+                Ok(Parsed::Complete { header, length })
+            );
+            for end in 0..length {
+                match proxy_protocol::parse(&data[..end]) {
+                    Ok(Parsed::Incomplete) => {}
+                    other => panic!("a prefix of {end} bytes of a valid header: {other:?}"),
+                }
+            }
+            if let Header::Proxy(addresses) = header {
+                let same_family = addresses.source.is_ipv4() == addresses.destination.is_ipv4();
+                for version in [Version::V1, Version::V2] {
+                    let encoded = proxy_protocol::encode(version, Some(addresses));
+                    if same_family {
+                        assert_eq!(
+                            proxy_protocol::parse(&encoded),
+                            Ok(Parsed::Complete {
+                                header,
+                                length: encoded.len()
+                            })
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Parsed::Incomplete) => {
+            // Undecided only while a header could still be completed within the bounds.
+            let bound = if data.starts_with(&V2_SIGNATURE[..data.len().min(12)]) {
+                V2_MAX
+            } else {
+                V1_MAX
+            };
+            assert!(data.len() < bound, "undecided after {} bytes", data.len());
+        }
+        Err(refused) => assert!(!refused.detail.is_empty()),
+    }
+}

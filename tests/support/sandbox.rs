@@ -156,8 +156,8 @@ impl Cluster {
         self.command(&["wait-synced"]);
     }
 
-    /// Undo every fault: resume, start, rejoin; desync, reject_queries and read_only off; then
-    /// wait until all three are Synced.
+    /// Undo every fault: resume, start, rejoin; desync, reject_queries and read_only off,
+    /// proxy_protocol_networks empty; then wait until all three are Synced.
     pub fn restore(&self) {
         self.command(&["restore"]);
     }
