@@ -79,6 +79,15 @@ pub enum Reject {
 }
 
 impl Reject {
+    pub const ALL: [Reject; 6] = [
+        Reject::Timeout,
+        Reject::Closed,
+        Reject::Missing,
+        Reject::Malformed,
+        Reject::TooLong,
+        Reject::Unsupported,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reject::Timeout => "timeout",
@@ -88,6 +97,16 @@ impl Reject {
             Reject::TooLong => "too_long",
             Reject::Unsupported => "unsupported",
         }
+    }
+}
+
+/// Makes `galera_lb_proxy_header_rejected_total` show zeros for an `accept_proxy` listener, so
+/// that rates and alerts work before the first refusal.
+pub fn register_listener(listener: &str) {
+    for reason in Reject::ALL {
+        crate::metrics::metrics()
+            .proxy_header_rejected
+            .with_label_values(&[listener, reason.as_str()]);
     }
 }
 

@@ -642,6 +642,9 @@ async fn build(
                 .find(|p| p.name == listener.pool)
                 .expect("validate() checked that every listener's pool exists")
                 .clone();
+            if listener.accept_proxy {
+                crate::proxy_protocol::register_listener(&listener.name);
+            }
             Route {
                 listener: listener.name.clone(),
                 policy_kind: listener.policy,

@@ -627,9 +627,10 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
     let a = echo_backend("a").await;
     let b = echo_backend("b").await;
     let dead = lb::closed_address();
-    let (l1, ctl, adm) = (any_port(), any_port(), any_port());
+    let (l1, l2, ctl, adm) = (any_port(), any_port(), any_port(), any_port());
     let yaml = format!(
         "listeners:\n  - name: limited\n    bind: {l1}\n    max_connections: 1\n\
+         \x20 - name: behind_lb\n    bind: {l2}\n    accept_proxy: true\n\
          backends:\n  - address: {a}\n  - address: {b}\n  - address: {dead}\n\
          health:\n  check: tcp\n  interval: 100ms\n  rise: 1\n  fall: 1\n\
          limits:\n  park_idle_after: 100ms\n  client_idle_timeout: 1s\n\
