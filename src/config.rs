@@ -560,6 +560,17 @@ fn default_pool_name() -> String {
     DEFAULT_POOL.to_string()
 }
 
+/// The tracing filter for `log.level` (or `RUST_LOG`). Span field values match literally, not
+/// as regular expressions: compiling a pattern such as `x[{f=[[[[…]}]` into an automaton can
+/// take seconds of CPU (the config fuzzer found one that took 9 s), and nobody needs a regular
+/// expression to choose log levels.
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(level)
+        .map_err(|e| e.to_string())
+}
+
 /// The name of the pool formed by the top-level `backends:` list.
 pub const DEFAULT_POOL: &str = "default";
 
@@ -851,7 +862,7 @@ impl Config {
                 "must be at least 1 (or left out to use one per CPU core)".into(),
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = log_filter(&self.log.level) {
             return Err(err("log.level".into(), format!("not a valid filter: {e}")));
         }
         if self.limits.max_connections == 0 {
