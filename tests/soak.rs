@@ -344,6 +344,7 @@ fn soak(cluster: &'static Cluster, duration: Duration) {
     std::thread::sleep(Duration::from_secs(2));
 
     let started = Instant::now();
+    let started_wall = humantime::format_rfc3339_millis(std::time::SystemTime::now());
     let mut records: Vec<Record> = Vec::new();
     let mut lost_sessions = Vec::new();
     let mut index = 0;
@@ -535,7 +536,24 @@ fn soak(cluster: &'static Cluster, duration: Duration) {
             ));
         }
     }
-    assert!(unexcused_errors.is_empty(), "{unexcused_errors}");
+    if !unexcused_errors.is_empty() {
+        // What galera-lb said about backends and refused clients, to tell a proxy fault from a
+        // node's: state changes and warnings, less the per-client connect retries during faults.
+        let said: Vec<&str> = log
+            .lines()
+            .filter(|line| {
+                (line.contains("WARN") || line.contains("backend up") || line.contains("ERROR"))
+                    && !line.contains("trying the next one")
+            })
+            .collect();
+        let shown = said.len().saturating_sub(150);
+        panic!(
+            "{unexcused_errors}\nthe soak started at {started_wall} (RFC 3339, UTC); galera-lb's \
+             state changes and warnings (last {}):\n{}",
+            said.len() - shown,
+            said[shown..].join("\n")
+        );
+    }
     assert!(
         lost_sessions.is_empty(),
         "long-lived sessions were lost on nodes that had not failed:\n{}",
