@@ -22,7 +22,7 @@ mod lb;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use galera_lb::config::{CheckKind, Config, PolicyKind, SessionAction};
 use galera_lb::haproxy::{Options, translate};
-use lb::{binary, echo_backend, free_port};
+use lb::{binary, collect_stderr, echo_backend, free_port};
 use support::load::{self, Load, LoadSpec, describe, errors_between};
 use support::sandbox;
 
@@ -492,16 +492,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("the process starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = collect_stderr(&mut child);
         Proc { child, log }
     }
 
