@@ -566,6 +566,17 @@ fn default_pool_name() -> String {
 /// compiled into automata) and trips an ordering invariant inside tracing-subscriber 0.3.23
 /// (a debug assertion), and choosing log levels never needs them.
 pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    if let Some(c) = level
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_:,=-.[]{} \t".contains(*c)))
+    {
+        // tracing-subscriber 0.3.23 panics on some non-ASCII directives (it slices inside a
+        // character); targets and levels are ASCII.
+        return Err(format!(
+            "{c:?} cannot appear in a filter: use targets and levels, such as \
+             `info,galera_lb=debug`"
+        ));
+    }
     if level.contains(['[', ']', '{', '}']) {
         return Err(
             "span and field filters ([span{field=value}]) are not supported; use targets and \
@@ -1299,6 +1310,7 @@ backends:
     fn log_level_takes_targets_and_levels_but_no_span_or_field_filters() {
         let with = |level: &str| format!("{MINIMAL}log:\n  level: '{level}'\n");
         assert!(Config::from_yaml(&with("info,galera_lb=debug,mysql_async=warn"), "t").is_ok());
+        assert!(invalid(&with("inf\u{e9}=debug")).contains("cannot appear in a filter"));
         for level in ["info,x[span]=debug", "info,x[{field=1}]=trace", "warn,{"] {
             let error = invalid(&with(level));
             assert!(
