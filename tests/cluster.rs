@@ -18,22 +18,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lb::{LbProcess, NO_CHECKS, free_port, simple_config};
+use mysql_async::Conn;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
+use support::load::app_opts;
 use support::sandbox;
 
-fn opts(port: u16) -> OptsBuilder {
-    OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("app"))
-        .pass(Some("app"))
-        // mysql_async would otherwise switch to the node's unix socket, bypassing galera-lb.
-        .prefer_socket(false)
-}
-
 async fn connect(port: u16) -> Conn {
-    Conn::new(opts(port))
+    Conn::new(app_opts(port))
         .await
         .expect("connect through galera-lb")
 }
@@ -253,7 +244,7 @@ async fn when_no_backend_can_be_reached_clients_get_an_err_packet() {
         .collect();
     let _lb = LbProcess::start(&simple_config(port, "round_robin", &dead, NO_CHECKS));
 
-    let error = Conn::new(opts(port))
+    let error = Conn::new(app_opts(port))
         .await
         .expect_err("no backend to reach");
     match error {
@@ -336,7 +327,7 @@ async fn sigterm_lets_an_in_flight_query_finish() {
     lb.signal(libc::SIGTERM);
     lb.wait_for_log("draining", Duration::from_secs(5));
     assert!(
-        Conn::new(opts(port)).await.is_err(),
+        Conn::new(app_opts(port)).await.is_err(),
         "new clients are refused while draining"
     );
     assert_eq!(
@@ -401,7 +392,9 @@ async fn a_check_login_that_fails_reports_the_server_error_and_keeps_the_node_ou
             cluster.node_address(1)
         );
         let lb = LbProcess::start(&yaml);
-        let error = Conn::new(opts(port)).await.expect_err("no usable backend");
+        let error = Conn::new(app_opts(port))
+            .await
+            .expect_err("no usable backend");
         match error {
             mysql_async::Error::Server(e) => {
                 assert_eq!(e.code, 1429);

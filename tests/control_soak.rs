@@ -30,22 +30,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lb::{LbProcess, free_port};
+use mysql_async::Conn;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
+use support::load::app_opts;
 use support::sandbox;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const CHANGES: usize = 1000;
-
-fn opts(port: u16) -> OptsBuilder {
-    OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("app"))
-        .pass(Some("app"))
-        .prefer_socket(false)
-}
 
 /// A TCP relay on a free loopback port to `target`; counts the connections it has relayed.
 async fn relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
@@ -133,7 +125,9 @@ async fn a_thousand_control_changes_and_reloads_under_load_drop_no_client() {
     let mut tasks = Vec::new();
     let mut long_lived = BTreeMap::new();
     for _ in 0..3 {
-        let mut conn = Conn::new(opts(port)).await.expect("a long-lived session");
+        let mut conn = Conn::new(app_opts(port))
+            .await
+            .expect("a long-lived session");
         let name: String = conn
             .query_first("SELECT @@wsrep_node_name")
             .await
@@ -177,7 +171,7 @@ async fn a_thousand_control_changes_and_reloads_under_load_drop_no_client() {
             let mut sessions = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let outcome = async {
-                    let mut conn = Conn::new(opts(port)).await?;
+                    let mut conn = Conn::new(app_opts(port)).await?;
                     let name: Option<String> = conn.query_first("SELECT @@wsrep_node_name").await?;
                     conn.disconnect().await?;
                     Ok::<_, mysql_async::Error>(name.unwrap_or_default())

@@ -12,19 +12,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use lb::{LbProcess, free_port};
+use mysql_async::Conn;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
 use support::sandbox;
 
 async fn nodes_reached(port: u16, clients: usize) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     for _ in 0..clients {
-        let opts = OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some("app"))
-            .pass(Some("app"))
-            .prefer_socket(false);
+        let opts = support::load::app_opts(port);
         let mut conn = Conn::new(opts).await.expect("connect through galera-lb");
         let name: String = conn
             .query_first("SELECT @@wsrep_node_name")

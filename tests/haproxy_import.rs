@@ -701,13 +701,7 @@ fn sandbox_fixture(
 fn node_via(runtime: &tokio::runtime::Runtime, port: u16) -> Result<String, String> {
     use mysql_async::prelude::Queryable;
     runtime.block_on(async {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some("app"))
-            .pass(Some("app"))
-            .prefer_socket(false);
-        let mut conn = mysql_async::Conn::new(opts)
+        let mut conn = mysql_async::Conn::new(load::app_opts(port))
             .await
             .map_err(|e| e.to_string())?;
         let node: Option<String> = conn

@@ -432,15 +432,6 @@ async fn slow_talker() -> SocketAddr {
     address
 }
 
-async fn read_line(stream: &mut TcpStream) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    String::from_utf8_lossy(&line).into_owned()
-}
-
 fn parked_now() -> i64 {
     galera_lb::metrics::metrics().sessions_parked.get()
 }
@@ -458,7 +449,7 @@ async fn an_idle_session_is_parked_and_wakes_for_either_side_without_losing_a_by
     talker.write_all(b"wait 300\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(parked_now() >= 1, "the quiet sessions are parked");
-    assert_eq!(read_line(&mut talker).await, "waited 300");
+    assert_eq!(lb::read_line(&mut talker).await, "waited 300");
 
     // The client speaks first after a silence: 1 MiB goes through the resumed session intact.
     tokio::time::sleep(Duration::from_millis(300)).await;

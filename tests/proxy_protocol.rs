@@ -85,15 +85,6 @@ async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     socket.connect(to).await.unwrap()
 }
 
-async fn read_line(stream: &mut TcpStream) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    String::from_utf8_lossy(&line).into_owned()
-}
-
 /// Waits until `seen` holds `n` entries (the fake node records them as connections arrive).
 async fn wait_seen(seen: &Seen, n: usize) -> Vec<Option<Header>> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -123,10 +114,10 @@ async fn v1_and_v2_carry_the_client_and_the_listener_address() {
         );
         let (_running, lb) = start(&yaml).await;
         let mut client = connect_from("127.0.0.2", lb[0]).await;
-        assert_eq!(read_line(&mut client).await, "node");
+        assert_eq!(lb::read_line(&mut client).await, "node");
         client.write_all(b"ping\n").await.unwrap();
         assert_eq!(
-            read_line(&mut client).await,
+            lb::read_line(&mut client).await,
             "ping",
             "{version}: bytes flow after the header"
         );
@@ -255,8 +246,8 @@ async fn accept_proxy_takes_the_client_from_the_header_and_passes_it_on() {
         // The client's own first bytes in the same segment as the header: passed on after it.
         first.extend_from_slice(b"early\n");
         client.write_all(&first).await.unwrap();
-        assert_eq!(read_line(&mut client).await, "node");
-        assert_eq!(read_line(&mut client).await, "early", "{version:?}");
+        assert_eq!(lb::read_line(&mut client).await, "node");
+        assert_eq!(lb::read_line(&mut client).await, "early", "{version:?}");
         let seen = wait_seen(&seen, i + 1).await;
         assert_eq!(seen[i], proxied(named, frontend), "{version:?}");
     }
@@ -267,7 +258,7 @@ async fn accept_proxy_takes_the_client_from_the_header_and_passes_it_on() {
             .write_all(&proxy_protocol::encode(version, None))
             .await
             .unwrap();
-        assert_eq!(read_line(&mut client).await, "node");
+        assert_eq!(lb::read_line(&mut client).await, "node");
         let seen = wait_seen(&seen, i + 3).await;
         assert_eq!(
             seen[i + 2],
@@ -299,7 +290,7 @@ async fn accept_proxy_source_hashing_uses_the_header_address() {
             }),
         );
         client.write_all(&header).await.unwrap();
-        read_line(&mut client).await
+        lb::read_line(&mut client).await
     };
     // One client address in the headers, many socket addresses: always the same node.
     let sockets = [

@@ -138,13 +138,7 @@ impl Held {
     fn add(&mut self) {
         let port = self.port;
         let session = self.runtime.block_on(async move {
-            let opts = mysql_async::OptsBuilder::default()
-                .ip_or_hostname("127.0.0.1")
-                .tcp_port(port)
-                .user(Some("app"))
-                .pass(Some("app"))
-                .prefer_socket(false);
-            let mut conn = mysql_async::Conn::new(opts).await?;
+            let mut conn = mysql_async::Conn::new(load::app_opts(port)).await?;
             let node: String = conn
                 .query_first("SELECT @@wsrep_node_name")
                 .await?

@@ -452,3 +452,15 @@ pub fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
     });
     log
 }
+
+/// Reads one line (up to `\n`, which is dropped) from a tokio stream; what came before an end of
+/// stream or an error otherwise.
+pub async fn read_line(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}

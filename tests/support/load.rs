@@ -236,7 +236,8 @@ fn run(spec: LoadSpec, epoch: Instant, stop: Arc<AtomicBool>, attempts: Arc<Mute
     });
 }
 
-fn opts(port: u16) -> OptsBuilder {
+/// Options for the sandbox's `app` user through `127.0.0.1:port` (galera-lb or a node), over TCP.
+pub fn app_opts(port: u16) -> OptsBuilder {
     OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(port)
@@ -250,7 +251,7 @@ fn opts(port: u16) -> OptsBuilder {
 /// COM_QUIT whenever it can, also after a failed statement, so that the load leaves no aborted
 /// connections behind on the servers.
 async fn attempt(spec: &LoadSpec) -> Result<String, (Option<String>, String)> {
-    let mut conn = Conn::new(opts(spec.port))
+    let mut conn = Conn::new(app_opts(spec.port))
         .await
         .map_err(|e| (None, format!("connect: {e}")))?;
     match statements(&mut conn, spec.workload).await {
