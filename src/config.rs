@@ -732,6 +732,11 @@ pub struct HealthConfig {
     pub initial: InitialState,
     /// A Donor node serves clients if it does not reject queries (`wsrep_sst_donor_rejects_queries`).
     pub available_when_donor: bool,
+    /// `wsrep` checks: a node still in an older Primary view than another node of its cluster has
+    /// reported for this long is stale (it was evicted while frozen and does not know yet) and is
+    /// left out. `null` turns the comparison off.
+    #[serde(with = "humantime_serde")]
+    pub stale_view_after: Option<Duration>,
     /// When a backend goes down: close its client sessions, or leave them.
     pub on_down: SessionAction,
     /// When the writer changes: close the sessions that writer listeners have on the old writer.
@@ -783,6 +788,7 @@ impl Default for HealthConfig {
             fall: 2,
             initial: InitialState::Down,
             available_when_donor: false,
+            stale_view_after: Some(Duration::from_secs(1)),
             on_down: SessionAction::None,
             on_writer_change: SessionAction::None,
             failback: false,

@@ -413,7 +413,7 @@ struct Fault<'a> {
 /// - the log has exactly one `backend down` line for the node (old state, new state, reason),
 ///   a `backend up` after it, and no `backend down` for the other nodes while the fault was in
 ///   effect.
-fn fault_under_load(fault: Fault) {
+fn fault_under_load(fault: Fault) -> String {
     let session = FaultSession::begin();
     let cluster = session.cluster;
     let node = name(fault.node);
@@ -573,6 +573,7 @@ fn fault_under_load(fault: Fault) {
         attempts.len(),
         attempts.iter().filter(|a| !a.ok()).count(),
     );
+    log
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,6 +613,37 @@ fn a_paused_node_gets_no_clients_after_the_window_and_clients_again_once_resumed
         reason: Some("timeout"),
         observe: Duration::from_millis(500),
     });
+}
+
+/// A node frozen past its eviction (evs.suspect_timeout is 5 s; here ~9.5 s) still reports its
+/// old view after SIGCONT, Primary, ready and Synced, until it hears that it was evicted (1–5 s
+/// seen), and then refuses queries with 1047 while it rejoins. Its own status cannot tell;
+/// galera-lb compares the nodes' `wsrep_cluster_conf_id` (`stale_view`), so the node gets no
+/// client until it is Synced in the current view: fault_under_load demands no client error from
+/// the resume on. (With `health.stale_view_after: null` this fails: clients got 1047.)
+#[test]
+fn a_node_evicted_while_frozen_gets_no_clients_while_it_believes_its_old_view() {
+    let log = fault_under_load(Fault {
+        what: "SIGSTOP past eviction",
+        node: 3,
+        inject: &|c| c.pause(3),
+        undo: &|c| {
+            c.resume(3);
+            c.wait_synced();
+        },
+        reason: Some("timeout"),
+        observe: Duration::from_secs(7),
+    });
+    let stale: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("stale_view") && names_backend(line, &address(3)))
+        .collect();
+    println!(
+        "stale_view lines for {}: {}\n{}",
+        address(3),
+        stale.len(),
+        stale.join("\n")
+    );
 }
 
 /// Also the logging acceptance: exactly one `backend down` line for the isolated node, with the

@@ -15,6 +15,8 @@
 //! - [`probe`]: one check of one backend (tcp, handshake, wsrep, http).
 //! - [`http`]: the `http` check's request and the reading of its answer.
 //! - [`wsrep`]: the wsrep status query and the rules that make a node usable.
+//! - [`view`]: the comparison of the nodes' views that catches a node evicted while frozen,
+//!   which still reports its old Primary view after it resumes.
 //! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
 //!   backends that get PROXY headers.
 //!
@@ -25,6 +27,7 @@
 pub mod http;
 pub mod probe;
 pub mod relay;
+pub mod view;
 pub mod wsrep;
 
 use std::collections::HashMap;
@@ -40,6 +43,7 @@ use crate::backend::{AdminState, BackendState, HealthReport};
 use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction};
 use crate::snapshot::{Router, Snapshot};
 use probe::{Outcome, Probe};
+use view::Views;
 
 /// Consecutive-result thresholds: `fall` failures take an up backend down, `rise` passes bring a
 /// down one up. The first result of all counts at once.
@@ -113,6 +117,8 @@ pub struct HealthMonitor {
     /// One check task per backend (address as configured, resolved address, PROXY header).
     tasks: HashMap<(String, SocketAddr, ProxyProtocol), CancellationToken>,
     changed: Arc<Notify>,
+    /// The views the checks saw, shared by every check task.
+    views: Arc<Views>,
     /// How many started check tasks have not finished their first check yet, plus one until the
     /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
     first_checks_pending: Arc<watch::Sender<usize>>,
@@ -138,6 +144,7 @@ impl HealthMonitor {
             settings,
             tasks: HashMap::new(),
             changed,
+            views: Arc::new(Views::default()),
             first_checks_pending,
             synced_once: false,
             stop,
@@ -197,12 +204,16 @@ impl HealthMonitor {
             self.tasks.insert(key.clone(), stop.clone());
             if self.settings.config.check != CheckKind::None {
                 self.first_checks_pending.send_modify(|n| *n += 1);
-                tokio::spawn(run_checks(
+                let target = CheckTarget {
                     backend,
-                    key.1,
-                    key.2,
+                    address: key.1,
+                    proxy_header: key.2,
+                };
+                tokio::spawn(run_checks(
+                    target,
                     self.settings.clone(),
                     self.changed.clone(),
+                    self.views.clone(),
                     self.first_checks_pending.clone(),
                     stop,
                 ));
@@ -255,17 +266,31 @@ fn check_header(
     })
 }
 
-/// Checks one backend until stopped; `address` is where the checks connect (its check port).
-async fn run_checks(
+/// What one check task checks.
+struct CheckTarget {
     backend: Arc<BackendState>,
+    /// Where the checks connect: the backend's address, or its `check_port`.
     address: SocketAddr,
     proxy_header: ProxyProtocol,
+}
+
+/// Checks one backend until stopped.
+async fn run_checks(
+    target: CheckTarget,
     settings: Arc<HealthSettings>,
     changed: Arc<Notify>,
+    views: Arc<Views>,
     first_checks_pending: Arc<watch::Sender<usize>>,
     stop: CancellationToken,
 ) {
+    let CheckTarget {
+        backend,
+        address,
+        proxy_header,
+    } = target;
     let config = &settings.config;
+    // However the task ends, this node's view stops counting.
+    let _forget = ForgetView(&views, address);
     let mut first = true;
     let mut logged_reason: Option<String> = None;
     let mut probe = Probe::new(config, address, &settings.password, proxy_header);
@@ -276,7 +301,9 @@ async fn run_checks(
     }
     loop {
         if backend.admin_state() == AdminState::Maint && !first {
-            // Under maintenance: no checks, no noise; the state stays as it was.
+            // Under maintenance: no checks, no noise; the state stays as it was. Its view is no
+            // longer current, so it must not count against the other nodes'.
+            views.forget(address);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(config.interval) => continue,
@@ -292,6 +319,7 @@ async fn run_checks(
             Outcome::failed("timeout", format!("no answer within {:?}", config.timeout))
         });
         let duration = started.elapsed();
+        let outcome = views.judge(address, outcome, Instant::now(), config.stale_view_after);
         let metrics = crate::metrics::metrics();
         metrics
             .check_duration
@@ -320,6 +348,15 @@ async fn run_checks(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(config.interval + jitter) => {}
         }
+    }
+}
+
+/// Forgets a node's view when its check task ends.
+struct ForgetView<'a>(&'a Views, SocketAddr);
+
+impl Drop for ForgetView<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
     }
 }
 

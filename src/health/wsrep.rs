@@ -14,7 +14,7 @@ use std::collections::HashMap;
 pub const QUERY: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', \
      'wsrep_cluster_status', 'wsrep_ready', 'wsrep_connected', 'wsrep_local_index', \
      'wsrep_incoming_addresses', 'wsrep_cluster_size', 'wsrep_local_recv_queue', \
-     'wsrep_local_state_comment'); \
+     'wsrep_local_state_comment', 'wsrep_cluster_conf_id', 'wsrep_cluster_state_uuid'); \
      SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_desync', 'wsrep_reject_queries', \
      'wsrep_sst_donor_rejects_queries', 'read_only', 'pxc_maint_mode', 'wsrep_on')";
 
@@ -30,6 +30,10 @@ pub struct WsrepStatus {
     pub local_index: Option<u32>,
     pub cluster_size: Option<u32>,
     pub recv_queue: Option<u64>,
+    /// `wsrep_cluster_conf_id`: raised by every view change of the Primary component.
+    pub conf_id: Option<u64>,
+    /// `wsrep_cluster_state_uuid`: the cluster's history, the same on every node of it.
+    pub cluster_uuid: String,
     /// Client addresses of every node in the view, `AUTO`/empty/`undefined` entries removed.
     pub incoming_addresses: Vec<String>,
     pub desync: bool,
@@ -75,6 +79,8 @@ impl WsrepStatus {
             local_index: number(&values, "wsrep_local_index"),
             cluster_size: number(&values, "wsrep_cluster_size"),
             recv_queue: number(&values, "wsrep_local_recv_queue"),
+            conf_id: number(&values, "wsrep_cluster_conf_id"),
+            cluster_uuid: text("wsrep_cluster_state_uuid"),
             incoming_addresses: parse_incoming_addresses(&text("wsrep_incoming_addresses")),
             desync: on("wsrep_desync"),
             reject_queries: values
@@ -175,6 +181,11 @@ mod tests {
             ("wsrep_connected", "ON"),
             ("wsrep_local_index", "1"),
             ("wsrep_cluster_size", "3"),
+            ("wsrep_cluster_conf_id", "12"),
+            (
+                "wsrep_cluster_state_uuid",
+                "9c1b5f6e-2f1a-11ef-8a3e-3b1f0c7d2a10",
+            ),
             (
                 "wsrep_incoming_addresses",
                 "127.0.0.1:3316,AUTO,,127.0.0.1:3336,undefined",
@@ -208,6 +219,10 @@ mod tests {
     fn a_synced_primary_node_is_usable_and_writable() {
         let status = with(&[]);
         assert_eq!(status.local_index, Some(1));
+        assert_eq!(status.conf_id, Some(12));
+        assert_eq!(status.cluster_uuid, "9c1b5f6e-2f1a-11ef-8a3e-3b1f0c7d2a10");
+        // A non-Primary node's configuration id is -1: no view to compare.
+        assert_eq!(with(&[("wsrep_cluster_conf_id", "-1")]).conf_id, None);
         assert_eq!(
             status.incoming_addresses,
             ["127.0.0.1:3316", "127.0.0.1:3336"]
