@@ -598,7 +598,8 @@ fn a_killed_node_gets_no_clients_after_the_window_and_clients_again_once_synced(
 /// still reports its old state (Primary, Synced) for about a second before it learns it is out,
 /// and then turns non-Primary: a second fault, during the recovery (seen here: `backend up`
 /// 0.35 s after SIGCONT, `backend down reason=non-Primary` a second later, clients getting 1047
-/// in between). To test the pause itself, the node is resumed before any eviction can start:
+/// in between, before galera-lb compared views: see the next test). To test the pause itself, the
+/// node is resumed before any eviction can start:
 /// after down_window() + 0.5 s = 3.06 s frozen, at most ~4.1 s since its last keepalive.
 #[test]
 fn a_paused_node_gets_no_clients_after_the_window_and_clients_again_once_resumed() {
