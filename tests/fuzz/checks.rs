@@ -7,10 +7,12 @@ use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
+use std::time::{Duration, Instant};
 
 use galera_lb::config::{Config, split_host_port};
 use galera_lb::control::{self, Request, take_line};
 use galera_lb::glbd_cli::{self, GlbdInvocation};
+use galera_lb::health::view::Views;
 use galera_lb::health::wsrep::{WsrepStatus, parse_incoming_addresses};
 use galera_lb::mysql_packet::{self, ServerError, parse_err_packet};
 use galera_lb::reload;
@@ -238,6 +240,24 @@ pub fn wsrep_status(data: &[u8]) {
 
     check_addresses(&status.incoming_addresses);
     check_addresses(&parse_incoming_addresses(&text));
+
+    // The view comparison: one view behind another node's, held for `after`, is stale.
+    if let (Some(conf_id), false) = (status.conf_id, status.cluster_uuid.is_empty()) {
+        let views = Views::default();
+        let (node, other) = (
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SocketAddr::from(([127, 0, 0, 1], 2)),
+        );
+        let (start, after) = (Instant::now(), Duration::from_secs(1));
+        let ahead = conf_id.saturating_add(1);
+        assert!(
+            views
+                .observe(other, &status.cluster_uuid, ahead, start, after)
+                .is_none()
+        );
+        let stale = views.observe(node, &status.cluster_uuid, conf_id, start + after, after);
+        assert_eq!(stale.is_some(), conf_id < u64::MAX, "{stale:?}");
+    }
 }
 
 fn check_addresses(addresses: &[String]) {
