@@ -2,9 +2,9 @@
 //!
 //! A node frozen long enough to be evicted (SIGSTOP, a hung VM, a stalled disk) still reports its
 //! old view after it resumes — Primary, ready, Synced — until it hears that the others moved on,
-//! up to about 5 s later. Then it refuses every query (1047) while it rejoins. Its own status
-//! cannot tell, but the other nodes' can: every view change raises `wsrep_cluster_conf_id` on
-//! each member of the new Primary component. [`Views`] keeps, per checked node, the Primary view
+//! several seconds later (5–6 s seen in tests/health.rs). Then it refuses every query (1047)
+//! while it rejoins. Its own status cannot tell, but the other nodes' can: every view change
+//! raises `wsrep_cluster_conf_id` on each member of the new Primary component. [`Views`] keeps, per checked node, the Primary view
 //! its checks last saw (the cluster's state UUID and the configuration id, and since when). A
 //! node whose view is older than one another node of the same cluster has reported for
 //! `health.stale_view_after` fails its check with reason `stale_view`.
@@ -34,7 +34,8 @@ struct Seen {
     since: Instant,
 }
 
-/// Why a node's view is stale: another node of its cluster has been in a later one for `for_`.
+/// Why a node's view is stale: node `ahead` of its cluster has been in a later view for
+/// `ahead_for`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stale {
     pub conf_id: u64,
@@ -55,17 +56,15 @@ impl Views {
         after: Duration,
     ) -> Option<Stale> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = nodes.entry(node).or_insert_with(|| Seen {
-            cluster: cluster.to_string(),
-            conf_id,
-            since: now,
-        });
-        if seen.cluster != cluster || seen.conf_id != conf_id {
-            *seen = Seen {
+        // `since` is when this node was first seen in this view: keep it while the view stays.
+        let same_view = |seen: &Seen| seen.cluster == cluster && seen.conf_id == conf_id;
+        if !nodes.get(&node).is_some_and(same_view) {
+            let seen = Seen {
                 cluster: cluster.to_string(),
                 conf_id,
                 since: now,
             };
+            nodes.insert(node, seen);
         }
         nodes
             .iter()
@@ -115,8 +114,7 @@ impl Views {
         let (Some(conf_id), false) = (wsrep.conf_id, wsrep.cluster_uuid.is_empty()) else {
             return outcome;
         };
-        let cluster = wsrep.cluster_uuid.clone();
-        match self.observe(node, &cluster, conf_id, now, after) {
+        match self.observe(node, &wsrep.cluster_uuid, conf_id, now, after) {
             None => outcome,
             Some(stale) => Outcome {
                 passed: false,
