@@ -6,9 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use galera_lb::control::{parse, parse_destination};
-use galera_lb::health::wsrep::{WsrepStatus, parse_incoming_addresses};
-use galera_lb::mysql_packet::{NO_BACKEND, err_packet, parse_err_packet};
+use galera_lb::core::mysql_packet::{NO_BACKEND, err_packet, parse_err_packet};
+use galera_lb::core::wsrep::{WsrepStatus, parse_incoming_addresses};
+use galera_lb::sources::control::{parse, parse_destination};
 
 fn control(c: &mut Criterion) {
     for (name, line) in [

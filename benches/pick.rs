@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use galera_lb::config::{Config, PolicyKind};
-use galera_lb::snapshot::Updater;
+use galera_lb::state::snapshot::Updater;
 
 fn config(policy: PolicyKind, backends: usize) -> Config {
     // No checks: every backend is healthy from the start, as after a first good round.

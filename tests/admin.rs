@@ -1,4 +1,4 @@
-//! Fast tests of the admin HTTP port (`src/admin.rs`) and the metrics (`src/metrics.rs`), with
+//! Fast tests of the admin HTTP port (`src/admin/mod.rs`) and the metrics (`src/admin/metrics.rs`), with
 //! galera-lb started in-process in front of small fake TCP backends (`health: check: none`,
 //! or `tcp` where a test needs health-check metrics), and of the Prometheus files shipped in
 //! `config/` (`alerts.yml`, `prometheus.yml`) with `promtool`.
@@ -88,7 +88,10 @@ impl Lb {
     }
 
     /// The live state of the backend known as `address`.
-    fn backend(&self, address: SocketAddr) -> std::sync::Arc<galera_lb::backend::BackendState> {
+    fn backend(
+        &self,
+        address: SocketAddr,
+    ) -> std::sync::Arc<galera_lb::core::backend::BackendState> {
         let snapshot = self.running.router.load_full();
         snapshot
             .find(&address.to_string(), None)
@@ -170,14 +173,14 @@ async fn session(proxy: SocketAddr) -> (TcpStream, String) {
 
 /// Connects through the proxy and reads everything until the proxy closes (an ERR packet when
 /// the client is refused).
-async fn refused(proxy: SocketAddr) -> galera_lb::mysql_packet::ParsedError {
+async fn refused(proxy: SocketAddr) -> galera_lb::core::mysql_packet::ParsedError {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     let mut data = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut data))
         .await
         .expect("the refused client is closed at once")
         .unwrap();
-    galera_lb::mysql_packet::parse_err_packet(&data)
+    galera_lb::core::mysql_packet::parse_err_packet(&data)
         .unwrap_or_else(|| panic!("expected an ERR packet, got {data:?}"))
 }
 
@@ -317,9 +320,9 @@ fn parse_sample(line: &str) -> Sample {
     }
 }
 
-/// What the module documentation of `src/metrics.rs` promises: metric → (type, label names).
+/// What the module documentation of `src/admin/metrics.rs` promises: metric → (type, label names).
 fn documented_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/admin/metrics.rs");
     let source = std::fs::read_to_string(&path).unwrap();
     let mut table = BTreeMap::new();
     for line in source.lines() {
@@ -618,7 +621,7 @@ async fn metrics_show_every_backend_and_listener_and_move_with_traffic() {
     assert_promtool_accepts_metrics(&after.text);
 }
 
-/// Every metric of the table in `src/metrics.rs` is exported with the documented type and label
+/// Every metric of the table in `src/admin/metrics.rs` is exported with the documented type and label
 /// names once the events it counts have happened (health checks, a failing one, an ERR packet,
 /// a control command, a reload), nothing undocumented is exported, and `promtool check metrics`
 /// finds nothing to say.
@@ -688,7 +691,7 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
             }
             assert_eq!(
                 &names, labels,
-                "{} has labels {names:?}; src/metrics.rs documents {labels:?}",
+                "{} has labels {names:?}; src/admin/metrics.rs documents {labels:?}",
                 sample.name
             );
         }
@@ -705,7 +708,7 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
         .collect();
     assert!(
         undocumented.is_empty(),
-        "exported but not in the table of src/metrics.rs: {undocumented:?}"
+        "exported but not in the table of src/admin/metrics.rs: {undocumented:?}"
     );
 
     // The values behind those series.
@@ -966,7 +969,7 @@ async fn ready_is_503_with_the_reason_while_a_listener_has_no_usable_backend() {
     let error = refused(lb.listener(odd_listener)).await;
     assert_eq!(
         error.code,
-        galera_lb::mysql_packet::NO_BACKEND.code,
+        galera_lb::core::mysql_packet::NO_BACKEND.code,
         "{error:?}"
     );
     assert!(error.message.contains("no usable backend"), "{error:?}");
@@ -1194,7 +1197,7 @@ fn the_real_binary_serves_the_admin_port() {
 
 /// How many admin clients were refused for `reason` so far, in this test binary.
 fn denied(reason: &str) -> u64 {
-    galera_lb::metrics::metrics()
+    galera_lb::core::counters::metrics()
         .access_denied
         .with_label_values(&["admin", reason])
         .get()
@@ -1517,7 +1520,7 @@ fn the_alert_rules_and_the_scrape_config_pass_promtool() {
                 .collect();
             assert!(
                 documented.contains_key(&metric),
-                "{name} uses {metric}, which src/metrics.rs does not document"
+                "{name} uses {metric}, which src/admin/metrics.rs does not document"
             );
         }
         names.insert(name);

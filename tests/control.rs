@@ -1164,7 +1164,7 @@ fn glbd_compat_script_drives_galera_lb_installed_as_glbd() {
 
 /// How many control clients were refused for `reason` so far, in this test binary.
 fn denied(reason: &str) -> u64 {
-    galera_lb::metrics::metrics()
+    galera_lb::core::counters::metrics()
         .access_denied
         .with_label_values(&["control", reason])
         .get()

@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use galera_lb::config::haproxy::{Options, translate};
 use galera_lb::config::{CheckKind, Config, PolicyKind, SessionAction};
-use galera_lb::haproxy::{Options, translate};
 use lb::{binary, collect_stderr, echo_backend, free_port};
 use support::load::{self, Load, LoadSpec, describe, errors_between};
 use support::sandbox;

@@ -12,7 +12,7 @@ mod lb;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use galera_lb::mysql_packet::parse_err_packet;
+use galera_lb::core::mysql_packet::parse_err_packet;
 use lb::{LbProcess, free_port, rss_kb, simple_config, with_descriptor_limit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use galera_lb::config::Config;
-use galera_lb::mysql_packet::parse_err_packet;
+use galera_lb::core::mysql_packet::parse_err_packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -433,7 +433,7 @@ async fn slow_talker() -> SocketAddr {
 }
 
 fn parked_now() -> i64 {
-    galera_lb::metrics::metrics().sessions_parked.get()
+    galera_lb::core::counters::metrics().sessions_parked.get()
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use galera_lb::config::Config;
-use galera_lb::proxy_protocol::{self, Addresses, Header, Version};
+use galera_lb::core::proxy_protocol::{self, Addresses, Header, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -317,7 +317,7 @@ async fn accept_proxy_source_hashing_uses_the_header_address() {
 }
 
 fn rejected(listener: &str, reason: &str) -> u64 {
-    galera_lb::metrics::metrics()
+    galera_lb::core::counters::metrics()
         .proxy_header_rejected
         .with_label_values(&[listener, reason])
         .get()

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
+use galera_lb::cli::glbd::{self, GlbdInvocation};
+use galera_lb::config::diff;
 use galera_lb::config::{Config, split_host_port};
-use galera_lb::control::{self, Request, take_line};
-use galera_lb::glbd_cli::{self, GlbdInvocation};
-use galera_lb::health::view::Views;
-use galera_lb::health::wsrep::{WsrepStatus, parse_incoming_addresses};
-use galera_lb::mysql_packet::{self, ServerError, parse_err_packet};
-use galera_lb::reload;
+use galera_lb::core::mysql_packet::{self, ServerError, parse_err_packet};
+use galera_lb::core::wsrep::{WsrepStatus, parse_incoming_addresses};
+use galera_lb::sources::control::{self, Request, take_line};
+use galera_lb::sources::health::view::Views;
 
 /// Default ports a control line is parsed with: the usual one, the extremes, and 0 (a listener
 /// bound to port 0).
@@ -114,7 +114,7 @@ pub fn config_yaml(data: &[u8]) {
             }
             assert_eq!(config, config.clone());
             assert!(
-                reload::diff(&config, &config).is_empty(),
+                diff::diff(&config, &config).is_empty(),
                 "reloading an unchanged configuration changes something"
             );
             assert!(!config.listeners.is_empty());
@@ -295,9 +295,9 @@ pub fn glbd_args(data: &[u8]) {
             .map(|arg| OsString::from_vec(arg.to_vec()))
             .collect()
     };
-    match glbd_cli::parse_with_resolver(&args, &offline_resolver) {
+    match glbd::parse_with_resolver(&args, &offline_resolver) {
         Ok(GlbdInvocation::Run(run)) => {
-            if let Err(e) = run.config.validate(glbd_cli::SOURCE) {
+            if let Err(e) = run.config.validate(glbd::SOURCE) {
                 panic!("accepted, then refused on a second validation: {e}");
             }
             assert_eq!(run.config.listeners.len(), 1);
@@ -322,7 +322,7 @@ pub fn glbd_args(data: &[u8]) {
 /// (or is refused the same way, for a header that is refused as soon as its start is known).
 /// Headers with addresses encode and parse back to themselves.
 pub fn proxy_header(data: &[u8]) {
-    use galera_lb::proxy_protocol::{
+    use galera_lb::core::proxy_protocol::{
         self, Header, Parsed, V1_MAX, V2_FIXED, V2_MAX, V2_SIGNATURE, Version,
     };
     match proxy_protocol::parse(data) {

@@ -1,0 +1,408 @@
+//! The admin HTTP port (hyper 1.x, HTTP/1.1, GET only).
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `/metrics` | Prometheus text format (see [`crate::core::counters`]) |
+//! | `/status` | JSON: listeners (policy, role, connections) and backends (address, pool, weight, admin state, health, reason, role, wsrep state, connections, bytes, last check time and duration) |
+//! | `/ready` | 200 `ready` once the first health round has run and every listener has a usable backend; 503 with the reason otherwise |
+//! | `/live` | 200 `live` while the process serves HTTP |
+//! | `/` | an HTML status page that refreshes itself every 2 s; no external assets |
+//!
+//! Everything is read from the routing snapshot and the backends' atomics when asked: serving
+//! this port never slows the proxy.
+//!
+//! Access (see `crate::core::access`): with `admin.allow`, a connection from another address is closed
+//! at once. With `admin.token`, every endpoint but `/live` and `/ready` needs
+//! `Authorization: Bearer TOKEN`; without it, or with a wrong one, the answer is 401 with
+//! `WWW-Authenticate: Bearer`. `/live` and `/ready` stay open because orchestrators' probes
+//! (kubelet, Docker's HEALTHCHECK, a load balancer's check) rarely can send a token, and they
+//! tell no more than "up" and "ready, or why not".
+
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::Role;
+use crate::core::access::{Access, Denied, count_denied};
+use crate::core::net;
+use crate::proxy::ListenerState;
+use crate::state::snapshot::{Router, Snapshot};
+
+/// What the admin port reads.
+#[derive(Debug)]
+pub struct AdminContext {
+    pub router: Arc<Router>,
+    /// The open listeners' states (kept current by the listener set).
+    pub listeners: Arc<Mutex<Vec<Arc<ListenerState>>>>,
+    /// The allowlist and the token (resolved at start).
+    pub access: Access,
+    /// Failed accepts on the admin port.
+    pub accept_errors: AtomicU64,
+}
+
+/// The endpoints that need no token: liveness and readiness probes.
+pub const OPEN_PATHS: [&str; 2] = ["/live", "/ready"];
+
+/// Serves the admin port until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<AdminContext>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    net::accept_loop(
+        listener,
+        "admin",
+        &ctx.accept_errors,
+        &stop,
+        |stream, peer| {
+            if !ctx.access.allow.allows(peer.ip()) {
+                warn!(client = %peer, "admin: address not in admin.allow; closing");
+                count_denied("admin", Denied::NotAllowed);
+                drop(stream);
+                return;
+            }
+            let ctx = ctx.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let service = service_fn(move |request| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let response = refusal(&request, &ctx, peer)
+                            .unwrap_or_else(|| respond(&request, &ctx));
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let connection = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    result = connection => {
+                        if let Err(e) = result {
+                            debug!(client = %peer, error = %e, "admin: connection ended");
+                        }
+                    }
+                }
+            });
+        },
+    )
+    .await;
+}
+
+/// The 401 to send when a token is configured, the request is not for an open path, and it does
+/// not carry `Authorization: Bearer TOKEN` with the right token (compared in constant time);
+/// `None` lets the request through.
+fn refusal(
+    request: &Request<Incoming>,
+    ctx: &AdminContext,
+    peer: std::net::SocketAddr,
+) -> Option<Response<Full<Bytes>>> {
+    let token = ctx.access.token.as_ref()?;
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path) {
+        return None;
+    }
+    let shown: String = path.chars().take(80).collect();
+    let shown = shown.escape_debug();
+    match request.headers().get(AUTHORIZATION).and_then(bearer) {
+        Some(given) if token.matches(given) => None,
+        Some(_) => {
+            warn!(client = %peer, path = %shown, "admin: wrong bearer token; 401");
+            count_denied("admin", Denied::WrongToken);
+            Some(unauthorized(true))
+        }
+        None => {
+            warn!(client = %peer, path = %shown, "admin: no bearer token; 401");
+            count_denied("admin", Denied::NoToken);
+            Some(unauthorized(false))
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case).
+fn bearer(value: &HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let space = bytes.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&bytes[..space], bytes[space..].trim_ascii());
+    (scheme.eq_ignore_ascii_case(b"Bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 401 with the challenge of RFC 6750 (`error="invalid_token"` when a token was sent).
+fn unauthorized(wrong: bool) -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: send Authorization: Bearer TOKEN (admin.token); /live and /ready need none\n"
+            .into(),
+    );
+    let challenge = if wrong {
+        r#"Bearer realm="galera-lb", error="invalid_token""#
+    } else {
+        r#"Bearer realm="galera-lb""#
+    };
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+fn respond(request: &Request<Incoming>, ctx: &AdminContext) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            "GET, HEAD".parse().expect("a valid header"),
+        );
+        return response;
+    }
+    let listeners = ctx
+        .listeners
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match request.uri().path() {
+        "/metrics" => with_type(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(&ctx.router, &listeners),
+        ),
+        "/status" => with_type(
+            StatusCode::OK,
+            "application/json",
+            status_json(&ctx.router.load_full(), &listeners),
+        ),
+        "/ready" => match readiness(&ctx.router.load_full()) {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            ),
+        },
+        "/live" => text(StatusCode::OK, "live\n".into()),
+        "/" => with_type(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            status_page(&ctx.router.load_full(), &listeners),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /status, /metrics, /ready or /live\n".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(status, "text/plain; charset=utf-8", body)
+}
+
+fn with_type(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        content_type.parse().expect("a valid content type"),
+    );
+    headers.insert(CACHE_CONTROL, "no-store".parse().expect("a valid header"));
+    response
+}
+
+/// Ready when every listener has a backend it can send a client to (for a writer listener, a
+/// writable one). The first health round has run before the admin port opens.
+pub fn readiness(snapshot: &Snapshot) -> Result<(), String> {
+    let not_ready: Vec<String> =
+        snapshot
+            .routes
+            .iter()
+            .filter(|route| {
+                !route.pool.members.iter().any(|m| {
+                    m.is_usable() && (route.role != Role::Writer || m.backend.is_writable())
+                })
+            })
+            .map(|route| format!("listener '{}' has no usable backend", route.listener))
+            .collect();
+    if not_ready.is_empty() {
+        Ok(())
+    } else {
+        Err(not_ready.join("; "))
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The `/status` document.
+pub fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
+    let listeners: Vec<_> = snapshot
+        .routes
+        .iter()
+        .map(|route| {
+            let state = listeners.iter().find(|l| l.name == route.listener);
+            json!({
+                "name": route.listener,
+                "pool": route.pool.name,
+                "policy": route.policy_kind.as_str(),
+                "role": route.role.as_str(),
+                "active": state.map_or(0, |s| s.active()),
+                "accepted": state.map_or(0, |s| s.accepted.load(std::sync::atomic::Ordering::Relaxed)),
+            })
+        })
+        .collect();
+    let mut backends = Vec::new();
+    for pool in &snapshot.pools {
+        for (i, member) in pool.members.iter().enumerate() {
+            let backend = &member.backend;
+            let c = backend.counters();
+            let report = backend.report();
+            let wsrep = report.wsrep.as_ref();
+            backends.push(json!({
+                "address": backend.address,
+                "socket_address": member.socket_addr.to_string(),
+                "pool": pool.name,
+                "weight": member.weight,
+                "tier": member.tier,
+                "admin": backend.admin_state().as_str(),
+                "health": backend.health_str(),
+                "usable": member.is_usable(),
+                "reason": report.reason,
+                "role": pool.role_of(i),
+                "wsrep_local_state": wsrep.and_then(|w| w.local_state),
+                "wsrep_state": wsrep.map(|_| report.wsrep_state()),
+                "cluster_size": wsrep.and_then(|w| w.cluster_size),
+                "active": c.active,
+                "total": c.total,
+                "connect_errors": c.connect_errors,
+                "bytes_to_backend": c.bytes_to_backend,
+                "bytes_to_client": c.bytes_to_client,
+                "last_check": report.checked_at.map(unix_seconds),
+                "last_check_duration_seconds": report.checked_at.map(|_| report.duration.as_secs_f64()),
+            }));
+        }
+    }
+    let ready = readiness(snapshot);
+    format!(
+        "{}\n",
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "ready": ready.is_ok(),
+            "not_ready_reason": ready.err(),
+            "listeners": listeners,
+            "backends": backends,
+        })
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// The `/` page: one table of backends, one of listeners, refreshed by the browser.
+pub fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
+    let mut html = String::from(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+         <title>galera-lb</title><style>\
+         body{font-family:sans-serif;margin:1.5em;color:#222}\
+         table{border-collapse:collapse;margin-bottom:1.5em}\
+         th,td{border:1px solid #ccc;padding:.3em .7em;text-align:left}\
+         th{background:#eee}\
+         .up{background:#d4f7d4}.down{background:#f7d4d4}.drain,.maint{background:#f7efd0}\
+         .writer{font-weight:bold}\
+         </style></head><body>",
+    );
+    let ready = readiness(snapshot);
+    let _ = write!(
+        html,
+        "<h1>galera-lb {}</h1><p id=\"ready\">{}</p>",
+        env!("CARGO_PKG_VERSION"),
+        match &ready {
+            Ok(()) => "Ready: every listener has a usable backend.".to_string(),
+            Err(reason) => format!("NOT READY: {}", escape(reason)),
+        }
+    );
+    html.push_str(
+        "<h2>Backends</h2><table id=\"backends\"><tr><th>pool</th><th>backend</th><th>state</th>\
+         <th>reason</th><th>role</th><th>wsrep</th><th>weight</th><th>admin</th>\
+         <th>active</th><th>total</th><th>to backend</th><th>to clients</th></tr>",
+    );
+    for pool in &snapshot.pools {
+        for (i, member) in pool.members.iter().enumerate() {
+            let backend = &member.backend;
+            let c = backend.counters();
+            let report = backend.report();
+            let admin = backend.admin_state().as_str();
+            let state = backend.health_str();
+            let class = if admin != "ready" { admin } else { state };
+            let role = pool.role_of(i);
+            let wsrep = report.wsrep_state();
+            let _ = write!(
+                html,
+                "<tr class=\"{class} {role}\" data-backend=\"{addr}\" data-state=\"{state}\">\
+                 <td>{pool}</td><td>{addr}</td><td>{state}</td><td>{reason}</td><td>{role}</td>\
+                 <td>{wsrep}</td><td>{weight}</td><td>{admin}</td><td>{active}</td><td>{total}</td>\
+                 <td>{sent}</td><td>{received}</td></tr>",
+                pool = escape(&pool.name),
+                addr = escape(&backend.address),
+                reason = escape(&report.reason),
+                wsrep = escape(wsrep),
+                weight = member.weight,
+                active = c.active,
+                total = c.total,
+                sent = bytes(c.bytes_to_backend),
+                received = bytes(c.bytes_to_client),
+            );
+        }
+    }
+    html.push_str(
+        "</table><h2>Listeners</h2><table id=\"listeners\"><tr><th>listener</th><th>pool</th>\
+         <th>policy</th><th>role</th><th>active</th><th>accepted</th><th>refused</th></tr>",
+    );
+    for route in &snapshot.routes {
+        let state = listeners.iter().find(|l| l.name == route.listener);
+        let load = |f: fn(&ListenerState) -> u64| state.map_or(0, |s| f(s));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&route.listener),
+            escape(&route.pool.name),
+            route.policy_kind.as_str(),
+            route.role.as_str(),
+            load(|s| s.active()),
+            load(|s| s.accepted.load(std::sync::atomic::Ordering::Relaxed)),
+            load(|s| s.refused.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}

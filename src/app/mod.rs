@@ -1,0 +1,382 @@
+//! Wiring: [`start`] builds every part from a [`Config`] and connects them; [`Running::drain`]
+//! stops them in order; [`run`] does both around a shutdown future.
+//!
+//! This is the only place that knows every layer. It implements the updater's
+//! [`Effects`](crate::state::updater::Effects) (what a routing change means for health checks,
+//! listeners and discovery) in [`effects`], so that the state layer never imports the layers
+//! above it.
+
+mod effects;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminContext};
+use crate::config::Config;
+use crate::config::source::ConfigSource;
+use crate::core::net::{self, BindError};
+use crate::core::{access, notify};
+use crate::proxy::listeners::{self, ListenerSet};
+use crate::proxy::park::ParkingLot;
+use crate::proxy::{ListenerState, ProxyContext, trim};
+use crate::sources::control::{self, ControlContext};
+use crate::sources::health::{HealthMonitor, HealthSettings};
+use crate::sources::signals;
+use crate::state::change::Change;
+use crate::state::snapshot::{Router, Updater};
+use crate::state::updater::UpdaterTask;
+use effects::AppEffects;
+
+/// Why galera-lb could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration names something that cannot be used (a host name that does not
+    /// resolve, a password variable that is not set): reported like an invalid configuration.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The operating system refused a resource galera-lb needs (a thread, an epoll set).
+    #[error("{0}")]
+    Resource(String),
+}
+
+/// A started galera-lb: its listeners are bound and accepting.
+pub struct Running {
+    /// Each listener's name and the address it is bound to (useful when the port was 0).
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// Where the control port listens, when it is on.
+    pub control: Option<SocketAddr>,
+    /// Where the admin HTTP port listens, when it is on.
+    pub admin: Option<SocketAddr>,
+    /// The current routing (read-only: changes go through the updater task).
+    pub router: Arc<Router>,
+    pub listener_states: Vec<Arc<ListenerState>>,
+    /// Sends changes to the updater task (reload requests, for one).
+    pub changes: mpsc::Sender<Change>,
+    stop_accepting: CancellationToken,
+    accept_loops: TaskTracker,
+    /// Stops the updater, health checks, discovery, the control and the admin port.
+    stop_background: CancellationToken,
+    /// Every task but the accept loops and the sessions: the updater, health checks,
+    /// discovery, the control and admin ports and their connections, the heap trimmer.
+    background: TaskTracker,
+    ctx: Arc<ProxyContext>,
+    shutdown_grace: Duration,
+}
+
+/// Resolves the backends, binds every listener, runs the first health checks and starts
+/// accepting. `config_file` names the configuration in messages; when it is a file, reloads
+/// re-read it.
+pub async fn start(config: &Config, config_file: &str) -> Result<Running, RunError> {
+    let source = Path::new(config_file)
+        .is_file()
+        .then(|| ConfigSource::Yaml(Path::new(config_file).to_path_buf()));
+    start_from(config, config_file, source).await
+}
+
+/// [`start`], with where reloads re-read the configuration (`None`: nowhere).
+pub async fn start_from(
+    config: &Config,
+    config_file: &str,
+    source: Option<ConfigSource>,
+) -> Result<Running, RunError> {
+    let password = config
+        .health
+        .resolve_password()
+        .map_err(|reason| RunError::Config(format!("{config_file}: health.password: {reason}")))?;
+    let control_access = config
+        .control
+        .as_ref()
+        .map(|c| c.access_fields().resolve())
+        .transpose()
+        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
+    let admin_access = config
+        .admin
+        .as_ref()
+        .map(|a| a.access_fields().resolve())
+        .transpose()
+        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
+    let updater = Updater::new(config)
+        .await
+        .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
+    let mut sockets = Vec::new();
+    for listener in &config.listeners {
+        sockets.push((listener, listeners::bind(listener, &config.tcp)?));
+    }
+    let admin_socket = match &config.admin {
+        Some(admin) => {
+            let address: SocketAddr = admin.bind.parse().expect("validate() checked it");
+            Some(net::bind("admin", address, config.tcp.listen_options())?)
+        }
+        None => None,
+    };
+    let control_socket = match &config.control {
+        Some(control) => {
+            let address: SocketAddr = control.bind.parse().expect("validate() checked it");
+            Some(net::bind("control", address, config.tcp.listen_options())?)
+        }
+        None => None,
+    };
+
+    let router = updater.router();
+    let ctx = Arc::new(ProxyContext {
+        router: router.clone(),
+        tcp: config.tcp.clone(),
+        connect_timeout: config.limits.connect_timeout,
+        global_active: Default::default(),
+        max_connections: u64::from(config.limits.max_connections),
+        tasks: TaskTracker::new(),
+        force_close: CancellationToken::new(),
+        parking: match config.limits.park_idle_after {
+            Some(_) => Some(ParkingLot::start().map_err(|e| {
+                RunError::Resource(format!(
+                    "cannot start the thread for idle sessions (limits.park_idle_after): {e}"
+                ))
+            })?),
+            None => None,
+        },
+        park_idle_after: config.limits.park_idle_after,
+        client_idle_timeout: config.limits.client_idle_timeout,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let stop_background = CancellationToken::new();
+    let background = TaskTracker::new();
+    let mut health = HealthMonitor::start(
+        HealthSettings {
+            config: config.health.clone(),
+            password,
+        },
+        router.clone(),
+        background.clone(),
+    );
+    health.sync(&router.load_full());
+    // The sockets are bound, so clients wait in the backlog while the first checks run: routing
+    // starts from real health, not from the initial state.
+    health
+        .first_round(config.health.timeout + Duration::from_millis(500))
+        .await;
+
+    let stop_accepting = CancellationToken::new();
+    let mut listener_set = ListenerSet::new(ctx.clone(), stop_accepting.clone());
+    for (listener, (socket, local)) in sockets {
+        listener_set.start(listener, socket, local);
+    }
+    let listeners: Vec<(String, SocketAddr)> = listener_set
+        .open()
+        .iter()
+        .map(|l| (l.name.clone(), l.local))
+        .collect();
+    let listener_states = listener_set
+        .open()
+        .iter()
+        .map(|l| l.state.clone())
+        .collect();
+    let accept_loops = listener_set.accept_loops();
+
+    let (changes, change_rx) = mpsc::channel(64);
+    let mut control = None;
+    if let (Some(control_config), Some(socket), Some(access)) =
+        (&config.control, control_socket, control_access)
+    {
+        control = socket.local_addr().ok();
+        let first = &config.listeners[0];
+        // The port the first listener really has (it differs from the configured one for 0).
+        let default_port = listeners
+            .first()
+            .map_or(3306, |(_, address)| address.port());
+        let control_ctx = Arc::new(ControlContext {
+            router: router.clone(),
+            changes: changes.clone(),
+            config: control_config.clone(),
+            default_port,
+            pool: first.pool.clone(),
+            max_connections: u64::from(config.limits.max_connections),
+            open_connections: ctx.global_active.clone(),
+            last_stat: Mutex::new((Instant::now(), router.totals())),
+            clients: Default::default(),
+            access: access.clone(),
+            accept_errors: Default::default(),
+        });
+        info!(
+            address = ?control,
+            token = access.token.is_some(),
+            allow = control_config.allow.len(),
+            "control port listening"
+        );
+        if let Some(warning) = control.and_then(|bind| {
+            access::exposure_warning("control", bind, &access, "change the routing")
+        }) {
+            warn!("{warning}");
+        }
+        access::register_port("control");
+        background.spawn(control::serve(
+            socket,
+            control_ctx,
+            background.clone(),
+            stop_background.clone(),
+        ));
+    }
+    let mut admin = None;
+    if let (Some(admin_config), Some(socket), Some(access)) =
+        (&config.admin, admin_socket, admin_access)
+    {
+        admin = socket.local_addr().ok();
+        info!(
+            address = ?admin,
+            token = access.token.is_some(),
+            allow = admin_config.allow.len(),
+            "admin port listening"
+        );
+        if let Some(warning) = admin.and_then(|bind| {
+            access::exposure_warning(
+                "admin",
+                bind,
+                &access,
+                "read the cluster's layout, state and traffic",
+            )
+        }) {
+            warn!("{warning}");
+        }
+        access::register_port("admin");
+        let admin_ctx = Arc::new(AdminContext {
+            router: router.clone(),
+            listeners: listener_set.states(),
+            access,
+            accept_errors: Default::default(),
+        });
+        background.spawn(admin::serve(
+            socket,
+            admin_ctx,
+            background.clone(),
+            stop_background.clone(),
+        ));
+    }
+    let mut effects = AppEffects {
+        router: router.clone(),
+        health,
+        listeners: listener_set,
+        changes: changes.clone(),
+        tasks: background.clone(),
+        background: stop_background.clone(),
+        discovery: stop_background.child_token(),
+    };
+    effects.start_discovery(config);
+    let task = UpdaterTask {
+        updater,
+        effects,
+        config: config.clone(),
+        config_file: source,
+        stop: stop_background.clone(),
+    };
+    background.spawn(task.run(change_rx));
+    background.spawn(trim::run(ctx.clone(), stop_background.clone()));
+    info!(
+        listeners = config.listeners.len(),
+        check = config.health.check.as_str(),
+        "ready"
+    );
+    Ok(Running {
+        listeners,
+        control,
+        admin,
+        router,
+        listener_states,
+        changes,
+        stop_accepting,
+        accept_loops,
+        stop_background,
+        background,
+        ctx,
+        shutdown_grace: config.limits.shutdown_grace,
+    })
+}
+
+impl Running {
+    /// Stops accepting at once, waits up to the shutdown grace period for open connections to
+    /// finish, then closes the rest.
+    pub async fn drain(self) {
+        self.stop_accepting.cancel();
+        self.accept_loops.close();
+        self.accept_loops.wait().await;
+        self.ctx.tasks.close();
+        let open = self.ctx.global_active.get();
+        if open > 0 {
+            info!(open, grace = ?self.shutdown_grace, "waiting for open connections to finish");
+        }
+        if tokio::time::timeout(self.shutdown_grace, self.ctx.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.ctx.global_active.get(),
+                "shutdown grace period is over; closing the remaining connections"
+            );
+            self.ctx.force_close.cancel();
+            self.ctx.tasks.wait().await;
+        }
+        self.stop_background.cancel();
+        self.background.close();
+        self.background.wait().await;
+        info!("all connections closed");
+    }
+
+    /// Client connections open now, across all listeners.
+    pub fn active_connections(&self) -> u64 {
+        self.ctx.global_active.get()
+    }
+
+    /// Asks the updater task to re-read the configuration file, and waits for the outcome.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.changes
+            .send(Change::Reload(Some(reply)))
+            .await
+            .map_err(|_| "galera-lb is shutting down".to_string())?;
+        outcome
+            .await
+            .map_err(|_| "galera-lb is shutting down".to_string())?
+    }
+}
+
+/// Runs galera-lb until `shutdown` completes, then drains (see [`Running::drain`]). SIGHUP
+/// (and SIGUSR2, HAProxy's reload signal) reloads the configuration file meanwhile.
+///
+/// `shutdown` is first polled only once galera-lb is ready (every listener bound and accepting,
+/// the first health round run): glbd's `--daemon` mode relies on that to tell its parent, and
+/// the service manager is told `READY=1` at that moment too ([`notify`]).
+pub async fn run(
+    config: &Config,
+    config_file: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let source = Path::new(config_file)
+        .is_file()
+        .then(|| ConfigSource::Yaml(Path::new(config_file).to_path_buf()));
+    run_from(config, config_file, source, shutdown).await
+}
+
+/// [`run`], with where reloads re-read the configuration.
+pub async fn run_from(
+    config: &Config,
+    config_file: &str,
+    source: Option<ConfigSource>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let running = start_from(config, config_file, source).await?;
+    notify::ready();
+    let hangups = tokio::spawn(signals::forward_reloads(running.changes.clone()));
+    shutdown.await;
+    hangups.abort();
+    notify::stopping();
+    running.drain().await;
+    Ok(())
+}

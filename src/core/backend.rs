@@ -1,0 +1,295 @@
+//! A backend's identity and its live state.
+//!
+//! A backend is identified by its address as configured (`db1:3306`, `[::1]:3306`): never by its
+//! weight or pool, so that a weight change keeps its health and counters. [`BackendState`] holds
+//! everything that changes while galera-lb runs as atomics, shared by `Arc` between every snapshot
+//! that includes the backend: the proxy reads health and updates counters without a lock, the
+//! health checker writes health, and readers (metrics, control port) load them when asked.
+//!
+//! The last check's details (reason, timing, wsrep status) are an immutable [`HealthReport`]
+//! behind an `ArcSwap`, for the status displays; routing only reads the atomics.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use crate::core::limit::ActiveCount;
+use crate::core::wsrep::WsrepStatus;
+
+/// The details of a backend's latest health check.
+#[derive(Debug, Clone, Default)]
+pub struct HealthReport {
+    /// When the latest check finished; `None` before the first.
+    pub checked_at: Option<SystemTime>,
+    pub duration: Duration,
+    /// Whether the latest check passed (routing follows rise/fall, see [`BackendState::is_healthy`]).
+    pub passed: bool,
+    /// A short reason: "synced", "non-Primary", "timeout", "error 1045", ...
+    pub reason: String,
+    /// The longer story: a server's error message, say.
+    pub detail: String,
+    /// The server's error code, when the check failed with one.
+    pub error_code: Option<u16>,
+    pub wsrep: Option<WsrepStatus>,
+}
+
+/// Why a connect to a backend failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    Refused = 0,
+    Timeout = 1,
+    Other = 2,
+}
+
+impl ConnectError {
+    pub fn of(error: &std::io::Error) -> ConnectError {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+            std::io::ErrorKind::TimedOut => ConnectError::Timeout,
+            _ => ConnectError::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout => "timeout",
+            ConnectError::Other => "other",
+        }
+    }
+}
+
+/// What an operator asked of a backend (control port `drain|maint|ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// In service.
+    Ready,
+    /// No new clients; open sessions stay.
+    Drain,
+    /// No new clients, open sessions stay, and health checks pause (the node is being worked on).
+    Maint,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+}
+
+impl HealthReport {
+    /// The node's `wsrep_local_state_comment` ("Synced", "Donor/Desynced", ...), empty when the
+    /// last check did not read it.
+    pub fn wsrep_state(&self) -> &str {
+        self.wsrep.as_ref().map_or("", |w| w.state_comment.as_str())
+    }
+}
+
+/// Live state of one backend, shared across routing snapshots.
+#[derive(Debug)]
+pub struct BackendState {
+    /// The address as configured, the backend's identity.
+    pub address: String,
+    /// False while health checks consider the backend down.
+    healthy: AtomicBool,
+    /// Healthy and allowed to hold the writer role (not `read_only`).
+    writable: AtomicBool,
+    /// The node's `wsrep_local_index`, `u32::MAX` while unknown.
+    local_index: AtomicU32,
+    report: ArcSwap<HealthReport>,
+    /// Bumped to close every open session to this backend.
+    close_sessions: watch::Sender<u64>,
+    /// An [`AdminState`] as a number.
+    admin: AtomicU8,
+    /// Proxied connections open now, or being opened.
+    active: ActiveCount,
+    /// Proxied connections ever established.
+    total: AtomicU64,
+    /// Connect attempts that failed, by [`ConnectError`].
+    connect_errors: [AtomicU64; 3],
+    /// Reads that moved bytes, either way.
+    transfers: AtomicU64,
+    /// Bytes from clients to the backend.
+    bytes_to_backend: AtomicU64,
+    /// Bytes from the backend to clients.
+    bytes_to_client: AtomicU64,
+}
+
+/// A point-in-time copy of a backend's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendCounters {
+    pub active: u64,
+    pub total: u64,
+    pub connect_errors: u64,
+    pub transfers: u64,
+    pub bytes_to_backend: u64,
+    pub bytes_to_client: u64,
+}
+
+impl BackendState {
+    /// A backend that starts out healthy (and writable) or not.
+    pub fn new(address: String, healthy: bool) -> Self {
+        BackendState {
+            address,
+            healthy: AtomicBool::new(healthy),
+            writable: AtomicBool::new(healthy),
+            local_index: AtomicU32::new(u32::MAX),
+            report: ArcSwap::from_pointee(HealthReport::default()),
+            close_sessions: watch::Sender::new(0),
+            admin: AtomicU8::new(0),
+            active: ActiveCount::default(),
+            total: AtomicU64::new(0),
+            connect_errors: Default::default(),
+            transfers: AtomicU64::new(0),
+            bytes_to_backend: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// `"up"` or `"down"` (for displays).
+    pub fn health_str(&self) -> &'static str {
+        if self.is_healthy() { "up" } else { "down" }
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Healthy, in service and not read-only: may be the writer.
+    pub fn is_writable(&self) -> bool {
+        self.is_healthy()
+            && self.admin_state() == AdminState::Ready
+            && self.writable.load(Ordering::Relaxed)
+    }
+
+    pub fn set_writable(&self, writable: bool) {
+        self.writable.store(writable, Ordering::Relaxed);
+    }
+
+    /// The node's position in the Galera view (`wsrep_local_index`), when known.
+    pub fn local_index(&self) -> Option<u32> {
+        match self.local_index.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            index => Some(index),
+        }
+    }
+
+    pub fn set_local_index(&self, index: Option<u32>) {
+        self.local_index
+            .store(index.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> Arc<HealthReport> {
+        self.report.load_full()
+    }
+
+    pub fn set_report(&self, report: HealthReport) {
+        self.report.store(Arc::new(report));
+    }
+
+    /// A receiver that changes when [`BackendState::close_sessions`] is called.
+    pub fn session_closer(&self) -> watch::Receiver<u64> {
+        self.close_sessions.subscribe()
+    }
+
+    /// Closes every open client session to this backend.
+    pub fn close_sessions(&self) {
+        self.close_sessions.send_modify(|n| *n += 1);
+    }
+
+    pub fn active(&self) -> u64 {
+        self.active.get()
+    }
+
+    pub fn count_established(&self) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_connect_error(&self, kind: ConnectError) {
+        self.connect_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed connects by reason, for metrics.
+    pub fn connect_errors_by_reason(&self) -> [(&'static str, u64); 3] {
+        [
+            ConnectError::Refused,
+            ConnectError::Timeout,
+            ConnectError::Other,
+        ]
+        .map(|kind| {
+            (
+                kind.as_str(),
+                self.connect_errors[kind as usize].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    pub fn add_bytes_to_backend(&self, n: u64) {
+        self.bytes_to_backend.fetch_add(n, Ordering::Relaxed);
+        self.transfers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_to_client(&self, n: u64) {
+        self.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+        self.transfers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    pub fn set_admin_state(&self, state: AdminState) {
+        let value = match state {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        };
+        self.admin.store(value, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> BackendCounters {
+        BackendCounters {
+            active: self.active.get(),
+            total: self.total.load(Ordering::Relaxed),
+            connect_errors: self
+                .connect_errors
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum(),
+            transfers: self.transfers.load(Ordering::Relaxed),
+            bytes_to_backend: self.bytes_to_backend.load(Ordering::Relaxed),
+            bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for BackendCounters {
+    fn add_assign(&mut self, other: BackendCounters) {
+        self.active += other.active;
+        self.total += other.total;
+        self.connect_errors += other.connect_errors;
+        self.transfers += other.transfers;
+        self.bytes_to_backend += other.bytes_to_backend;
+        self.bytes_to_client += other.bytes_to_client;
+    }
+}
+
+impl AsRef<ActiveCount> for BackendState {
+    fn as_ref(&self) -> &ActiveCount {
+        &self.active
+    }
+}

@@ -1,0 +1,159 @@
+//! Counters of events that happen off the hot path (health checks, ERR packets sent to clients,
+//! control commands, refused control and admin clients, reloads, writer changes, PROXY header
+//! refusals), for the whole process: a leaf that any layer may bump. Rendering them, together
+//! with the values galera-lb keeps anyway as atomics, is the admin layer's job
+//! (`crate::admin::metrics`), which only reads.
+
+use std::sync::OnceLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Counters of events that happen off the hot path, for the whole process.
+#[derive(Debug)]
+pub struct Metrics {
+    pub(crate) registry: Registry,
+    pub check_duration: HistogramVec,
+    pub check_failures: IntCounterVec,
+    pub client_errors: IntCounterVec,
+    pub writer_changes: IntCounterVec,
+    pub control_commands: IntCounterVec,
+    pub access_denied: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub sessions_parked: IntGauge,
+    pub idle_timeouts: IntCounterVec,
+    pub proxy_header_rejected: IntCounterVec,
+}
+
+/// The process-wide event counters.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let registry = Registry::new();
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "galera_lb_health_check_duration_seconds",
+                "How long health checks took.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["backend"],
+        )
+        .expect("valid histogram");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+        };
+        let metrics = Metrics {
+            check_duration,
+            check_failures: counter(
+                "galera_lb_health_check_failures_total",
+                "Failed health checks, by reason.",
+                &["backend", "reason"],
+            ),
+            client_errors: counter(
+                "galera_lb_client_errors_total",
+                "ERR packets sent to clients galera-lb could not serve, by reason.",
+                &["listener", "reason"],
+            ),
+            writer_changes: counter(
+                "galera_lb_writer_changes_total",
+                "Times a pool's writer changed (including the first election).",
+                &["pool"],
+            ),
+            control_commands: counter(
+                "galera_lb_control_commands_total",
+                "Requests on the control port, by command.",
+                &["command"],
+            ),
+            access_denied: counter(
+                "galera_lb_access_denied_total",
+                "Clients refused on the control or admin port: address not allowed, token \
+                 missing or wrong.",
+                &["port", "reason"],
+            ),
+            reloads: counter(
+                "galera_lb_reloads_total",
+                "Configuration reloads, by result.",
+                &["result"],
+            ),
+            sessions_parked: IntGauge::new(
+                "galera_lb_sessions_parked",
+                "Idle sessions parked off the runtime until either side sends again.",
+            )
+            .expect("valid gauge"),
+            idle_timeouts: counter(
+                "galera_lb_client_idle_timeouts_total",
+                "Sessions closed because they moved no bytes for limits.client_idle_timeout.",
+                &["listener"],
+            ),
+            proxy_header_rejected: counter(
+                "galera_lb_proxy_header_rejected_total",
+                "Connections to accept_proxy listeners closed because their PROXY header was \
+                 missing, malformed, too long, unsupported or late, by reason.",
+                &["listener", "reason"],
+            ),
+            registry,
+        };
+        for collector in [
+            Box::new(metrics.check_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.check_failures.clone()),
+            Box::new(metrics.client_errors.clone()),
+            Box::new(metrics.writer_changes.clone()),
+            Box::new(metrics.control_commands.clone()),
+            Box::new(metrics.access_denied.clone()),
+            Box::new(metrics.reloads.clone()),
+            Box::new(metrics.sessions_parked.clone()),
+            Box::new(metrics.idle_timeouts.clone()),
+            Box::new(metrics.proxy_header_rejected.clone()),
+        ] {
+            metrics
+                .registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+        metrics
+    })
+}
+
+impl Metrics {
+    /// Deletes every series whose label `label` is `value` (a backend that was removed, say), so
+    /// that a scrape shows only what exists.
+    pub fn forget(&self, label: &str, value: &str) {
+        use prometheus::core::Collector;
+        let has_it = |m: &prometheus::proto::Metric| {
+            m.get_label()
+                .iter()
+                .any(|pair| pair.name() == label && pair.value() == value)
+        };
+        let labels_of = |m: &prometheus::proto::Metric| -> Vec<(String, String)> {
+            m.get_label()
+                .iter()
+                .map(|pair| (pair.name().to_string(), pair.value().to_string()))
+                .collect()
+        };
+        macro_rules! forget_in {
+            ($($vec:expr),*) => {$(
+                let doomed: Vec<Vec<(String, String)>> = $vec
+                    .collect()
+                    .iter()
+                    .flat_map(|family| family.get_metric().iter())
+                    .filter(|m| has_it(m))
+                    .map(labels_of)
+                    .collect();
+                for labels in &doomed {
+                    let labels: std::collections::HashMap<&str, &str> =
+                        labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    let _ = $vec.remove(&labels);
+                }
+            )*};
+        }
+        forget_in!(
+            self.check_duration,
+            self.check_failures,
+            self.client_errors,
+            self.writer_changes,
+            self.idle_timeouts,
+            self.proxy_header_rejected
+        );
+    }
+}

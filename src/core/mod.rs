@@ -1,0 +1,26 @@
+//! The bottom layer: what every other layer may use, and which uses nothing of theirs.
+//!
+//! - [`backend`]: a backend's identity (its address) and live state (health, counters: atomics).
+//! - [`limit`]: lock-free connection counts with limits, released by guards.
+//! - [`counters`]: the process-wide event counters, a leaf anyone may bump (rendering them is
+//!   `crate::admin::metrics`).
+//! - [`wsrep`]: the wsrep status of a node and the rules that make it usable.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2), written and read.
+//! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
+//! - [`access`]: address allowlists and tokens for the control and admin ports.
+//! - [`secret`]: a string that never shows in logs or `Debug` output.
+//! - [`net`]: listening sockets with galera-lb's options, and the one accept loop.
+//! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
+//! - [`notify`]: READY/RELOADING/STOPPING for systemd's `Type=notify` (`NOTIFY_SOCKET`).
+
+pub mod access;
+pub mod backend;
+pub mod counters;
+pub mod limit;
+pub mod mysql_packet;
+pub mod net;
+pub mod notify;
+pub mod port_owner;
+pub mod proxy_protocol;
+pub mod secret;
+pub mod wsrep;

@@ -1,0 +1,511 @@
+//! Health checks and the writer role.
+//!
+//! [`HealthMonitor`] runs one check task per backend (on `interval`, with a little jitter, each
+//! check bounded by `timeout`) and a coordinator that elects each pool's writer. A check task
+//! feeds its results through a rise/fall state machine ([`RiseFall`]) and writes the outcome into
+//! the backend's [`BackendState`] atomics and report; it never touches the proxy, which only reads
+//! those atomics. A state change is logged once, with the old state, the new one and the reason,
+//! and (with `on_down: shutdown_sessions`) closes the backend's sessions.
+//!
+//! Whenever health or writability changes, the task wakes the coordinator, which runs
+//! [`crate::state::snapshot::Pool::elect_writer`] for every pool. Only the coordinator elects, so
+//! elections never race; the choice depends only on configuration and cluster state, so several
+//! galera-lb instances agree on the writer without talking to each other.
+//!
+//! - [`probe`]: one check of one backend (tcp, handshake, wsrep, http).
+//! - [`http`]: the `http` check's request and the reading of its answer.
+//! - [`view`]: the comparison of the nodes' views that catches a node evicted while frozen,
+//!   which still reports its old Primary view after it resumes.
+//! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
+//!   backends that get PROXY headers.
+//!
+//! A backend that gets PROXY headers (its own `proxy_protocol`, or, when it sets none, that of a
+//! listener routing to its pool) is checked with a header too: `PROXY UNKNOWN` (v1) or a v2
+//! `LOCAL` header, which tell the node that the connection is galera-lb's own.
+
+pub mod http;
+pub mod probe;
+pub mod relay;
+pub mod view;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction};
+use crate::core::backend::{AdminState, BackendState, HealthReport};
+use crate::state::snapshot::{Router, Snapshot};
+use probe::{Outcome, Probe};
+use view::Views;
+
+/// Consecutive-result thresholds: `fall` failures take an up backend down, `rise` passes bring a
+/// down one up. The first result of all counts at once.
+#[derive(Debug, Clone)]
+pub struct RiseFall {
+    rise: u32,
+    fall: u32,
+    up: bool,
+    checked: bool,
+    streak: u32,
+}
+
+impl RiseFall {
+    pub fn new(rise: u32, fall: u32, up: bool) -> Self {
+        RiseFall {
+            rise,
+            fall,
+            up,
+            checked: false,
+            streak: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Continues from a state established earlier: the next result does not count at once.
+    pub fn resume(&mut self) {
+        self.checked = true;
+    }
+
+    /// Whether any result has been recorded yet.
+    pub fn has_checked(&self) -> bool {
+        self.checked
+    }
+
+    /// Records one result and returns the state after it.
+    pub fn record(&mut self, passed: bool) -> bool {
+        if !self.checked {
+            self.checked = true;
+            self.up = passed;
+            self.streak = 0;
+            return self.up;
+        }
+        if passed == self.up {
+            self.streak = 0;
+        } else {
+            self.streak += 1;
+            let needed = if self.up { self.fall } else { self.rise };
+            if self.streak >= needed {
+                self.up = passed;
+                self.streak = 0;
+            }
+        }
+        self.up
+    }
+}
+
+/// The health settings every check task shares.
+#[derive(Debug)]
+pub struct HealthSettings {
+    pub config: HealthConfig,
+    pub password: crate::core::secret::Secret,
+}
+
+/// Runs the check tasks and the writer coordinator.
+#[derive(Debug)]
+pub struct HealthMonitor {
+    settings: Arc<HealthSettings>,
+    /// One check task per backend (address as configured, resolved address, PROXY header).
+    tasks: HashMap<(String, SocketAddr, ProxyProtocol), CancellationToken>,
+    changed: Arc<Notify>,
+    /// The views the checks saw, shared by every check task.
+    views: Arc<Views>,
+    /// How many started check tasks have not finished their first check yet, plus one until the
+    /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
+    first_checks_pending: Arc<watch::Sender<usize>>,
+    synced_once: bool,
+    stop: CancellationToken,
+    /// Where the coordinator and the check tasks run, so that shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl HealthMonitor {
+    /// Starts the coordinator for `router`'s pools; [`HealthMonitor::sync`] starts the checks.
+    pub fn start(
+        settings: HealthSettings,
+        router: Arc<Router>,
+        tasks: TaskTracker,
+    ) -> HealthMonitor {
+        let settings = Arc::new(settings);
+        let changed = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let first_checks_pending = Arc::new(watch::Sender::new(1));
+        tasks.spawn(coordinate(
+            router,
+            settings.clone(),
+            changed.clone(),
+            first_checks_pending.subscribe(),
+            stop.clone(),
+        ));
+        HealthMonitor {
+            settings,
+            tasks: HashMap::new(),
+            changed,
+            views: Arc::new(Views::default()),
+            first_checks_pending,
+            synced_once: false,
+            stop,
+            tracker: tasks,
+        }
+    }
+
+    /// Waits until every check task started so far has finished its first check (at most
+    /// `limit`), so that routing starts from real health rather than the initial state.
+    pub async fn first_round(&self, limit: Duration) {
+        let mut pending = self.first_checks_pending.subscribe();
+        let _ = tokio::time::timeout(limit, pending.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Starts a check task for every backend of `snapshot` that has none, and stops the tasks
+    /// of backends it no longer has. Then asks for a writer election.
+    pub fn sync(&mut self, snapshot: &Snapshot) {
+        if self.settings.config.check == CheckKind::None {
+            // No checks: every backend counts as usable, also one that was down when a reload
+            // turned the checks off.
+            for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
+                member.backend.set_healthy(true);
+                member.backend.set_writable(true);
+            }
+        }
+        let mut by_backend: HashMap<(String, SocketAddr), (Arc<BackendState>, ProxyProtocol)> =
+            HashMap::new();
+        for pool in &snapshot.pools {
+            for member in &pool.members {
+                let header = check_header(snapshot, pool, member);
+                let entry = by_backend
+                    .entry((member.backend.address.clone(), member.check_addr()))
+                    .or_insert((member.backend.clone(), header));
+                // The same backend in two pools: a header if either sends one.
+                if entry.1 == ProxyProtocol::Off {
+                    entry.1 = header;
+                }
+            }
+        }
+        let wanted: HashMap<(String, SocketAddr, ProxyProtocol), Arc<BackendState>> = by_backend
+            .into_iter()
+            .map(|((address, socket_addr), (backend, header))| {
+                ((address, socket_addr, header), backend)
+            })
+            .collect();
+        self.tasks.retain(|key, stop| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (key, backend) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let stop = self.stop.child_token();
+            self.tasks.insert(key.clone(), stop.clone());
+            if self.settings.config.check != CheckKind::None {
+                self.first_checks_pending.send_modify(|n| *n += 1);
+                let target = CheckTarget {
+                    backend,
+                    address: key.1,
+                    proxy_header: key.2,
+                };
+                self.tracker.spawn(run_checks(
+                    target,
+                    self.settings.clone(),
+                    self.changed.clone(),
+                    self.views.clone(),
+                    self.first_checks_pending.clone(),
+                    stop,
+                ));
+            }
+        }
+        if !std::mem::replace(&mut self.synced_once, true) {
+            self.first_checks_pending
+                .send_modify(|n| *n = n.saturating_sub(1));
+        }
+        self.changed.notify_one();
+    }
+
+    /// Asks for a writer election now (after an admin state changed, say).
+    pub fn nudge(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Stops every check task and the coordinator.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The PROXY header a member's checks send: the member's own setting, else the first one set by
+/// a listener routing to its pool (a node that gets headers from galera-lb may demand them).
+/// None when the checks go to a `check_port` of their own (a clustercheck service, say), as in
+/// HAProxy, where `send-proxy` applies to checks only without a check `port`.
+fn check_header(
+    snapshot: &Snapshot,
+    pool: &Arc<crate::state::snapshot::Pool>,
+    member: &crate::state::snapshot::Member,
+) -> ProxyProtocol {
+    if member.check_addr() != member.socket_addr {
+        return ProxyProtocol::Off;
+    }
+    member.proxy_protocol.unwrap_or_else(|| {
+        snapshot
+            .routes
+            .iter()
+            .filter(|route| Arc::ptr_eq(&route.pool, pool))
+            .map(|route| route.proxy_protocol)
+            .find(|header| *header != ProxyProtocol::Off)
+            .unwrap_or(ProxyProtocol::Off)
+    })
+}
+
+/// What one check task checks.
+struct CheckTarget {
+    backend: Arc<BackendState>,
+    /// Where the checks connect: the backend's address, or its `check_port`.
+    address: SocketAddr,
+    proxy_header: ProxyProtocol,
+}
+
+/// Checks one backend until stopped.
+async fn run_checks(
+    target: CheckTarget,
+    settings: Arc<HealthSettings>,
+    changed: Arc<Notify>,
+    views: Arc<Views>,
+    first_checks_pending: Arc<watch::Sender<usize>>,
+    stop: CancellationToken,
+) {
+    let CheckTarget {
+        backend,
+        address,
+        proxy_header,
+    } = target;
+    let config = &settings.config;
+    // However the task ends, this node's view stops counting.
+    let _forget = ForgetView(&views, address);
+    let mut first = true;
+    let mut logged_reason: Option<String> = None;
+    let mut probe = Probe::new(config, address, &settings.password, proxy_header);
+    let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
+    if backend.report().checked_at.is_some() {
+        // Checked before (the checks restarted after a reload): rise/fall applies at once.
+        state.resume();
+    }
+    loop {
+        if backend.admin_state() == AdminState::Maint && !first {
+            // Under maintenance: no checks, no noise; the state stays as it was. Its view is no
+            // longer current, so it must not count against the other nodes'.
+            views.forget(address);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(config.interval) => continue,
+            }
+        }
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            outcome = tokio::time::timeout(config.timeout, probe.check()) => outcome,
+        };
+        let outcome = outcome.unwrap_or_else(|_| {
+            probe.reset();
+            Outcome::failed("timeout", format!("no answer within {:?}", config.timeout))
+        });
+        let duration = started.elapsed();
+        let outcome = views.judge(address, outcome, Instant::now(), config.stale_view_after);
+        let metrics = crate::core::counters::metrics();
+        metrics
+            .check_duration
+            .with_label_values(&[backend.address.as_str()])
+            .observe(duration.as_secs_f64());
+        if !outcome.passed {
+            metrics
+                .check_failures
+                .with_label_values(&[backend.address.as_str(), outcome.reason.as_str()])
+                .inc();
+        }
+        apply(
+            &backend,
+            &mut state,
+            &mut logged_reason,
+            &outcome,
+            duration,
+            config,
+            &changed,
+        );
+        if std::mem::take(&mut first) {
+            first_checks_pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
+        let jitter = config.interval.mul_f64(fastrand::f64() * 0.1);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.interval + jitter) => {}
+        }
+    }
+}
+
+/// Forgets a node's view when its check task ends.
+struct ForgetView<'a>(&'a Views, SocketAddr);
+
+impl Drop for ForgetView<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
+/// Writes one check's outcome into the backend's state; logs and acts on a change of state.
+fn apply(
+    backend: &BackendState,
+    state: &mut RiseFall,
+    logged_reason: &mut Option<String>,
+    outcome: &Outcome,
+    duration: Duration,
+    config: &HealthConfig,
+    changed: &Notify,
+) {
+    let was_up = backend.is_healthy();
+    let was_writable = backend.is_writable();
+    let first = !state.has_checked();
+    let up = state.record(outcome.passed);
+    if outcome.passed {
+        // Writability and position follow passing checks only: a failed check is not a reason
+        // to move the writer before `fall` says the node is down.
+        backend.set_writable(outcome.writable);
+        if let Some(index) = outcome.wsrep.as_ref().and_then(|w| w.local_index) {
+            backend.set_local_index(Some(index));
+        }
+    }
+    backend.set_healthy(up);
+    backend.set_report(HealthReport {
+        checked_at: Some(SystemTime::now()),
+        duration,
+        passed: outcome.passed,
+        reason: outcome.reason.clone(),
+        detail: outcome.detail.clone(),
+        error_code: outcome.error_code,
+        wsrep: outcome.wsrep.clone(),
+    });
+
+    // Log each state once, and a new reason for the same state once (read_only while up, say,
+    // or a login error after timeouts while down); results that rise/fall absorbs are not logged.
+    let (old, new) = (up_down(was_up), up_down(up));
+    let reason = &outcome.reason;
+    let agrees = outcome.passed == up;
+    if first || up != was_up {
+        if up {
+            info!(backend = %backend.address, old, new, reason = %reason, "backend up");
+        } else if outcome.detail.is_empty() {
+            warn!(backend = %backend.address, old, new, reason = %reason, "backend down");
+        } else {
+            warn!(backend = %backend.address, old, new, reason = %reason,
+                detail = %outcome.detail, "backend down");
+        }
+        *logged_reason = Some(reason.clone());
+    } else if agrees && logged_reason.as_ref() != Some(reason) {
+        let old_reason = logged_reason.as_deref().unwrap_or("");
+        if up {
+            info!(backend = %backend.address, old = %old_reason, new = %reason, "backend state");
+        } else {
+            warn!(backend = %backend.address, old = %old_reason, new = %reason,
+                detail = %outcome.detail, "backend still down");
+        }
+        *logged_reason = Some(reason.clone());
+    }
+    if was_up && !up && config.on_down == SessionAction::ShutdownSessions {
+        info!(backend = %backend.address, sessions = backend.active(), "closing the sessions of a backend that went down");
+        backend.close_sessions();
+    }
+    if up != was_up || backend.is_writable() != was_writable {
+        changed.notify_one();
+    }
+}
+
+fn up_down(up: bool) -> &'static str {
+    if up { "up" } else { "down" }
+}
+
+/// Elects every pool's writer whenever a check task reports a change (and when the backend set
+/// changes). The one place that elects.
+async fn coordinate(
+    router: Arc<Router>,
+    settings: Arc<HealthSettings>,
+    changed: Arc<Notify>,
+    mut first_checks_pending: watch::Receiver<usize>,
+    stop: CancellationToken,
+) {
+    // The first election waits for every backend's first check, so that it does not go to
+    // whichever node happened to answer first: the result must not depend on timing.
+    let first_round = settings.config.timeout + Duration::from_millis(500);
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::timeout(first_round, first_checks_pending.wait_for(|n| *n == 0)) => {}
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changed.notified() => {}
+        }
+        let snapshot = router.load_full();
+        for pool in &snapshot.pools {
+            let Some((old, new)) = pool.elect_writer(settings.config.failback) else {
+                continue;
+            };
+            let name = |i: Option<usize>| {
+                i.map_or("none".to_string(), |i| {
+                    pool.members[i].backend.address.clone()
+                })
+            };
+            crate::core::counters::metrics()
+                .writer_changes
+                .with_label_values(&[pool.name.as_str()])
+                .inc();
+            if old.is_none() && new.is_some() {
+                info!(pool = %pool.name, writer = %name(new), "writer elected");
+            } else {
+                warn!(pool = %pool.name, old = %name(old), new = %name(new), "writer changed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_result_counts_at_once() {
+        let mut state = RiseFall::new(2, 2, false);
+        assert!(state.record(true));
+        let mut state = RiseFall::new(2, 2, true);
+        assert!(!state.record(false));
+    }
+
+    #[test]
+    fn fall_failures_take_it_down_and_rise_passes_bring_it_up() {
+        let mut state = RiseFall::new(3, 2, true);
+        state.record(true);
+        assert!(state.record(false), "one blip does not take it down");
+        assert!(state.record(true));
+        assert!(state.record(false));
+        assert!(!state.record(false), "two failures in a row do");
+        assert!(!state.record(true));
+        assert!(!state.record(true));
+        assert!(!state.record(false), "a failure resets the rise count");
+        assert!(!state.record(true));
+        assert!(!state.record(true));
+        assert!(state.record(true), "three passes in a row bring it up");
+    }
+}

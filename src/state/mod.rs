@@ -1,0 +1,16 @@
+//! The routing state: what a new client connection is routed by, and the one task that changes
+//! it.
+//!
+//! - [`change`]: the one change type that every source of change sends (a leaf).
+//! - [`snapshot`]: the immutable routing snapshot (pools, members, routes) behind one `ArcSwap`,
+//!   and the [`snapshot::Updater`] that builds and swaps it.
+//! - [`writer`]: each pool's writer role, outside the snapshot, shared across rebuilds.
+//! - [`balance`]: the policies (round robin, weighted, least connections, random, source, single).
+//! - [`updater`]: the task that applies every change, and the [`updater::Effects`] it reports
+//!   to.
+
+pub mod balance;
+pub mod change;
+pub mod snapshot;
+pub mod updater;
+pub mod writer;

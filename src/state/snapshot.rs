@@ -1,0 +1,1044 @@
+//! The routing snapshot and its single writer.
+//!
+//! A [`Snapshot`] is an immutable picture of everything a new client connection needs: the pools
+//! with their members (backend, resolved address, weight, tier, limit) and, per listener, the
+//! policy built for its pool. It lives behind one [`ArcSwap`] in [`Router`]: a connection does one
+//! `load()`, one pick and is done with it; nothing on that path takes a lock.
+//!
+//! All changes go through the [`Updater`], the only writer, which builds a whole new snapshot and
+//! swaps it in. It keeps a registry of [`BackendState`]s by address, so a backend that stays across
+//! a change (even with a new weight or in another pool) keeps its health and counters.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{
+    CheckKind, Config, InitialState, PolicyKind, ProxyProtocol, Role, SessionAction,
+    split_host_port,
+};
+use crate::core::backend::{AdminState, BackendCounters, BackendState};
+use crate::state::balance::{Policy, build_policy};
+use crate::state::writer::{WriterRole, WriterRoles};
+
+/// A backend as a member of a pool.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub backend: Arc<BackendState>,
+    /// Where connections go: the configured address, resolved when the snapshot was built.
+    pub socket_addr: SocketAddr,
+    pub weight: f64,
+    pub tier: u8,
+    pub max_connections: Option<u32>,
+    /// A backup: used only when no non-backup member is usable (see [`Route::pick`]).
+    pub backup: bool,
+    /// The port health checks connect to, when not the member's own.
+    pub check_port: Option<u16>,
+    /// How the member got here: configured, found in the DNS, or discovered.
+    pub origin: Origin,
+    /// The backend's own `proxy_protocol`; `None` follows the listener's.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// Where a pool member comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A `backends:` entry.
+    Configured,
+    /// One of the addresses of a `resolve_every` backend's host name (the name is kept).
+    Dns(String),
+    /// Listed in a member's `wsrep_incoming_addresses` (`discover: wsrep`).
+    Discovered,
+    /// Added at run time over the control port.
+    Control,
+}
+
+impl Member {
+    /// Healthy, not drained by its admin state and with a weight above 0.
+    pub fn is_in_service(&self) -> bool {
+        self.backend.is_healthy()
+            && self.weight > 0.0
+            && self.backend.admin_state() == AdminState::Ready
+    }
+
+    /// Where health checks connect: the member's address, on `check_port` when it has one.
+    pub fn check_addr(&self) -> SocketAddr {
+        let mut address = self.socket_addr;
+        if let Some(port) = self.check_port {
+            address.set_port(port);
+        }
+        address
+    }
+
+    /// Whether the member can take a new client now: in service and below its own limit.
+    pub fn is_usable(&self) -> bool {
+        self.is_in_service()
+            && self
+                .max_connections
+                .is_none_or(|max| self.backend.active() < u64::from(max))
+    }
+}
+
+/// A named group of backends that listeners route to.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub members: Vec<Member>,
+    /// The pool's writer role, shared with every other snapshot that has this pool.
+    pub writer_role: Arc<WriterRole>,
+}
+
+impl Pool {
+    pub fn new(name: String, members: Vec<Member>, writer_role: Arc<WriterRole>) -> Pool {
+        Pool {
+            name,
+            members,
+            writer_role,
+        }
+    }
+
+    /// The member that holds the writer role now.
+    pub fn writer(&self) -> Option<usize> {
+        let holder = self.writer_role.holder()?;
+        self.members
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.backend, &holder))
+    }
+
+    /// `"writer"` for the pool's writer, `"reader"` for every other member (for displays).
+    pub fn role_of(&self, member: usize) -> &'static str {
+        if self.writer() == Some(member) {
+            "writer"
+        } else {
+            "reader"
+        }
+    }
+
+    /// The writer candidates, best first: non-backups before backups, and backups in
+    /// configuration order (as HAProxy uses them); then lowest tier, then highest weight, then
+    /// lowest `wsrep_local_index`, then address. The order depends only on configuration and
+    /// cluster state, so every galera-lb instance computes the same one.
+    pub fn writer_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.members.len()).collect();
+        order.sort_by(|&ia, &ib| {
+            let (a, b) = (&self.members[ia], &self.members[ib]);
+            let backup_rank = |m: &Member, i: usize| if m.backup { i } else { 0 };
+            a.backup
+                .cmp(&b.backup)
+                .then(backup_rank(a, ia).cmp(&backup_rank(b, ib)))
+                .then(a.tier.cmp(&b.tier))
+                .then(b.weight.total_cmp(&a.weight))
+                .then(
+                    a.backend
+                        .local_index()
+                        .unwrap_or(u32::MAX)
+                        .cmp(&b.backend.local_index().unwrap_or(u32::MAX)),
+                )
+                .then(a.backend.address.cmp(&b.backend.address))
+        });
+        order
+    }
+
+    /// Chooses the writer: the current one while it stays writable (unless `failback` prefers a
+    /// better one), else the best writable candidate, and hands it the pool's [`WriterRole`].
+    /// Returns `(old, new)` when it changed. Only the health coordinator calls this, so
+    /// elections never race.
+    pub fn elect_writer(&self, failback: bool) -> Option<(Option<usize>, Option<usize>)> {
+        let current = self.writer();
+        let eligible = |i: usize| {
+            let member = &self.members[i];
+            member.weight > 0.0 && member.backend.is_writable()
+        };
+        let best = self.writer_order().into_iter().find(|&i| eligible(i));
+        let keep = current.filter(|&w| eligible(w));
+        let chosen = if failback { best } else { keep.or(best) };
+        if chosen == current {
+            return None;
+        }
+        self.writer_role
+            .hand_to(chosen.map(|i| self.members[i].backend.clone()));
+        Some((current, chosen))
+    }
+}
+
+/// What one listener routes to, and how.
+#[derive(Debug)]
+pub struct Route {
+    pub listener: String,
+    pub policy_kind: PolicyKind,
+    pub role: Role,
+    pub exclude_writer: bool,
+    /// With no usable non-backup member: every usable backup, not only the first.
+    pub all_backups: bool,
+    /// Sessions of this (writer) listener close when the writer moves to another node.
+    pub follows_writer: bool,
+    /// The listener's `proxy_protocol`, for members without their own.
+    pub proxy_protocol: ProxyProtocol,
+    /// The listener reads a PROXY header from each new client (`accept_proxy`).
+    pub accept_proxy: bool,
+    pub pool: Arc<Pool>,
+    policy: Box<dyn Policy>,
+}
+
+/// Why [`Route::pick`] found no member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoMember {
+    /// The pool has members, but none is usable (down, or at its connection limit).
+    NoneUsable,
+    /// Every usable member has already been tried for this client.
+    AllTried,
+}
+
+impl Route {
+    /// The PROXY header a connection through this route sends to `member`: the member's own
+    /// setting, else the listener's.
+    pub fn proxy_protocol_for(&self, member: &Member) -> ProxyProtocol {
+        member.proxy_protocol.unwrap_or(self.proxy_protocol)
+    }
+
+    /// Picks a member for `client`, skipping the members in `tried`.
+    ///
+    /// `any` and `reader` listeners use the non-backup members while one of them is usable and
+    /// untried: the lowest tier that still has one, and within it the policy's choice (a reader
+    /// with `exclude_writer` leaves the writer out while another member is usable). When none is
+    /// left, backups: the first usable one in configuration order, or with `all_backups` the
+    /// policy's choice among every usable backup of the lowest tier. A `writer` listener takes
+    /// the pool's writer, and after a failed connect the next writer candidate.
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Result<usize, NoMember> {
+        let members = &self.pool.members;
+        let available = |i: usize| !tried.contains(&i) && members[i].is_usable();
+        let none_left = || {
+            if tried.is_empty() {
+                NoMember::NoneUsable
+            } else {
+                NoMember::AllTried
+            }
+        };
+        if self.role == Role::Writer {
+            if let Some(writer) = self.pool.writer().filter(|&w| available(w)) {
+                return Ok(writer);
+            }
+            return self
+                .pool
+                .writer_order()
+                .into_iter()
+                .find(|&i| available(i) && members[i].backend.is_writable())
+                .ok_or_else(none_left);
+        }
+        let left_out = match (self.exclude_writer, self.pool.writer()) {
+            (true, Some(writer)) if (0..members.len()).any(|i| i != writer && available(i)) => {
+                Some(writer)
+            }
+            _ => None,
+        };
+        let candidate = |i: usize| available(i) && Some(i) != left_out;
+        let primary = |i: usize| candidate(i) && !members[i].backup;
+        let backups = (0..members.len()).any(|i| !primary(i) && candidate(i));
+        let group: &dyn Fn(usize) -> bool = if (0..members.len()).any(primary) {
+            &primary
+        } else if backups && !self.all_backups {
+            return (0..members.len())
+                .find(|&i| candidate(i))
+                .ok_or(NoMember::AllTried);
+        } else {
+            &candidate
+        };
+        let Some(tier) = (0..members.len())
+            .filter(|&i| group(i))
+            .map(|i| members[i].tier)
+            .min()
+        else {
+            return Err(none_left());
+        };
+        self.policy
+            .pick(members, client, &|i| members[i].tier == tier && group(i))
+            .ok_or(NoMember::AllTried)
+    }
+}
+
+/// The immutable routing state read by every listener.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Counts swaps, for logs and tests.
+    pub generation: u64,
+    pub pools: Vec<Arc<Pool>>,
+    pub routes: Vec<Route>,
+}
+
+impl Snapshot {
+    pub fn route(&self, listener: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.listener == listener)
+    }
+
+    /// The member known by `address` (its identity) or listening at `socket_addr`, in any pool.
+    pub fn find(&self, address: &str, socket_addr: Option<SocketAddr>) -> Option<&Member> {
+        let members = || self.pools.iter().flat_map(|p| p.members.iter());
+        members()
+            .find(|m| m.backend.address == address)
+            .or_else(|| members().find(|m| Some(m.socket_addr) == socket_addr))
+    }
+
+    /// Every distinct backend, in pool order.
+    pub fn backends(&self) -> Vec<&Member> {
+        let mut seen: Vec<&Member> = Vec::new();
+        for member in self.pools.iter().flat_map(|p| p.members.iter()) {
+            if !seen
+                .iter()
+                .any(|m| m.backend.address == member.backend.address)
+            {
+                seen.push(member);
+            }
+        }
+        seen
+    }
+}
+
+/// Shared access to the current snapshot.
+#[derive(Debug)]
+pub struct Router {
+    current: ArcSwap<Snapshot>,
+    /// The counters of backends that are gone, so that totals never go backwards.
+    retired: std::sync::Mutex<BackendCounters>,
+}
+
+impl Router {
+    /// Traffic totals over every backend there has been.
+    pub fn totals(&self) -> BackendCounters {
+        let mut totals = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for member in self.load().backends() {
+            totals += member.backend.counters();
+        }
+        totals
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+}
+
+/// A problem that stops a snapshot from being built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{field}: cannot resolve '{address}': {reason}")]
+    Resolve {
+        field: String,
+        address: String,
+        reason: String,
+    },
+}
+
+/// What the running galera-lb has learnt beyond its configuration.
+#[derive(Debug, Clone, Default)]
+struct Learnt {
+    /// Control-port changes: the weight of a backend added or reweighted at run time (0 drains
+    /// it), by address, in the order they were made.
+    weights: Vec<(String, f64)>,
+    /// Configured backends removed at run time over the control port.
+    removed: Vec<String>,
+    /// Per pool, the addresses discovery added (`discover: wsrep`).
+    discovered: HashMap<String, Vec<String>>,
+    /// Per `resolve_every` host name (as configured), the addresses it resolved to last.
+    resolved: HashMap<String, Vec<SocketAddr>>,
+}
+
+/// The only writer of the routing snapshot.
+#[derive(Debug)]
+pub struct Updater {
+    router: Arc<Router>,
+    config: Config,
+    learnt: Learnt,
+    backends: HashMap<String, Arc<BackendState>>,
+    writer_roles: WriterRoles,
+}
+
+impl Updater {
+    /// Builds the first snapshot from `config`.
+    pub async fn new(config: &Config) -> Result<Updater, BuildError> {
+        let mut backends = HashMap::new();
+        let mut writer_roles = WriterRoles::default();
+        let learnt = Learnt::default();
+        let snapshot = build(config, &learnt, &mut backends, &mut writer_roles, 0).await?;
+        Ok(Updater {
+            router: Arc::new(Router {
+                current: ArcSwap::from_pointee(snapshot),
+                retired: Default::default(),
+            }),
+            config: config.clone(),
+            learnt,
+            backends,
+            writer_roles,
+        })
+    }
+
+    pub fn router(&self) -> Arc<Router> {
+        self.router.clone()
+    }
+
+    /// Replaces the routing with one built from `config`; backends that stay keep their state.
+    pub async fn apply(&mut self, config: &Config) -> Result<(), BuildError> {
+        self.config = config.clone();
+        self.rebuild().await
+    }
+
+    /// The pool that control-port changes add backends to: the first listener's.
+    pub fn control_pool(&self) -> String {
+        self.config.listeners[0].pool.clone()
+    }
+
+    /// Adds a backend to the control pool, or sets the weight of one in any pool (0 drains it:
+    /// no new clients, open sessions stay). `address` must name a member as it is known (see
+    /// [`Snapshot::find`]) or be a new `HOST:PORT`.
+    pub async fn set_weight(&mut self, address: &str, weight: f64) -> Result<(), BuildError> {
+        self.learnt.removed.retain(|a| a != address);
+        self.learnt.weights.retain(|(a, _)| a != address);
+        self.learnt.weights.push((address.to_string(), weight));
+        let result = self.rebuild().await;
+        if result.is_err() {
+            self.learnt.weights.retain(|(a, _)| a != address);
+        }
+        result
+    }
+
+    /// Removes a backend from every pool; returns its state, so the caller can close its
+    /// sessions, or `None` if no pool had it.
+    pub async fn remove(&mut self, address: &str) -> Result<Option<Arc<BackendState>>, BuildError> {
+        let Some(state) = self.backends.get(address).cloned() else {
+            return Ok(None);
+        };
+        self.learnt.weights.retain(|(a, _)| a != address);
+        self.learnt.removed.push(address.to_string());
+        for discovered in self.learnt.discovered.values_mut() {
+            discovered.retain(|a| a != address);
+        }
+        self.rebuild().await?;
+        Ok(Some(state))
+    }
+
+    /// Runtime changes made over the control port that a reload would discard.
+    pub fn runtime_changes(&self) -> usize {
+        self.learnt.weights.len() + self.learnt.removed.len()
+    }
+
+    /// Replaces the configuration (a reload): the file is the truth again, so control-port
+    /// changes are discarded; discovered and DNS-resolved members stay.
+    pub async fn reload(&mut self, config: &Config) -> Result<(), BuildError> {
+        let previous = (self.config.clone(), self.learnt.clone());
+        self.config = config.clone();
+        self.learnt.weights.clear();
+        self.learnt.removed.clear();
+        let result = self.rebuild().await;
+        if result.is_err() {
+            (self.config, self.learnt) = previous;
+        }
+        result
+    }
+
+    /// Sets the addresses discovery found for `pool` (beyond its configured members).
+    pub async fn set_discovered(
+        &mut self,
+        pool: &str,
+        addresses: Vec<String>,
+    ) -> Result<(), BuildError> {
+        self.learnt.discovered.insert(pool.to_string(), addresses);
+        self.rebuild().await
+    }
+
+    /// Sets the addresses a `resolve_every` host name resolves to now.
+    pub async fn set_resolved(
+        &mut self,
+        name: &str,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<(), BuildError> {
+        self.learnt.resolved.insert(name.to_string(), addresses);
+        self.rebuild().await
+    }
+
+    async fn rebuild(&mut self) -> Result<(), BuildError> {
+        let generation = self.router.load().generation + 1;
+        let mut registry = self.backends.clone();
+        let snapshot = build(
+            &self.config,
+            &self.learnt,
+            &mut registry,
+            &mut self.writer_roles,
+            generation,
+        )
+        .await?;
+        self.writer_roles
+            .retain(|name| snapshot.pools.iter().any(|p| p.name == name));
+        let in_use: Vec<&str> = snapshot
+            .pools
+            .iter()
+            .flat_map(|p| p.members.iter().map(|m| m.backend.address.as_str()))
+            .collect();
+        registry.retain(|address, _| in_use.contains(&address.as_str()));
+        let mut retired = self
+            .router
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (address, state) in &self.backends {
+            if !registry.contains_key(address) {
+                let mut counters = state.counters();
+                counters.active = 0;
+                *retired += counters;
+                crate::core::counters::metrics().forget("backend", address);
+            }
+        }
+        drop(retired);
+        self.backends = registry;
+        self.router.current.store(Arc::new(snapshot));
+        Ok(())
+    }
+}
+
+async fn build(
+    config: &Config,
+    learnt: &Learnt,
+    registry: &mut HashMap<String, Arc<BackendState>>,
+    writer_roles: &mut WriterRoles,
+    generation: u64,
+) -> Result<Snapshot, BuildError> {
+    let healthy_at_start =
+        config.health.check == CheckKind::None || config.health.initial == InitialState::Up;
+    let mut state_of = |address: &str| {
+        registry
+            .entry(address.to_string())
+            .or_insert_with(|| Arc::new(BackendState::new(address.to_string(), healthy_at_start)))
+            .clone()
+    };
+    let control_pool = &config.listeners[0].pool;
+    let mut pools = Vec::new();
+    for pool in config.pools() {
+        let mut members: Vec<Member> = Vec::with_capacity(pool.backends.len());
+        for (i, backend) in pool.backends.iter().enumerate() {
+            if learnt.removed.contains(&backend.address) {
+                continue;
+            }
+            let weight = learnt
+                .weights
+                .iter()
+                .find(|(a, _)| a == &backend.address)
+                .map_or(backend.weight, |(_, w)| *w);
+            let field = format!("{}[{i}].address", pool.field);
+            if backend.resolve_every.is_some() {
+                let addresses = match learnt.resolved.get(&backend.address) {
+                    Some(addresses) => addresses.clone(),
+                    None => resolve_all(&backend.address, &field).await?,
+                };
+                for socket_addr in addresses {
+                    let identity = socket_addr.to_string();
+                    if members.iter().any(|m| m.socket_addr == socket_addr) {
+                        continue;
+                    }
+                    members.push(Member {
+                        backend: state_of(&identity),
+                        socket_addr,
+                        weight,
+                        tier: backend.tier,
+                        max_connections: backend.max_connections,
+                        backup: backend.backup,
+                        check_port: backend.check_port,
+                        origin: Origin::Dns(backend.address.clone()),
+                        proxy_protocol: backend.proxy_protocol,
+                    });
+                }
+            } else {
+                let socket_addr = resolve_first(&backend.address, &field).await?;
+                members.push(Member {
+                    backend: state_of(&backend.address),
+                    socket_addr,
+                    weight,
+                    tier: backend.tier,
+                    max_connections: backend.max_connections,
+                    backup: backend.backup,
+                    check_port: backend.check_port,
+                    origin: Origin::Configured,
+                    proxy_protocol: backend.proxy_protocol,
+                });
+            }
+        }
+        if pool.name == control_pool {
+            for (address, weight) in &learnt.weights {
+                if members.iter().any(|m| &m.backend.address == address) {
+                    continue;
+                }
+                let field = format!("control-port backend {address}");
+                let socket_addr = resolve_first(address, &field).await?;
+                members.push(Member {
+                    backend: state_of(address),
+                    socket_addr,
+                    weight: *weight,
+                    tier: 1,
+                    max_connections: None,
+                    backup: false,
+                    check_port: None,
+                    origin: Origin::Control,
+                    proxy_protocol: None,
+                });
+            }
+        }
+        for address in learnt.discovered.get(pool.name).into_iter().flatten() {
+            if learnt.removed.contains(address) {
+                continue;
+            }
+            let field = format!("discovered address of pool '{}'", pool.name);
+            let Ok(socket_addr) = resolve_first(address, &field).await else {
+                continue;
+            };
+            if members
+                .iter()
+                .any(|m| m.socket_addr == socket_addr || &m.backend.address == address)
+            {
+                continue;
+            }
+            members.push(Member {
+                backend: state_of(address),
+                socket_addr,
+                weight: 1.0,
+                tier: 1,
+                max_connections: None,
+                backup: false,
+                check_port: None,
+                origin: Origin::Discovered,
+                proxy_protocol: None,
+            });
+        }
+        pools.push(Arc::new(Pool::new(
+            pool.name.to_string(),
+            members,
+            writer_roles.of(pool.name),
+        )));
+    }
+    let routes = config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let pool = pools
+                .iter()
+                .find(|p| p.name == listener.pool)
+                .expect("validate() checked that every listener's pool exists")
+                .clone();
+            if listener.accept_proxy {
+                crate::core::proxy_protocol::register_listener(&listener.name);
+            }
+            Route {
+                listener: listener.name.clone(),
+                policy_kind: listener.policy,
+                role: listener.role,
+                exclude_writer: listener.exclude_writer,
+                all_backups: listener.all_backups,
+                follows_writer: listener.role == Role::Writer
+                    && config.health.on_writer_change == SessionAction::ShutdownSessions,
+                proxy_protocol: listener.proxy_protocol,
+                accept_proxy: listener.accept_proxy,
+                policy: build_policy(listener.policy, &pool.members),
+                pool,
+            }
+        })
+        .collect();
+    Ok(Snapshot {
+        generation,
+        pools,
+        routes,
+    })
+}
+
+/// Resolves `HOST:PORT` to its first address in the resolver's order of preference (an IP
+/// address stands for itself).
+pub async fn resolve_first(address: &str, field: &str) -> Result<SocketAddr, BuildError> {
+    lookup(address, field).await.map(|all| all[0])
+}
+
+/// Resolves `HOST:PORT` to every address the name has, sorted, so that an unchanged record set
+/// compares equal.
+pub async fn resolve_all(address: &str, field: &str) -> Result<Vec<SocketAddr>, BuildError> {
+    let mut addresses = lookup(address, field).await?;
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
+}
+
+async fn lookup(address: &str, field: &str) -> Result<Vec<SocketAddr>, BuildError> {
+    let error = |reason: String| BuildError::Resolve {
+        field: field.to_string(),
+        address: address.to_string(),
+        reason,
+    };
+    let (host, port) = split_host_port(address).map_err(error)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| error(e.to_string()))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(error("the name has no addresses".to_string()));
+    }
+    Ok(addresses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml, "test.yaml").unwrap()
+    }
+
+    const TWO_POOLS: &str = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+    policy: single
+  - name: ro
+    bind: 127.0.0.1:3307
+    pool: readers
+backends:
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+    tier: 2
+pools:
+  - name: readers
+    backends:
+      - address: 127.0.0.1:3326
+      - address: localhost:3336
+health:
+  check: none
+";
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn builds_pools_and_routes_and_resolves_names() {
+        let updater = Updater::new(&config(TWO_POOLS)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        assert_eq!(snapshot.pools.len(), 2);
+        let ro = snapshot.route("ro").unwrap();
+        assert_eq!(ro.pool.name, "readers");
+        assert!(ro.pool.members[1].socket_addr.ip().is_loopback());
+        assert_eq!(ro.pool.members[1].socket_addr.port(), 3336);
+        // The same address in two pools is one backend with one set of counters.
+        let rw = snapshot.route("rw").unwrap();
+        assert!(Arc::ptr_eq(
+            &rw.pool.members[1].backend,
+            &ro.pool.members[0].backend
+        ));
+    }
+
+    #[tokio::test]
+    async fn higher_tiers_are_used_only_when_lower_ones_are_unusable() {
+        let updater = Updater::new(&config(TWO_POOLS)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let rw = snapshot.route("rw").unwrap();
+        assert_eq!(rw.pick(LOCAL, &[]), Ok(0));
+        assert_eq!(rw.pick(LOCAL, &[0]), Ok(1));
+        assert_eq!(rw.pick(LOCAL, &[0, 1]), Err(NoMember::AllTried));
+        rw.pool.members[0].backend.set_healthy(false);
+        assert_eq!(rw.pick(LOCAL, &[]), Ok(1));
+        rw.pool.members[1].backend.set_healthy(false);
+        assert_eq!(rw.pick(LOCAL, &[]), Err(NoMember::NoneUsable));
+    }
+
+    #[tokio::test]
+    async fn backups_serve_only_when_no_other_member_is_usable() {
+        // HAProxy's writer pattern: node 1, then the first usable backup in file order; with
+        // all_backups every usable backup by the policy.
+        let yaml = "
+listeners:
+  - name: first
+    bind: 127.0.0.1:3306
+  - name: all
+    bind: 127.0.0.1:3307
+    all_backups: true
+  - name: writer
+    bind: 127.0.0.1:3308
+    role: writer
+backends:
+  - address: 127.0.0.1:3336
+    backup: true
+    weight: 5
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+    backup: true
+    check_port: 9200
+health:
+  check: none
+";
+        let updater = Updater::new(&config(yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let (first, all) = (
+            snapshot.route("first").unwrap(),
+            snapshot.route("all").unwrap(),
+        );
+        let members = &first.pool.members;
+        assert_eq!(members[2].check_addr().port(), 9200);
+        assert_eq!(members[1].check_addr(), members[1].socket_addr);
+        for _ in 0..4 {
+            assert_eq!(first.pick(LOCAL, &[]), Ok(1), "the non-backup member");
+            assert_eq!(all.pick(LOCAL, &[]), Ok(1));
+        }
+        members[1].backend.set_healthy(false);
+        for _ in 0..4 {
+            assert_eq!(
+                first.pick(LOCAL, &[]),
+                Ok(0),
+                "the first backup in file order"
+            );
+        }
+        let spread: std::collections::HashSet<usize> =
+            (0..6).map(|_| all.pick(LOCAL, &[]).unwrap()).collect();
+        assert_eq!(spread, [0, 2].into(), "all_backups: every usable backup");
+        assert_eq!(
+            first.pick(LOCAL, &[0]),
+            Ok(2),
+            "failover to the next backup"
+        );
+        members[0].backend.set_healthy(false);
+        assert_eq!(first.pick(LOCAL, &[]), Ok(2));
+        members[2].backend.set_healthy(false);
+        assert_eq!(first.pick(LOCAL, &[]), Err(NoMember::NoneUsable));
+
+        // The writer order: non-backups first, then backups in file order, whatever the weight.
+        assert_eq!(first.pool.writer_order(), [1, 0, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_member_at_its_limit_is_skipped() {
+        let yaml = TWO_POOLS.replace(
+            "  - address: 127.0.0.1:3316\n",
+            "  - address: 127.0.0.1:3316\n    max_connections: 1\n",
+        );
+        let updater = Updater::new(&config(&yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let rw = snapshot.route("rw").unwrap();
+        let _held = crate::core::limit::try_acquire(&rw.pool.members[0].backend, None);
+        assert_eq!(rw.pick(LOCAL, &[]), Ok(1));
+    }
+
+    #[tokio::test]
+    async fn backends_keep_their_state_across_an_update() {
+        let mut updater = Updater::new(&config(TWO_POOLS)).await.unwrap();
+        let before = updater.router().load_full();
+        let kept = before.pools[0].members[0].backend.clone();
+        let _conn = crate::core::limit::try_acquire(&kept, None);
+        let reweighted = TWO_POOLS.replace(
+            "  - address: 127.0.0.1:3316\n",
+            "  - address: 127.0.0.1:3316\n    weight: 5\n",
+        );
+        updater.apply(&config(&reweighted)).await.unwrap();
+        let after = updater.router().load_full();
+        assert_eq!(after.generation, 1);
+        let member = &after.pools[0].members[0];
+        assert_eq!(member.weight, 5.0);
+        assert!(Arc::ptr_eq(&member.backend, &kept));
+        assert_eq!(member.backend.active(), 1);
+    }
+
+    #[tokio::test]
+    async fn unresolvable_names_are_reported_with_their_field() {
+        let yaml = TWO_POOLS.replace("localhost:3336", "no-such-host.invalid:3336");
+        let error = Updater::new(&config(&yaml)).await.unwrap_err().to_string();
+        assert!(error.contains("pools[0].backends[1].address"), "{error}");
+        assert!(error.contains("no-such-host.invalid"), "{error}");
+    }
+
+    const ROLES: &str = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+    role: writer
+  - name: ro
+    bind: 127.0.0.1:3307
+    role: reader
+    exclude_writer: true
+backends:
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+  - address: 127.0.0.1:3336
+health:
+  initial: up
+";
+
+    #[tokio::test]
+    async fn the_writer_is_chosen_by_tier_weight_local_index_then_address() {
+        let yaml = ROLES.replace(
+            "  - address: 127.0.0.1:3336\n",
+            "  - address: 127.0.0.1:3336\n  - address: 127.0.0.1:3346\n    tier: 2\n    weight: 9\n",
+        );
+        let updater = Updater::new(&config(&yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        let index = |i: usize, n: u32| pool.members[i].backend.set_local_index(Some(n));
+        index(0, 2);
+        index(1, 0);
+        index(2, 1);
+        index(3, 3);
+        assert_eq!(
+            pool.writer_order(),
+            [1, 2, 0, 3],
+            "tier 1 by local index, then tier 2"
+        );
+        pool.members[2].backend.set_local_index(None);
+        assert_eq!(
+            pool.writer_order(),
+            [1, 0, 2, 3],
+            "an unknown index comes last"
+        );
+        assert_eq!(pool.elect_writer(false), Some((None, Some(1))));
+        assert_eq!(pool.elect_writer(false), None, "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_sticky_unless_failback_is_set() {
+        let updater = Updater::new(&config(ROLES)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        pool.members[0].backend.set_writable(false); // read_only
+        assert_eq!(pool.elect_writer(false), Some((None, Some(1))));
+        pool.members[0].backend.set_writable(true);
+        assert_eq!(
+            pool.elect_writer(false),
+            None,
+            "the writer stays while usable"
+        );
+        assert_eq!(
+            pool.elect_writer(true),
+            Some((Some(1), Some(0))),
+            "failback"
+        );
+        pool.members[0].backend.set_healthy(false);
+        assert_eq!(pool.elect_writer(false), Some((Some(0), Some(1))));
+        for m in &pool.members {
+            m.backend.set_healthy(false);
+        }
+        assert_eq!(pool.elect_writer(false), Some((Some(1), None)));
+    }
+
+    #[tokio::test]
+    async fn roles_route_to_the_writer_and_the_readers() {
+        let updater = Updater::new(&config(ROLES)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let (rw, ro) = (snapshot.route("rw").unwrap(), snapshot.route("ro").unwrap());
+        let pool = &snapshot.pools[0];
+        pool.elect_writer(false);
+        assert_eq!(pool.writer(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(rw.pick(LOCAL, &[]), Ok(0));
+            assert_ne!(ro.pick(LOCAL, &[]), Ok(0), "exclude_writer");
+        }
+        assert_eq!(
+            rw.pick(LOCAL, &[0]),
+            Ok(1),
+            "a failed connect goes to the next candidate"
+        );
+        // A read_only node may read but not write.
+        pool.members[1].backend.set_writable(false);
+        assert_eq!(rw.pick(LOCAL, &[0]), Ok(2));
+        // The writer is read only when it is the only usable node.
+        pool.members[1].backend.set_healthy(false);
+        pool.members[2].backend.set_healthy(false);
+        assert_eq!(ro.pick(LOCAL, &[]), Ok(0));
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_writer() {
+        let mut updater = Updater::new(&config(ROLES)).await.unwrap();
+        let before = updater.router().load_full();
+        before.pools[0].members[0].backend.set_writable(false);
+        before.pools[0].elect_writer(false);
+        before.pools[0].members[0].backend.set_writable(true);
+        assert_eq!(before.pools[0].writer(), Some(1));
+        let reordered = ROLES.replace(
+            "  - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n",
+            "  - address: 127.0.0.1:3326\n  - address: 127.0.0.1:3316\n",
+        );
+        updater.apply(&config(&reordered)).await.unwrap();
+        let after = updater.router().load_full();
+        let writer = after.pools[0].writer().unwrap();
+        assert_eq!(
+            after.pools[0].members[writer].backend.address,
+            "127.0.0.1:3326"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_followed_name_becomes_one_member_per_address() {
+        let yaml = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+backends:
+  - address: localhost:3316
+    resolve_every: 5s
+    weight: 2
+health:
+  check: none
+";
+        let mut updater = Updater::new(&config(yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let members = &snapshot.pools[0].members;
+        assert!(
+            members
+                .iter()
+                .any(|m| m.socket_addr == "127.0.0.1:3316".parse().unwrap())
+        );
+        assert!(
+            members
+                .iter()
+                .all(|m| m.origin == Origin::Dns("localhost:3316".into()))
+        );
+        assert!(members.iter().all(|m| m.weight == 2.0));
+
+        let kept: SocketAddr = "127.0.0.2:3316".parse().unwrap();
+        let other: SocketAddr = "127.0.0.3:3316".parse().unwrap();
+        updater
+            .set_resolved("localhost:3316", vec![kept, other])
+            .await
+            .unwrap();
+        let state = updater.router().load_full().pools[0].members[0]
+            .backend
+            .clone();
+        let _held = crate::core::limit::try_acquire(&state, None);
+        updater
+            .set_resolved("localhost:3316", vec![kept])
+            .await
+            .unwrap();
+        let snapshot = updater.router().load_full();
+        let addresses: Vec<SocketAddr> = snapshot.pools[0]
+            .members
+            .iter()
+            .map(|m| m.socket_addr)
+            .collect();
+        assert_eq!(addresses, [kept]);
+        assert_eq!(
+            snapshot.pools[0].members[0].backend.active(),
+            1,
+            "state is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn discovered_addresses_join_the_pool_once() {
+        let mut updater = Updater::new(&config(TWO_POOLS)).await.unwrap();
+        let discovered = vec![
+            "127.0.0.1:3316".to_string(), // configured already
+            "127.0.0.1:3346".to_string(),
+        ];
+        updater.set_discovered("default", discovered).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let members = &snapshot.pools[0].members;
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[2].backend.address, "127.0.0.1:3346");
+        assert_eq!(members[2].origin, Origin::Discovered);
+        updater.set_discovered("default", vec![]).await.unwrap();
+        assert_eq!(updater.router().load_full().pools[0].members.len(), 2);
+    }
+}

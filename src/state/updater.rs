@@ -1,0 +1,247 @@
+//! The updater task: once galera-lb runs, the only place that changes what it routes to.
+//!
+//! Discovery, DNS following, the control port and reloads (SIGHUP or `reload`) all send a
+//! [`Change`] here. The task applies it through the [`Updater`] (which builds and swaps the
+//! routing snapshot), then tells the layers above through [`Effects`] what happened: health
+//! checks follow the new snapshot, and a reload also opens, closes or re-binds listeners and
+//! restarts health checks and discovery when their settings changed. One task, one change at a
+//! time: changes never race. `Effects` is how the state layer reaches up without importing the
+//! layers above it (`crate::app` implements it), and how tests drive the task with no sockets.
+//!
+//! Runtime control changes and reloads combine simply: a reload makes the file the truth again,
+//! so backends added, reweighted, drained by weight or removed over the control port since the
+//! last start or reload are discarded (the log says how many). Admin states (`drain`, `maint`,
+//! `ready`) belong to the backend and survive a reload while it stays.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::config::diff::{self, ConfigDiff};
+use crate::config::source::ConfigSource;
+use crate::core::backend::AdminState;
+use crate::state::change::{Change, ControlChange, ControlRequest};
+use crate::state::snapshot::{Router, Snapshot, Updater, resolve_first};
+
+/// What a routing change means for the parts of galera-lb above the state layer. The updater
+/// task calls these, in this order, and nothing else.
+pub trait Effects: Send {
+    /// Whatever a reload needs before anything changes (listening sockets, the health-check
+    /// password); an error refuses the reload with nothing changed.
+    type Prepared: Send;
+
+    /// The routing is now `snapshot` (a backend came, went or changed): follow it (health
+    /// checks for new backends, none for gone ones, and a writer election).
+    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>);
+
+    /// An admin state changed: elect the writers again (a drained writer gives its role up).
+    fn elect_writers(&mut self);
+
+    /// Prepares a reload to `new` (see [`Effects::Prepared`]).
+    /// `file` names the configuration in messages.
+    fn prepare_reload(
+        &mut self,
+        new: &Config,
+        diff: &ConfigDiff,
+        file: &str,
+    ) -> Result<Self::Prepared, String>;
+
+    /// The routing follows `new` now: open, close and re-route listeners, restart what changed.
+    /// [`Effects::routing_changed`] follows.
+    fn reload_applied(&mut self, prepared: Self::Prepared, new: &Config, diff: &ConfigDiff);
+
+    /// galera-lb stops: stop whatever the effects started.
+    fn stop(&mut self);
+}
+
+/// Everything the updater task owns.
+pub struct UpdaterTask<E: Effects> {
+    pub updater: Updater,
+    pub effects: E,
+    pub config: Config,
+    /// The file to re-read on reload; `None` when galera-lb runs without one.
+    pub config_file: Option<ConfigSource>,
+    /// Stops the task at shutdown.
+    pub stop: CancellationToken,
+}
+
+impl<E: Effects> UpdaterTask<E> {
+    fn router(&self) -> Arc<Router> {
+        self.updater.router()
+    }
+
+    /// Applies changes until galera-lb stops.
+    pub async fn run(mut self, mut changes: mpsc::Receiver<Change>) {
+        loop {
+            let change = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                change = changes.recv() => match change {
+                    Some(change) => change,
+                    None => {
+                        self.stop.cancelled().await;
+                        break;
+                    }
+                },
+            };
+            self.apply(change).await;
+        }
+        self.effects.stop();
+    }
+
+    /// Applies one change.
+    pub async fn apply(&mut self, change: Change) {
+        match change {
+            Change::Discovered { pool, addresses } => {
+                info!(pool = %pool, discovered = ?addresses, "discovery changed the pool");
+                let result = self.updater.set_discovered(&pool, addresses).await;
+                self.after_change(result.map_err(|e| e.to_string()), "discovery");
+            }
+            Change::Resolved { name, addresses } => {
+                info!(name = %name, addresses = ?addresses, "DNS records changed");
+                let result = self.updater.set_resolved(&name, addresses).await;
+                self.after_change(result.map_err(|e| e.to_string()), "DNS");
+            }
+            Change::Control(ControlRequest { change, reply }) => {
+                let result = self.apply_control(change).await;
+                let _ = reply.send(result);
+            }
+            Change::Reload(reply) => {
+                let result = self.reload().await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn after_change(&mut self, result: Result<(), String>, what: &str) {
+        match result {
+            Ok(()) => self.effects.routing_changed(&self.router().load_full()),
+            Err(e) => {
+                warn!(error = %e, "cannot apply a {what} change; keeping the current routing")
+            }
+        }
+    }
+    async fn apply_control(&mut self, change: ControlChange) -> Result<(), String> {
+        match change {
+            ControlChange::Destination { address, weight } => {
+                let identity = self.identity(&address).await;
+                if weight < 0.0 {
+                    let removed = self
+                        .updater
+                        .remove(&identity)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let Some(backend) = removed else {
+                        return Err(format!("no backend {address}"));
+                    };
+                    info!(backend = %identity, sessions = backend.active(), "removed over the control port; closing its sessions");
+                    backend.close_sessions();
+                } else {
+                    self.updater
+                        .set_weight(&identity, weight)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                self.effects.routing_changed(&self.router().load_full());
+                Ok(())
+            }
+            ControlChange::Admin { state, address } => {
+                let identity = self.identity(&address).await;
+                let snapshot = self.router().load_full();
+                let member = snapshot
+                    .find(&identity, None)
+                    .ok_or_else(|| format!("no backend {address}"))?;
+                member.backend.set_admin_state(state);
+                info!(backend = %identity, state = state.as_str(), "admin state set over the control port");
+                // A drained writer must give its role up: let the coordinator elect.
+                self.effects.elect_writers();
+                if state == AdminState::Ready {
+                    self.effects.routing_changed(&snapshot);
+                }
+                Ok(())
+            }
+            ControlChange::Reload => self.reload().await,
+        }
+    }
+
+    /// The identity of the backend that `address` names: the member known by that address, or
+    /// the one at the same socket address (so `localhost:3316` finds `127.0.0.1:3316`), or the
+    /// address itself for a new backend.
+    async fn identity(&self, address: &str) -> String {
+        // The same choice of address as building a member makes.
+        let socket = resolve_first(address, "control").await.ok();
+        let snapshot = self.router().load_full();
+        snapshot
+            .find(address, socket)
+            .map_or_else(|| address.to_string(), |m| m.backend.address.clone())
+    }
+
+    /// Re-reads the configuration file and applies the difference; on any problem the running
+    /// configuration stays as it was.
+    async fn reload(&mut self) -> Result<(), String> {
+        let result = self.try_reload().await;
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                warn!(%reason, "reload refused; the running configuration stays");
+                "error"
+            }
+        };
+        crate::core::counters::metrics()
+            .reloads
+            .with_label_values(&[outcome])
+            .inc();
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<(), String> {
+        let path = self.config_file.clone().ok_or(
+            "galera-lb runs without a configuration file (the built-in default or a glbd command \
+             line): there is nothing to reload",
+        )?;
+        let new = path.load()?;
+        let path = path.path().to_path_buf();
+        let diff = diff::diff(&self.config, &new);
+        // Everything that can fail outside the routing first: if it does, nothing has changed.
+        let prepared = self
+            .effects
+            .prepare_reload(&new, &diff, &path.display().to_string())?;
+        let before = self.router().load_full();
+        let discarded = self.updater.runtime_changes();
+        self.updater
+            .reload(&new)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let after = self.router().load_full();
+
+        // Backends that are gone lose their sessions, as with a removal over the control port.
+        for member in before.backends() {
+            if after.find(&member.backend.address, None).is_none() {
+                member.backend.close_sessions();
+            }
+        }
+        self.effects.reload_applied(prepared, &new, &diff);
+        self.effects.routing_changed(&after);
+        if !diff.needs_restart.is_empty() {
+            warn!(sections = ?diff.needs_restart, "reload: these sections changed but take effect only at the next start");
+        }
+        info!(
+            file = %path.display(),
+            backends_added = diff.backends_added.len(),
+            backends_removed = diff.backends_removed.len(),
+            backends_changed = diff.backends_changed.len(),
+            listeners_added = diff.listeners_added.len(),
+            listeners_removed = diff.listeners_removed.len(),
+            listeners_rebound = diff.listeners_rebound.len(),
+            health_changed = diff.health_changed,
+            runtime_changes_discarded = discarded,
+            "configuration reloaded"
+        );
+        self.config = new;
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! The writer role of each pool, kept outside the routing snapshot.
+//!
+//! A snapshot is immutable and replaced on every change; a session keeps the snapshot's pieces
+//! it connected with for as long as it lives. If the writer lived in the snapshot, a session
+//! opened before a rebuild would watch a pool that no election touches any more, and keep
+//! writing to the old writer after the role moved: two writers. So the role is a [`WriterRole`]
+//! per pool name, created once and shared by every snapshot that has the pool (the way a
+//! backend's live state is shared), and sessions follow the role, not a snapshot.
+//!
+//! The role names the backend that holds it (its [`BackendState`], by identity), not a position
+//! in a member list, so it means the same thing in every snapshot. It has one owner that changes
+//! it: the health coordinator, through [`crate::state::snapshot::Pool::elect_writer`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use crate::core::backend::BackendState;
+
+/// Which backend holds a pool's writer role, and a signal for sessions that follow it.
+#[derive(Debug)]
+pub struct WriterRole {
+    holder: ArcSwapOption<BackendState>,
+    /// Bumped on every change of holder.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for WriterRole {
+    fn default() -> Self {
+        WriterRole {
+            holder: ArcSwapOption::empty(),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl WriterRole {
+    /// The backend that holds the role now.
+    pub fn holder(&self) -> Option<Arc<BackendState>> {
+        self.holder.load_full()
+    }
+
+    /// Whether `backend` holds the role now.
+    pub fn is_held_by(&self, backend: &BackendState) -> bool {
+        self.holder
+            .load()
+            .as_deref()
+            .is_some_and(|holder| std::ptr::eq(holder, backend))
+    }
+
+    /// A receiver that changes whenever the holder changes.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Gives the role to `backend` (or to nobody). Only the election calls this.
+    pub(crate) fn hand_to(&self, backend: Option<Arc<BackendState>>) {
+        self.holder.store(backend);
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Every pool's writer role, by pool name: kept by the updater across snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct WriterRoles(HashMap<String, Arc<WriterRole>>);
+
+impl WriterRoles {
+    /// The role of `pool`, created the first time the pool is seen.
+    pub(crate) fn of(&mut self, pool: &str) -> Arc<WriterRole> {
+        self.0.entry(pool.to_string()).or_default().clone()
+    }
+
+    /// Forgets the roles of pools that are gone.
+    pub(crate) fn retain(&mut self, in_use: impl Fn(&str) -> bool) {
+        self.0.retain(|name, _| in_use(name));
+    }
+}
