@@ -949,6 +949,38 @@ health:
     }
 
     #[tokio::test]
+    async fn a_rebuilt_snapshot_shares_the_writer_role_and_sees_its_moves() {
+        let mut updater = Updater::new(&config(ROLES)).await.unwrap();
+        let before = updater.router().load_full();
+        before.pools[0].elect_writer(false);
+        let writer = before.pools[0].writer().unwrap();
+        let held_by = before.pools[0].members[writer].backend.clone();
+
+        updater.set_weight("127.0.0.1:3399", 1.0).await.unwrap();
+        let after = updater.router().load_full();
+        assert!(after.generation > before.generation);
+        assert!(
+            Arc::ptr_eq(&before.pools[0].writer_role, &after.pools[0].writer_role),
+            "one writer role per pool, whatever the snapshot"
+        );
+
+        // A session opened on the old snapshot follows the role through the old pool: a move
+        // elected on the new snapshot is seen there too.
+        let moved = before.pools[0].writer_role.watch();
+        held_by.set_writable(false);
+        after.pools[0].elect_writer(false);
+        assert!(moved.has_changed().unwrap());
+        assert!(!before.pools[0].writer_role.is_held_by(&held_by));
+        let new_writer = after.pools[0].writer().unwrap();
+        assert_eq!(
+            before.pools[0].writer(),
+            before.pools[0].members.iter().position(
+                |m| m.backend.address == after.pools[0].members[new_writer].backend.address
+            ),
+        );
+    }
+
+    #[tokio::test]
     async fn a_reload_keeps_the_writer() {
         let mut updater = Updater::new(&config(ROLES)).await.unwrap();
         let before = updater.router().load_full();

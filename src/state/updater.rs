@@ -245,3 +245,205 @@ impl<E: Effects> UpdaterTask<E> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::config::diff::ConfigDiff;
+
+    /// Records what the updater asked of the layers above; can refuse reloads.
+    #[derive(Default)]
+    struct Recorded {
+        calls: Vec<String>,
+        /// Weights of the first pool in each snapshot passed to `routing_changed`.
+        weights: Vec<Vec<f64>>,
+    }
+
+    struct FakeEffects {
+        recorded: Arc<Mutex<Recorded>>,
+        refuse_reload: bool,
+    }
+
+    impl Effects for FakeEffects {
+        type Prepared = ();
+
+        fn routing_changed(&mut self, snapshot: &Arc<Snapshot>) {
+            let mut recorded = self.recorded.lock().unwrap();
+            recorded.calls.push("routing_changed".into());
+            let weights = snapshot.pools[0].members.iter().map(|m| m.weight).collect();
+            recorded.weights.push(weights);
+        }
+
+        fn elect_writers(&mut self) {
+            self.recorded
+                .lock()
+                .unwrap()
+                .calls
+                .push("elect_writers".into());
+        }
+
+        fn prepare_reload(&mut self, _: &Config, _: &ConfigDiff, file: &str) -> Result<(), String> {
+            self.recorded
+                .lock()
+                .unwrap()
+                .calls
+                .push("prepare_reload".into());
+            if self.refuse_reload {
+                return Err(format!("{file}: cannot bind"));
+            }
+            Ok(())
+        }
+
+        fn reload_applied(&mut self, _: (), _: &Config, _: &ConfigDiff) {
+            self.recorded
+                .lock()
+                .unwrap()
+                .calls
+                .push("reload_applied".into());
+        }
+
+        fn stop(&mut self) {
+            self.recorded.lock().unwrap().calls.push("stop".into());
+        }
+    }
+
+    const YAML: &str = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  \
+                        - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n\
+                        health:\n  check: none\n";
+
+    async fn task(
+        yaml: &str,
+        file: Option<&std::path::Path>,
+        refuse_reload: bool,
+    ) -> (UpdaterTask<FakeEffects>, Arc<Mutex<Recorded>>) {
+        let config = Config::from_yaml(yaml, "test.yaml").unwrap();
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let task = UpdaterTask {
+            updater: Updater::new(&config).await.unwrap(),
+            effects: FakeEffects {
+                recorded: recorded.clone(),
+                refuse_reload,
+            },
+            config,
+            config_file: file.map(|f| ConfigSource::Yaml(f.to_path_buf())),
+            stop: CancellationToken::new(),
+        };
+        (task, recorded)
+    }
+
+    async fn control(
+        task: &mut UpdaterTask<FakeEffects>,
+        change: ControlChange,
+    ) -> Result<(), String> {
+        let (reply, outcome) = oneshot::channel();
+        task.apply(Change::Control(ControlRequest { change, reply }))
+            .await;
+        outcome.await.unwrap()
+    }
+
+    fn calls(recorded: &Mutex<Recorded>) -> Vec<String> {
+        std::mem::take(&mut recorded.lock().unwrap().calls)
+    }
+
+    #[tokio::test]
+    async fn a_weight_change_rebuilds_the_routing_and_health_follows_it() {
+        let (mut task, recorded) = task(YAML, None, false).await;
+        let change = ControlChange::Destination {
+            address: "127.0.0.1:3326".into(),
+            weight: 3.0,
+        };
+        assert_eq!(control(&mut task, change).await, Ok(()));
+        assert_eq!(calls(&recorded), ["routing_changed"]);
+        assert_eq!(recorded.lock().unwrap().weights, [vec![1.0, 3.0]]);
+        assert_eq!(task.router().load().generation, 1);
+    }
+
+    #[tokio::test]
+    async fn removing_an_unknown_backend_changes_nothing() {
+        let (mut task, recorded) = task(YAML, None, false).await;
+        let change = ControlChange::Destination {
+            address: "127.0.0.1:3399".into(),
+            weight: -1.0,
+        };
+        let result = control(&mut task, change).await;
+        assert_eq!(result, Err("no backend 127.0.0.1:3399".into()));
+        assert!(calls(&recorded).is_empty());
+        assert_eq!(task.router().load().generation, 0);
+    }
+
+    #[tokio::test]
+    async fn an_admin_state_asks_for_an_election() {
+        let (mut task, recorded) = task(YAML, None, false).await;
+        let drain = ControlChange::Admin {
+            state: AdminState::Drain,
+            address: "127.0.0.1:3316".into(),
+        };
+        assert_eq!(control(&mut task, drain).await, Ok(()));
+        assert_eq!(calls(&recorded), ["elect_writers"]);
+        let ready = ControlChange::Admin {
+            state: AdminState::Ready,
+            address: "127.0.0.1:3316".into(),
+        };
+        assert_eq!(control(&mut task, ready).await, Ok(()));
+        assert_eq!(calls(&recorded), ["elect_writers", "routing_changed"]);
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_cannot_be_prepared_changes_nothing() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let (mut task, recorded) = task(YAML, Some(file.path()), true).await;
+        std::fs::write(file.path(), YAML.replace("3326", "3336")).unwrap();
+        let result = control(&mut task, ControlChange::Reload).await;
+        assert!(result.unwrap_err().ends_with("cannot bind"));
+        assert_eq!(calls(&recorded), ["prepare_reload"]);
+        assert_eq!(task.router().load().generation, 0);
+        assert!(
+            task.config
+                .backends
+                .iter()
+                .any(|b| b.address == "127.0.0.1:3326")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_applies_the_file_and_discards_runtime_weights() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let (mut task, recorded) = task(YAML, Some(file.path()), false).await;
+        let change = ControlChange::Destination {
+            address: "127.0.0.1:3316".into(),
+            weight: 5.0,
+        };
+        control(&mut task, change).await.unwrap();
+        calls(&recorded);
+        std::fs::write(file.path(), YAML.replace("3326", "3336")).unwrap();
+        let (reply, outcome) = oneshot::channel();
+        task.apply(Change::Reload(Some(reply))).await;
+        assert_eq!(outcome.await.unwrap(), Ok(()));
+        assert_eq!(
+            calls(&recorded),
+            ["prepare_reload", "reload_applied", "routing_changed"]
+        );
+        let snapshot = task.router().load_full();
+        let members: Vec<(&str, f64)> = snapshot.pools[0]
+            .members
+            .iter()
+            .map(|m| (m.backend.address.as_str(), m.weight))
+            .collect();
+        assert_eq!(members, [("127.0.0.1:3316", 1.0), ("127.0.0.1:3336", 1.0)]);
+    }
+
+    #[tokio::test]
+    async fn the_task_stops_its_effects_when_stopped() {
+        let (task, recorded) = task(YAML, None, false).await;
+        let stop = task.stop.clone();
+        let (_changes, receiver) = mpsc::channel(1);
+        let running = tokio::spawn(task.run(receiver));
+        stop.cancel();
+        running.await.unwrap();
+        assert_eq!(calls(&recorded), ["stop"]);
+    }
+}
