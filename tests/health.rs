@@ -42,7 +42,7 @@ const INTERVAL: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_millis(300);
 const RISE: u32 = 2;
 const FALL: u32 = 2;
-/// The most galera-lb adds to `INTERVAL` (src/health/mod.rs: `interval * [0, 0.1)`).
+/// The most galera-lb adds to `INTERVAL` (src/sources/health/mod.rs: `interval * [0, 0.1)`).
 const JITTER: f64 = 0.1;
 /// Slack on top of the computed bounds, for scheduling on a small, busy machine.
 const MARGIN: Duration = Duration::from_secs(1);

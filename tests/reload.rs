@@ -6,7 +6,7 @@
 //! added (the new port accepts), removed (the port stops accepting, its open sessions stay) and
 //! re-bound; health settings changed; sessions to kept backends untouched across every reload; an
 //! invalid file refused with the reason in the log while the old configuration keeps running;
-//! control-port changes discarded by a reload (as `src/updater.rs` documents) while admin states
+//! control-port changes discarded by a reload (as `src/state/updater.rs` documents) while admin states
 //! stay.
 
 #[allow(dead_code)]
