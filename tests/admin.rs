@@ -1192,6 +1192,70 @@ fn the_real_binary_serves_the_admin_port() {
     assert_promtool_accepts_metrics(&metrics);
 }
 
+/// A backend removed at run time leaves no series behind: neither the values read at each
+/// scrape nor the event counters (health-check durations and failures) keep its label.
+#[test]
+fn a_removed_backend_leaves_no_series_behind() {
+    let kept = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let removed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A third that refuses, so that check failures have series too once it is removed.
+    let refusing = lb::closed_address();
+    let [kept, removed] = [&kept, &removed].map(|l| l.local_addr().unwrap());
+    let (port, admin_port, control_port) = (lb::free_port(), lb::free_port(), lb::free_port());
+    let yaml = lb::simple_config(
+        port,
+        "round_robin",
+        &[kept, removed, refusing],
+        &format!(
+            "health:\n  check: tcp\n  interval: 100ms\nadmin:\n  bind: 127.0.0.1:{admin_port}\n\
+             control:\n  bind: 127.0.0.1:{control_port}\n"
+        ),
+    );
+    let process = lb::LbProcess::start(&yaml);
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let control: SocketAddr = format!("127.0.0.1:{control_port}").parse().unwrap();
+    let series_of = |backend: SocketAddr| -> Vec<String> {
+        let label = format!("backend=\"{backend}\"");
+        lb::http_get(admin, "/metrics")
+            .body
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .map(str::to_string)
+            .collect()
+    };
+    let has = |series: &[String], metric: &str| series.iter().any(|l| l.starts_with(metric));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(has(
+        &series_of(removed),
+        "galera_lb_health_check_duration_seconds",
+    ) && has(
+        &series_of(refusing),
+        "galera_lb_health_check_failures_total",
+    )) {
+        assert!(Instant::now() < deadline, "checks ran: {}", process.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    for gone in [removed, refusing] {
+        assert_eq!(lb::control(control, &format!("{gone}:-1\n")).trim(), "Ok");
+    }
+    // Gone with the removal; a check that was under way as it happened may add its result,
+    // which its task deletes as it stops, within moments.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !(series_of(removed).is_empty() && series_of(refusing).is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(series_of(removed), Vec::<String>::new());
+    assert_eq!(series_of(refusing), Vec::<String>::new());
+    assert!(has(
+        &series_of(kept),
+        "galera_lb_health_check_duration_seconds"
+    ));
+    assert!(has(&series_of(kept), "galera_lb_backend_up"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // access: admin.allow and admin.token
 

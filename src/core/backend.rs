@@ -119,6 +119,8 @@ pub struct BackendState {
     bytes_to_backend: AtomicU64,
     /// Bytes from the backend to clients.
     bytes_to_client: AtomicU64,
+    /// Set once the backend is no longer routed to (removed from every pool).
+    retired: AtomicBool,
 }
 
 /// A point-in-time copy of a backend's counters.
@@ -149,7 +151,19 @@ impl BackendState {
             transfers: AtomicU64::new(0),
             bytes_to_backend: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the backend as gone from every pool: whatever still runs for it (its check task)
+    /// cleans up after itself when it ends. A backend that comes back is a new state.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether the backend is gone from every pool.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub fn is_healthy(&self) -> bool {

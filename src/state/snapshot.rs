@@ -488,6 +488,9 @@ impl Updater {
                 let mut counters = state.counters();
                 counters.active = 0;
                 *retired += counters;
+                // Its check task, if any, stops after this rebuild and forgets its own series
+                // then; this covers the series of a backend that had none.
+                state.retire();
                 crate::core::counters::metrics().forget("backend", address);
             }
         }

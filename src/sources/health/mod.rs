@@ -29,7 +29,9 @@ pub mod relay;
 pub mod view;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -102,6 +104,29 @@ impl RiseFall {
     }
 }
 
+/// One way of checking a backend: a real [`Probe`], or a fake in tests.
+pub trait Check: Send {
+    /// One check; the caller bounds it by `timeout`.
+    fn check(&mut self) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
+    /// Drops whatever the check keeps between checks (after a timeout).
+    fn reset(&mut self);
+}
+
+impl Check for Probe {
+    fn check(&mut self) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
+        Box::pin(Probe::check(self))
+    }
+
+    fn reset(&mut self) {
+        Probe::reset(self)
+    }
+}
+
+/// Makes the [`Check`] of one backend: from the settings, where to connect and the PROXY
+/// header to send first.
+pub(crate) type MakeCheck =
+    Arc<dyn Fn(&HealthSettings, SocketAddr, ProxyProtocol) -> Box<dyn Check> + Send + Sync>;
+
 /// The health settings every check task shares.
 #[derive(Debug)]
 pub struct HealthSettings {
@@ -110,7 +135,6 @@ pub struct HealthSettings {
 }
 
 /// Runs the check tasks and the writer coordinator.
-#[derive(Debug)]
 pub struct HealthMonitor {
     settings: Arc<HealthSettings>,
     /// One check task per backend (address as configured, resolved address, PROXY header).
@@ -125,14 +149,43 @@ pub struct HealthMonitor {
     stop: CancellationToken,
     /// Where the coordinator and the check tasks run, so that shutdown can wait for them.
     tracker: TaskTracker,
+    make_check: MakeCheck,
+}
+
+impl std::fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitor")
+            .field("settings", &self.settings)
+            .field("checked", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HealthMonitor {
-    /// Starts the coordinator for `router`'s pools; [`HealthMonitor::sync`] starts the checks.
+    /// Starts the coordinator for `router`'s pools; [`HealthMonitor::sync`] starts the checks
+    /// (real ones: a [`Probe`] per backend). Every task runs on `tasks`.
     pub fn start(
         settings: HealthSettings,
         router: Arc<Router>,
         tasks: TaskTracker,
+    ) -> HealthMonitor {
+        let probes: MakeCheck = Arc::new(|settings, address, header| {
+            Box::new(Probe::new(
+                &settings.config,
+                address,
+                &settings.password,
+                header,
+            ))
+        });
+        HealthMonitor::start_with(settings, router, tasks, probes)
+    }
+
+    /// [`HealthMonitor::start`] with the checks `make_check` makes (fakes, in tests).
+    pub(crate) fn start_with(
+        settings: HealthSettings,
+        router: Arc<Router>,
+        tasks: TaskTracker,
+        make_check: MakeCheck,
     ) -> HealthMonitor {
         let settings = Arc::new(settings);
         let changed = Arc::new(Notify::new());
@@ -154,6 +207,7 @@ impl HealthMonitor {
             synced_once: false,
             stop,
             tracker: tasks,
+            make_check,
         }
     }
 
@@ -217,6 +271,7 @@ impl HealthMonitor {
                 };
                 self.tracker.spawn(run_checks(
                     target,
+                    self.make_check.clone(),
                     self.settings.clone(),
                     self.changed.clone(),
                     self.views.clone(),
@@ -283,6 +338,7 @@ struct CheckTarget {
 /// Checks one backend until stopped.
 async fn run_checks(
     target: CheckTarget,
+    make_check: MakeCheck,
     settings: Arc<HealthSettings>,
     changed: Arc<Notify>,
     views: Arc<Views>,
@@ -295,11 +351,14 @@ async fn run_checks(
         proxy_header,
     } = target;
     let config = &settings.config;
-    // However the task ends, this node's view stops counting.
+    // However the task ends, this node's view stops counting; and when it ends because the
+    // backend was removed, the backend's series go (after the task's last check, so no check
+    // can bring them back).
     let _forget = ForgetView(&views, address);
+    let _forget_series = ForgetSeries(&backend);
     let mut first = true;
     let mut logged_reason: Option<String> = None;
-    let mut probe = Probe::new(config, address, &settings.password, proxy_header);
+    let mut probe = make_check(&settings, address, proxy_header);
     let mut state = RiseFall::new(config.rise, config.fall, backend.is_healthy());
     if backend.report().checked_at.is_some() {
         // Checked before (the checks restarted after a reload): rise/fall applies at once.
@@ -363,6 +422,17 @@ struct ForgetView<'a>(&'a Views, SocketAddr);
 impl Drop for ForgetView<'_> {
     fn drop(&mut self) {
         self.0.forget(self.1);
+    }
+}
+
+/// Deletes a removed backend's series when its check task ends.
+struct ForgetSeries<'a>(&'a BackendState);
+
+impl Drop for ForgetSeries<'_> {
+    fn drop(&mut self) {
+        if self.0.is_retired() {
+            crate::core::counters::metrics().forget("backend", &self.0.address);
+        }
     }
 }
 
@@ -484,6 +554,166 @@ async fn coordinate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::core::wsrep::WsrepStatus;
+    use crate::state::snapshot::Updater;
+
+    /// What each fake check answers, by address, and how long it takes to.
+    #[derive(Clone, Default)]
+    struct Script(Arc<std::sync::Mutex<HashMap<SocketAddr, (Outcome, Duration)>>>);
+
+    impl Script {
+        fn set(&self, port: u16, outcome: Outcome, takes: Duration) {
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            self.0.lock().unwrap().insert(address, (outcome, takes));
+        }
+    }
+
+    struct FakeCheck {
+        address: SocketAddr,
+        script: Script,
+    }
+
+    impl Check for FakeCheck {
+        fn check(&mut self) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
+            let (outcome, takes) = self.script.0.lock().unwrap()[&self.address].clone();
+            Box::pin(async move {
+                tokio::time::sleep(takes).await;
+                outcome
+            })
+        }
+
+        fn reset(&mut self) {}
+    }
+
+    fn synced(local_index: u32) -> Outcome {
+        Outcome {
+            wsrep: Some(WsrepStatus {
+                local_index: Some(local_index),
+                ..WsrepStatus::default()
+            }),
+            ..Outcome::passed("synced")
+        }
+    }
+
+    fn read_only(local_index: u32) -> Outcome {
+        Outcome {
+            writable: false,
+            ..synced(local_index)
+        }
+    }
+
+    const NOW: Duration = Duration::ZERO;
+    const NODES: [u16; 3] = [3316, 3326, 3336];
+
+    /// A monitor of three backends (3316, 3326, 3336) whose checks answer from `script`.
+    async fn monitor(script: &Script) -> (Arc<Router>, HealthMonitor) {
+        let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  \
+                    - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n  \
+                    - address: 127.0.0.1:3336\nhealth:\n  check: wsrep\n  interval: 1s\n  \
+                    timeout: 2s\n  rise: 2\n  fall: 2\n  on_down: shutdown_sessions\n";
+        let config = Config::from_yaml(yaml, "test.yaml").unwrap();
+        let router = Updater::new(&config).await.unwrap().router();
+        let settings = HealthSettings {
+            config: config.health.clone(),
+            password: Default::default(),
+        };
+        let script = script.clone();
+        let fakes: MakeCheck = Arc::new(move |_, address, _| {
+            Box::new(FakeCheck {
+                address,
+                script: script.clone(),
+            })
+        });
+        let mut monitor =
+            HealthMonitor::start_with(settings, router.clone(), TaskTracker::new(), fakes);
+        monitor.sync(&router.load_full());
+        (router, monitor)
+    }
+
+    fn writer_port(router: &Router) -> Option<u16> {
+        let snapshot = router.load_full();
+        let pool = &snapshot.pools[0];
+        pool.writer().map(|i| pool.members[i].socket_addr.port())
+    }
+
+    fn backend(router: &Router, port: u16) -> Arc<BackendState> {
+        let snapshot = router.load_full();
+        let member = snapshot.pools[0]
+            .members
+            .iter()
+            .find(|m| m.socket_addr.port() == port)
+            .unwrap();
+        member.backend.clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_election_waits_for_every_first_check() {
+        let script = Script::default();
+        // The best candidate (lowest wsrep_local_index) answers last.
+        script.set(3316, synced(0), Duration::from_millis(300));
+        script.set(3326, synced(1), NOW);
+        script.set(3336, synced(2), NOW);
+        let (router, monitor) = monitor(&script).await;
+        monitor.first_round(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        assert!(NODES.iter().all(|&p| backend(&router, p).is_healthy()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_moves_after_fall_failures_and_its_sessions_are_closed() {
+        let script = Script::default();
+        for (i, port) in NODES.into_iter().enumerate() {
+            script.set(port, synced(i as u32), NOW);
+        }
+        let (router, monitor) = monitor(&script).await;
+        monitor.first_round(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        let sessions = backend(&router, 3316).session_closer();
+
+        script.set(3316, Outcome::failed("refused", String::new()), NOW);
+        // One failure is absorbed by fall: 2 (checks run every 1 s plus up to 10 % jitter).
+        tokio::time::sleep(Duration::from_millis(1150)).await;
+        assert!(backend(&router, 3316).is_healthy());
+        assert_eq!(writer_port(&router), Some(3316));
+        assert!(!sessions.has_changed().unwrap());
+        // The second takes it down: the role goes to the next by wsrep_local_index.
+        tokio::time::sleep(Duration::from_millis(1150)).await;
+        assert!(!backend(&router, 3316).is_healthy());
+        assert_eq!(writer_port(&router), Some(3326));
+        assert!(
+            sessions.has_changed().unwrap(),
+            "on_down closes its sessions"
+        );
+
+        // Back up after rise passes; no failback, so the writer stays where it is.
+        script.set(3316, synced(0), NOW);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert!(backend(&router, 3316).is_healthy());
+        assert_eq!(writer_port(&router), Some(3326));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_only_writer_gives_up_the_role_at_once_and_stays_up() {
+        let script = Script::default();
+        for (i, port) in NODES.into_iter().enumerate() {
+            script.set(port, synced(i as u32), NOW);
+        }
+        let (router, monitor) = monitor(&script).await;
+        monitor.first_round(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(writer_port(&router), Some(3316));
+
+        script.set(3316, read_only(0), NOW);
+        tokio::time::sleep(Duration::from_millis(1150)).await;
+        assert_eq!(writer_port(&router), Some(3326));
+        assert!(
+            backend(&router, 3316).is_healthy(),
+            "read_only keeps it a reader"
+        );
+    }
 
     #[test]
     fn the_first_result_counts_at_once() {

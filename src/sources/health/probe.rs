@@ -38,7 +38,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn passed(reason: &str) -> Outcome {
+    pub(crate) fn passed(reason: &str) -> Outcome {
         Outcome {
             passed: true,
             writable: true,
