@@ -46,7 +46,7 @@ use crate::proxy::ListenerState;
 use crate::state::snapshot::Router;
 
 /// Every metric in Prometheus' text format.
-pub fn render(router: &Router, listeners: &[Arc<ListenerState>]) -> String {
+pub(crate) fn render(router: &Router, listeners: &[Arc<ListenerState>]) -> String {
     let scrape = Registry::new();
     let gauge = |name: &str, help: &str, labels: &[&str]| {
         let gauge = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");

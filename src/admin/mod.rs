@@ -18,7 +18,7 @@
 //! (kubelet, Docker's HEALTHCHECK, a load balancer's check) rarely can send a token, and they
 //! tell no more than "up" and "ready, or why not".
 
-pub mod metrics;
+pub(crate) mod metrics;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -47,7 +47,7 @@ use crate::state::snapshot::{Router, Snapshot};
 
 /// What the admin port reads.
 #[derive(Debug)]
-pub struct AdminContext {
+pub(crate) struct AdminContext {
     pub router: Arc<Router>,
     /// The open listeners' states (kept current by the listener set).
     pub listeners: Arc<Mutex<Vec<Arc<ListenerState>>>>,
@@ -58,10 +58,10 @@ pub struct AdminContext {
 }
 
 /// The endpoints that need no token: liveness and readiness probes.
-pub const OPEN_PATHS: [&str; 2] = ["/live", "/ready"];
+pub(crate) const OPEN_PATHS: [&str; 2] = ["/live", "/ready"];
 
 /// Serves the admin port until `stop`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     ctx: Arc<AdminContext>,
     tasks: TaskTracker,
@@ -227,7 +227,7 @@ fn with_type(status: StatusCode, content_type: &str, body: String) -> Response<F
 
 /// Ready when every listener has a backend it can send a client to (for a writer listener, a
 /// writable one). The first health round has run before the admin port opens.
-pub fn readiness(snapshot: &Snapshot) -> Result<(), String> {
+pub(crate) fn readiness(snapshot: &Snapshot) -> Result<(), String> {
     let not_ready: Vec<String> =
         snapshot
             .routes
@@ -252,7 +252,7 @@ fn unix_seconds(time: SystemTime) -> f64 {
 }
 
 /// The `/status` document.
-pub fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
+pub(crate) fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
     let listeners: Vec<_> = snapshot
         .routes
         .iter()
@@ -329,7 +329,7 @@ fn bytes(n: u64) -> String {
 }
 
 /// The `/` page: one table of backends, one of listeners, refreshed by the browser.
-pub fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
+pub(crate) fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
     let mut html = String::from(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
          <title>galera-lb</title><style>\

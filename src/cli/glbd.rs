@@ -46,13 +46,13 @@ use crate::config::{CheckKind, Config, ControlConfig, Discover, PolicyKind};
 use crate::core::secret::Secret;
 
 /// sysexits' EX_USAGE: the exit status for a command line galera-lb cannot use.
-pub const EX_USAGE: u8 = 64;
+pub(crate) const EX_USAGE: u8 = 64;
 
 /// How configuration errors name their source in glbd mode (instead of a file name).
 pub const SOURCE: &str = "glbd command line";
 
 /// The name of the one listener glbd mode creates.
-pub const LISTENER: &str = "glbd";
+pub(crate) const LISTENER: &str = "glbd";
 
 /// glbd binds all interfaces when the listen address has no IP part.
 const DEFAULT_LISTEN_IP: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -60,7 +60,7 @@ const DEFAULT_LISTEN_IP: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const DEFAULT_CONTROL_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// How long `glbd --daemon` waits for the daemon to report that it is listening.
-pub const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 const USAGE_LINE: &str = "glbd [OPTIONS] [IP:]LISTEN_PORT [HOST[:PORT[:WEIGHT]]]...";
 
@@ -115,7 +115,7 @@ fn usage_error(message: impl Into<String>) -> GlbdError {
 }
 
 /// galera-lb's version, the way glbd prints its own (`glbd v1.0.2 (epoll)`).
-pub fn version() -> String {
+pub(crate) fn version() -> String {
     format!(
         "galera-lb v{} (glbd-compatible, tokio)",
         env!("CARGO_PKG_VERSION")
@@ -123,7 +123,7 @@ pub fn version() -> String {
 }
 
 /// glbd's option list, with what galera-lb does with each.
-pub fn usage() -> String {
+pub(crate) fn usage() -> String {
     format!(
         "\
 Usage:
@@ -252,16 +252,16 @@ fn command() -> clap::Command {
 
 /// Parses glbd's arguments (without the program name, and without `glbd` when run as
 /// `galera-lb glbd`).
-pub fn parse(args: &[OsString]) -> Result<GlbdInvocation, GlbdError> {
+pub(crate) fn parse(args: &[OsString]) -> Result<GlbdInvocation, GlbdError> {
     parse_with_resolver(args, &system_resolver)
 }
 
 /// Turns `(HOST, PORT)` into addresses: how the listen and control addresses' host names are
 /// resolved.
-pub type Resolver = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
+pub(crate) type Resolver = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
 
 /// The system's resolver (`getaddrinfo`), which [`parse`] uses.
-pub fn system_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+pub(crate) fn system_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok((host, port).to_socket_addrs()?.collect())
 }
 
@@ -836,7 +836,7 @@ fn shell_words(text: &str) -> Result<Vec<String>, &'static str> {
 /// Raises the soft open-files limit so that `max_connections` clients fit (two descriptors each:
 /// the client's and the backend's), as far as the hard limit allows, as glbd does for
 /// `--max_conn`. Returns a warning when they do not fit.
-pub fn raise_fd_limit(max_connections: u32) -> Option<String> {
+pub(crate) fn raise_fd_limit(max_connections: u32) -> Option<String> {
     let needed: libc::rlim_t = libc::rlim_t::from(max_connections) * 2 + 64;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -880,13 +880,13 @@ pub fn raise_fd_limit(max_connections: u32) -> Option<String> {
 }
 
 /// Writes this process's pid and a newline to `path`.
-pub fn write_pid_file(path: &Path) -> io::Result<()> {
+pub(crate) fn write_pid_file(path: &Path) -> io::Result<()> {
     std::fs::write(path, format!("{}\n", std::process::id()))
 }
 
 /// After [`daemonize`]: which side of the fork this is.
 #[derive(Debug)]
-pub enum Detached {
+pub(crate) enum Detached {
     /// The process that was started: the daemon has reported (or failed to); exit with this
     /// status.
     Parent(u8),
@@ -898,7 +898,7 @@ pub enum Detached {
 /// the listeners are bound, or `failed` with the exit status. Dropped without either (a panic,
 /// say), the pipe closes and the parent reports that the daemon exited before it was ready.
 #[derive(Debug)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pipe: OwnedFd,
     /// stderr is still the starting terminal or pipe: point it at /dev/null once ready, so that
     /// whoever reads the parent's output sees end-of-file when the parent exits.
@@ -910,7 +910,7 @@ const FAILED: u8 = b'F';
 
 impl Readiness {
     /// The listeners are bound: let go of the starting terminal and let the parent exit 0.
-    pub fn ready(self) {
+    pub(crate) fn ready(self) {
         if self.release_stderr {
             // Nothing to do when this fails: stderr then stays where it was.
             let _ = redirect_to_dev_null(libc::STDERR_FILENO);
@@ -919,7 +919,7 @@ impl Readiness {
     }
 
     /// The daemon could not start: the parent exits with `status`.
-    pub fn failed(self, status: u8) {
+    pub(crate) fn failed(self, status: u8) {
         self.send(&[FAILED, status]);
     }
 
@@ -939,7 +939,7 @@ impl Readiness {
 /// listening, so a script may connect as soon as `glbd --daemon` returns.
 ///
 /// Call it while the process has one thread: before the tokio runtime or any other thread starts.
-pub fn daemonize(log: Option<&File>) -> io::Result<Detached> {
+pub(crate) fn daemonize(log: Option<&File>) -> io::Result<Detached> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array we pass.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

@@ -15,7 +15,7 @@ use crate::core::secret::Secret;
 
 /// An address block (`10.0.0.0/8`, `fd00::/8`) or one address (`10.1.2.3`, `::1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     network: IpAddr,
     prefix: u8,
 }
@@ -23,7 +23,7 @@ pub struct Cidr {
 impl Cidr {
     /// Whether `address` is in this block. An IPv4 client seen on a dual-stack IPv6 socket
     /// (`::ffff:10.1.2.3`) counts as its IPv4 address.
-    pub fn contains(&self, address: IpAddr) -> bool {
+    pub(crate) fn contains(&self, address: IpAddr) -> bool {
         match (self.network, address.to_canonical()) {
             (IpAddr::V4(network), IpAddr::V4(address)) => {
                 let mask = mask_v4(self.prefix);
@@ -96,16 +96,16 @@ impl fmt::Display for Cidr {
 pub struct AllowList(Vec<Cidr>);
 
 impl AllowList {
-    pub fn new(entries: Vec<Cidr>) -> AllowList {
+    pub(crate) fn new(entries: Vec<Cidr>) -> AllowList {
         AllowList(entries)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Whether a client at `address` may connect.
-    pub fn allows(&self, address: IpAddr) -> bool {
+    pub(crate) fn allows(&self, address: IpAddr) -> bool {
         self.0.is_empty() || self.0.iter().any(|block| block.contains(address))
     }
 }
@@ -122,7 +122,7 @@ pub struct Access {
 impl Access {
     /// Whether `given` is the token (always true when no token is configured), in time that
     /// depends only on `given`.
-    pub fn token_matches(&self, given: &[u8]) -> bool {
+    pub(crate) fn token_matches(&self, given: &[u8]) -> bool {
         match &self.token {
             None => true,
             Some(token) => token.matches(given),
@@ -132,7 +132,7 @@ impl Access {
 
 /// Why a client was refused, as the `reason` label of `galera_lb_access_denied_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// The client's address is not in the allowlist (the connection is closed at once).
     NotAllowed,
     /// A request that needs the token came without it.
@@ -142,9 +142,9 @@ pub enum Denied {
 }
 
 impl Denied {
-    pub const ALL: [Denied; 3] = [Denied::NotAllowed, Denied::NoToken, Denied::WrongToken];
+    pub(crate) const ALL: [Denied; 3] = [Denied::NotAllowed, Denied::NoToken, Denied::WrongToken];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Denied::NotAllowed => "not_allowed",
             Denied::NoToken => "no_token",
@@ -154,7 +154,7 @@ impl Denied {
 }
 
 /// Counts a refusal on `port` (`control` or `admin`).
-pub fn count_denied(port: &str, reason: Denied) {
+pub(crate) fn count_denied(port: &str, reason: Denied) {
     crate::core::counters::metrics()
         .access_denied
         .with_label_values(&[port, reason.as_str()])
@@ -163,7 +163,7 @@ pub fn count_denied(port: &str, reason: Denied) {
 
 /// Makes `galera_lb_access_denied_total` show zeros for a port that is on, so that rates and
 /// alerts work before the first refusal.
-pub fn register_port(port: &str) {
+pub(crate) fn register_port(port: &str) {
     for reason in Denied::ALL {
         crate::core::counters::metrics()
             .access_denied
@@ -174,7 +174,7 @@ pub fn register_port(port: &str) {
 /// A warning for a port bound beyond loopback with neither a token nor an allowlist: then
 /// whoever can reach the address can use it. `section` is the configuration section (`control`
 /// or `admin`), `can` says what such a client can do.
-pub fn exposure_warning(
+pub(crate) fn exposure_warning(
     section: &str,
     bind: SocketAddr,
     access: &Access,

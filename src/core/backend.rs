@@ -21,7 +21,7 @@ use crate::core::wsrep::WsrepStatus;
 
 /// The details of a backend's latest health check.
 #[derive(Debug, Clone, Default)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     /// When the latest check finished; `None` before the first.
     pub checked_at: Option<SystemTime>,
     pub duration: Duration,
@@ -29,23 +29,19 @@ pub struct HealthReport {
     pub passed: bool,
     /// A short reason: "synced", "non-Primary", "timeout", "error 1045", ...
     pub reason: String,
-    /// The longer story: a server's error message, say.
-    pub detail: String,
-    /// The server's error code, when the check failed with one.
-    pub error_code: Option<u16>,
     pub wsrep: Option<WsrepStatus>,
 }
 
 /// Why a connect to a backend failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     Refused = 0,
     Timeout = 1,
     Other = 2,
 }
 
 impl ConnectError {
-    pub fn of(error: &std::io::Error) -> ConnectError {
+    pub(crate) fn of(error: &std::io::Error) -> ConnectError {
         match error.kind() {
             std::io::ErrorKind::ConnectionRefused => ConnectError::Refused,
             std::io::ErrorKind::TimedOut => ConnectError::Timeout,
@@ -53,7 +49,7 @@ impl ConnectError {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnectError::Refused => "refused",
             ConnectError::Timeout => "timeout",
@@ -74,7 +70,7 @@ pub enum AdminState {
 }
 
 impl AdminState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AdminState::Ready => "ready",
             AdminState::Drain => "drain",
@@ -86,7 +82,7 @@ impl AdminState {
 impl HealthReport {
     /// The node's `wsrep_local_state_comment` ("Synced", "Donor/Desynced", ...), empty when the
     /// last check did not read it.
-    pub fn wsrep_state(&self) -> &str {
+    pub(crate) fn wsrep_state(&self) -> &str {
         self.wsrep.as_ref().map_or("", |w| w.state_comment.as_str())
     }
 }
@@ -136,7 +132,7 @@ pub struct BackendCounters {
 
 impl BackendState {
     /// A backend that starts out healthy (and writable) or not.
-    pub fn new(address: String, healthy: bool) -> Self {
+    pub(crate) fn new(address: String, healthy: bool) -> Self {
         BackendState {
             address,
             healthy: AtomicBool::new(healthy),
@@ -157,21 +153,21 @@ impl BackendState {
 
     /// Marks the backend as gone from every pool: whatever still runs for it (its check task)
     /// cleans up after itself when it ends. A backend that comes back is a new state.
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
 
     /// Whether the backend is gone from every pool.
-    pub fn is_retired(&self) -> bool {
+    pub(crate) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
     }
 
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// `"up"` or `"down"` (for displays).
-    pub fn health_str(&self) -> &'static str {
+    pub(crate) fn health_str(&self) -> &'static str {
         if self.is_healthy() { "up" } else { "down" }
     }
 
@@ -180,7 +176,7 @@ impl BackendState {
     }
 
     /// Healthy, in service and not read-only: may be the writer.
-    pub fn is_writable(&self) -> bool {
+    pub(crate) fn is_writable(&self) -> bool {
         self.is_healthy()
             && self.admin_state() == AdminState::Ready
             && self.writable.load(Ordering::Relaxed)
@@ -191,28 +187,28 @@ impl BackendState {
     }
 
     /// The node's position in the Galera view (`wsrep_local_index`), when known.
-    pub fn local_index(&self) -> Option<u32> {
+    pub(crate) fn local_index(&self) -> Option<u32> {
         match self.local_index.load(Ordering::Relaxed) {
             u32::MAX => None,
             index => Some(index),
         }
     }
 
-    pub fn set_local_index(&self, index: Option<u32>) {
+    pub(crate) fn set_local_index(&self, index: Option<u32>) {
         self.local_index
             .store(index.unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
-    pub fn report(&self) -> Arc<HealthReport> {
+    pub(crate) fn report(&self) -> Arc<HealthReport> {
         self.report.load_full()
     }
 
-    pub fn set_report(&self, report: HealthReport) {
+    pub(crate) fn set_report(&self, report: HealthReport) {
         self.report.store(Arc::new(report));
     }
 
     /// A receiver that changes when [`BackendState::close_sessions`] is called.
-    pub fn session_closer(&self) -> watch::Receiver<u64> {
+    pub(crate) fn session_closer(&self) -> watch::Receiver<u64> {
         self.close_sessions.subscribe()
     }
 
@@ -225,16 +221,16 @@ impl BackendState {
         self.active.get()
     }
 
-    pub fn count_established(&self) {
+    pub(crate) fn count_established(&self) {
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count_connect_error(&self, kind: ConnectError) {
+    pub(crate) fn count_connect_error(&self, kind: ConnectError) {
         self.connect_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Failed connects by reason, for metrics.
-    pub fn connect_errors_by_reason(&self) -> [(&'static str, u64); 3] {
+    pub(crate) fn connect_errors_by_reason(&self) -> [(&'static str, u64); 3] {
         [
             ConnectError::Refused,
             ConnectError::Timeout,
@@ -248,17 +244,17 @@ impl BackendState {
         })
     }
 
-    pub fn add_bytes_to_backend(&self, n: u64) {
+    pub(crate) fn add_bytes_to_backend(&self, n: u64) {
         self.bytes_to_backend.fetch_add(n, Ordering::Relaxed);
         self.transfers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn add_bytes_to_client(&self, n: u64) {
+    pub(crate) fn add_bytes_to_client(&self, n: u64) {
         self.bytes_to_client.fetch_add(n, Ordering::Relaxed);
         self.transfers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn admin_state(&self) -> AdminState {
+    pub(crate) fn admin_state(&self) -> AdminState {
         match self.admin.load(Ordering::Relaxed) {
             1 => AdminState::Drain,
             2 => AdminState::Maint,
@@ -266,7 +262,7 @@ impl BackendState {
         }
     }
 
-    pub fn set_admin_state(&self, state: AdminState) {
+    pub(crate) fn set_admin_state(&self, state: AdminState) {
         let value = match state {
             AdminState::Ready => 0,
             AdminState::Drain => 1,

@@ -118,7 +118,7 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     /// Deletes every series whose label `label` is `value` (a backend that was removed, say), so
     /// that a scrape shows only what exists.
-    pub fn forget(&self, label: &str, value: &str) {
+    pub(crate) fn forget(&self, label: &str, value: &str) {
         use prometheus::core::Collector;
         let has_it = |m: &prometheus::proto::Metric| {
             m.get_label()

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many connections are open now.
 #[derive(Debug, Default)]
-pub struct ActiveCount(AtomicU64);
+pub(crate) struct ActiveCount(AtomicU64);
 
 impl ActiveCount {
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -25,7 +25,10 @@ impl AsRef<ActiveCount> for ActiveCount {
 }
 
 /// Takes one count in the [`ActiveCount`] of `owner`, unless `max` is reached.
-pub fn try_acquire<T: AsRef<ActiveCount>>(owner: &Arc<T>, max: Option<u64>) -> Option<Slot<T>> {
+pub(crate) fn try_acquire<T: AsRef<ActiveCount>>(
+    owner: &Arc<T>,
+    max: Option<u64>,
+) -> Option<Slot<T>> {
     let count = &(**owner).as_ref().0;
     match max {
         None => {
@@ -44,10 +47,10 @@ pub fn try_acquire<T: AsRef<ActiveCount>>(owner: &Arc<T>, max: Option<u64>) -> O
 
 /// One open connection counted in its owner's [`ActiveCount`] until dropped.
 #[derive(Debug)]
-pub struct Slot<T: AsRef<ActiveCount>>(Arc<T>);
+pub(crate) struct Slot<T: AsRef<ActiveCount>>(Arc<T>);
 
 impl<T: AsRef<ActiveCount>> Slot<T> {
-    pub fn owner(&self) -> &Arc<T> {
+    pub(crate) fn owner(&self) -> &Arc<T> {
         &self.0
     }
 }

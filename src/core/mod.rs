@@ -13,14 +13,14 @@
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
 //! - [`notify`]: READY/RELOADING/STOPPING for systemd's `Type=notify` (`NOTIFY_SOCKET`).
 
-pub mod access;
+pub(crate) mod access;
 pub mod backend;
 pub mod counters;
-pub mod limit;
+pub(crate) mod limit;
 pub mod mysql_packet;
-pub mod net;
-pub mod notify;
-pub mod port_owner;
+pub(crate) mod net;
+pub(crate) mod notify;
+pub(crate) mod port_owner;
 pub mod proxy_protocol;
-pub mod secret;
+pub(crate) mod secret;
 pub mod wsrep;

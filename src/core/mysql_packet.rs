@@ -14,7 +14,7 @@ pub struct ServerError {
 }
 
 /// ER_CON_COUNT_ERROR: a connection limit is reached.
-pub const TOO_MANY_CONNECTIONS: ServerError = ServerError {
+pub(crate) const TOO_MANY_CONNECTIONS: ServerError = ServerError {
     code: 1040,
     sql_state: "08004",
 };
@@ -25,12 +25,6 @@ pub const TOO_MANY_CONNECTIONS: ServerError = ServerError {
 pub const NO_BACKEND: ServerError = ServerError {
     code: 1429,
     sql_state: "HY000",
-};
-
-/// ER_SERVER_SHUTDOWN: galera-lb is shutting down.
-pub const SHUTTING_DOWN: ServerError = ServerError {
-    code: 1053,
-    sql_state: "08S01",
 };
 
 /// The largest message we put in an ERR packet; longer ones are cut (clients show ~512 bytes).

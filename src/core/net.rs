@@ -34,7 +34,7 @@ pub struct ListenOptions {
 }
 
 /// Opens a listening socket for `listener` (a name, for messages) on `address`.
-pub fn bind(
+pub(crate) fn bind(
     listener: &str,
     address: SocketAddr,
     options: ListenOptions,
@@ -88,7 +88,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// `errors` counts failed accepts. On a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM) it
 /// backs off, from 5 ms doubling to 1 s, and warns once per episode; any other error (a client
 /// gone between SYN and accept) is counted and passed over.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     name: &str,
     errors: &AtomicU64,

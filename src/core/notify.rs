@@ -12,12 +12,12 @@ use sd_notify::NotifyState;
 use tracing::{debug, warn};
 
 /// Every listener accepts and the first health round has run (also: a reload is over).
-pub fn ready() {
+pub(crate) fn ready() {
     send("READY=1", &[NotifyState::Ready]);
 }
 
 /// A reload of the configuration file has started.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send("RELOADING=1", &[NotifyState::Reloading, now]),
         Err(e) => {
@@ -30,7 +30,7 @@ pub fn reloading() {
 }
 
 /// galera-lb stops accepting and drains its open sessions.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send("STOPPING=1", &[NotifyState::Stopping]);
 }
 

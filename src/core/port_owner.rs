@@ -8,7 +8,7 @@ use std::fs;
 
 /// "mariadbd (pid 1234)", or "a process of another user" when the socket is found but its owner
 /// is not visible; `None` when nothing is found.
-pub fn describe(port: u16) -> Option<String> {
+pub(crate) fn describe(port: u16) -> Option<String> {
     let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| fs::read_to_string(table).ok())

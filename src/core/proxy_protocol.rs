@@ -28,7 +28,7 @@ pub const V2_FIXED: usize = 16;
 /// The most address and TLV bytes accepted after the fixed part of a v2 header: room for the
 /// largest address block (two Unix paths, 216 bytes) and the TLVs load balancers add (SSL
 /// details, a unique id, an authority, cloud endpoint ids), with margin.
-pub const V2_MAX_PAYLOAD: usize = 1024;
+pub(crate) const V2_MAX_PAYLOAD: usize = 1024;
 /// The longest v2 header accepted.
 pub const V2_MAX: usize = V2_FIXED + V2_MAX_PAYLOAD;
 
@@ -79,7 +79,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 6] = [
+    pub(crate) const ALL: [Reject; 6] = [
         Reject::Timeout,
         Reject::Closed,
         Reject::Missing,
@@ -88,7 +88,7 @@ impl Reject {
         Reject::Unsupported,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reject::Timeout => "timeout",
             Reject::Closed => "closed",
@@ -102,7 +102,7 @@ impl Reject {
 
 /// Makes `galera_lb_proxy_header_rejected_total` show zeros for an `accept_proxy` listener, so
 /// that rates and alerts work before the first refusal.
-pub fn register_listener(listener: &str) {
+pub(crate) fn register_listener(listener: &str) {
     for reason in Reject::ALL {
         crate::core::counters::metrics()
             .proxy_header_rejected

@@ -12,19 +12,19 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Secret(value)
     }
 
     /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Whether `given` is this secret, compared in time that depends only on `given` (not on
     /// where the first difference is, nor on the secret's length). An empty secret matches
     /// nothing.
-    pub fn matches(&self, given: &[u8]) -> bool {
+    pub(crate) fn matches(&self, given: &[u8]) -> bool {
         let secret = self.0.as_bytes();
         if secret.is_empty() {
             return false;

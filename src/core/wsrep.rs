@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 /// The statements of the check, sent as one multi-statement query (one round trip). `SHOW`
 /// works on a node that is not ready, where a `SELECT` from tables would fail with 1047.
-pub const QUERY: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', \
+pub(crate) const QUERY: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', \
      'wsrep_cluster_status', 'wsrep_ready', 'wsrep_connected', 'wsrep_local_index', \
      'wsrep_incoming_addresses', 'wsrep_cluster_size', 'wsrep_local_recv_queue', \
      'wsrep_local_state_comment', 'wsrep_cluster_conf_id', 'wsrep_cluster_state_uuid'); \

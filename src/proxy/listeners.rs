@@ -19,10 +19,8 @@ use crate::proxy::{self, ListenerState, ProxyContext};
 
 /// One open listener.
 #[derive(Debug)]
-pub struct OpenListener {
+pub(crate) struct OpenListener {
     pub name: String,
-    /// `bind` as configured.
-    pub bind: String,
     /// The address it is bound to (the real port when the configured one was 0).
     pub local: SocketAddr,
     pub state: Arc<ListenerState>,
@@ -31,7 +29,7 @@ pub struct OpenListener {
 
 /// Every open listener.
 #[derive(Debug)]
-pub struct ListenerSet {
+pub(crate) struct ListenerSet {
     ctx: Arc<ProxyContext>,
     accept_loops: TaskTracker,
     stop_all: CancellationToken,
@@ -41,7 +39,7 @@ pub struct ListenerSet {
 }
 
 /// Opens the listening socket for `listener`.
-pub fn bind(
+pub(crate) fn bind(
     listener: &ListenerConfig,
     tcp: &TcpConfig,
 ) -> Result<(TcpListener, SocketAddr), BindError> {
@@ -55,7 +53,7 @@ pub fn bind(
 }
 
 impl ListenerSet {
-    pub fn new(ctx: Arc<ProxyContext>, stop_all: CancellationToken) -> Self {
+    pub(crate) fn new(ctx: Arc<ProxyContext>, stop_all: CancellationToken) -> Self {
         ListenerSet {
             ctx,
             accept_loops: TaskTracker::new(),
@@ -66,7 +64,7 @@ impl ListenerSet {
     }
 
     /// The open listeners' states, kept current as listeners open and close.
-    pub fn states(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
+    pub(crate) fn states(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
         self.states.clone()
     }
 
@@ -76,7 +74,12 @@ impl ListenerSet {
     }
 
     /// Starts accepting on `socket` for `listener`; a listener of that name keeps its counters.
-    pub fn start(&mut self, listener: &ListenerConfig, socket: TcpListener, local: SocketAddr) {
+    pub(crate) fn start(
+        &mut self,
+        listener: &ListenerConfig,
+        socket: TcpListener,
+        local: SocketAddr,
+    ) {
         let state = self
             .open
             .iter()
@@ -107,7 +110,6 @@ impl ListenerSet {
         ));
         self.open.push(OpenListener {
             name: listener.name.clone(),
-            bind: listener.bind.clone(),
             local,
             state,
             stop,
@@ -116,7 +118,7 @@ impl ListenerSet {
     }
 
     /// Stops accepting on the listener `name` (its open sessions go on).
-    pub fn stop(&mut self, name: &str) {
+    pub(crate) fn stop(&mut self, name: &str) {
         self.open.retain(|l| {
             if l.name == name {
                 l.stop.cancel();
@@ -127,18 +129,18 @@ impl ListenerSet {
     }
 
     /// Applies a listener's new limit without touching its socket.
-    pub fn update(&self, listener: &ListenerConfig) {
+    pub(crate) fn update(&self, listener: &ListenerConfig) {
         if let Some(open) = self.open.iter().find(|l| l.name == listener.name) {
             open.state.set_max_connections(listener.max_connections);
         }
     }
 
-    pub fn open(&self) -> &[OpenListener] {
+    pub(crate) fn open(&self) -> &[OpenListener] {
         &self.open
     }
 
     /// The accept loops, so that shutdown can wait until every socket is closed.
-    pub fn accept_loops(&self) -> TaskTracker {
+    pub(crate) fn accept_loops(&self) -> TaskTracker {
         self.accept_loops.clone()
     }
 }

@@ -20,9 +20,9 @@
 //! into a stack buffer and writes straight through; only bytes the destination cannot take at once
 //! are kept on the heap, and only until they are written.
 
-pub mod listeners;
-pub mod park;
-pub mod trim;
+pub(crate) mod listeners;
+pub(crate) mod park;
+pub(crate) mod trim;
 
 use std::future::poll_fn;
 use std::io;
@@ -56,7 +56,7 @@ use park::ParkingLot;
 
 /// Everything a listener and its handlers share with the rest of galera-lb.
 #[derive(Debug)]
-pub struct ProxyContext {
+pub(crate) struct ProxyContext {
     pub router: Arc<Router>,
     pub tcp: TcpConfig,
     pub connect_timeout: Duration,
@@ -91,7 +91,7 @@ pub struct ListenerState {
 }
 
 impl ListenerState {
-    pub fn new(name: String, max_connections: Option<u32>) -> Self {
+    pub(crate) fn new(name: String, max_connections: Option<u32>) -> Self {
         ListenerState {
             name,
             max_connections: AtomicU32::new(max_connections.unwrap_or(0)),
@@ -99,14 +99,14 @@ impl ListenerState {
         }
     }
 
-    pub fn max_connections(&self) -> Option<u32> {
+    pub(crate) fn max_connections(&self) -> Option<u32> {
         match self.max_connections.load(Ordering::Relaxed) {
             0 => None,
             max => Some(max),
         }
     }
 
-    pub fn set_max_connections(&self, max: Option<u32>) {
+    pub(crate) fn set_max_connections(&self, max: Option<u32>) {
         self.max_connections
             .store(max.unwrap_or(0), Ordering::Relaxed);
     }
@@ -124,7 +124,7 @@ impl AsRef<ActiveCount> for ListenerState {
 
 /// Runs a listener's accept loop until `stop_accepting` is cancelled; the socket is closed on
 /// return, so new clients are refused at once while handlers already spawned go on.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<ListenerState>,
     ctx: Arc<ProxyContext>,
@@ -300,7 +300,7 @@ async fn handle(
 
 /// A proxied session: what it needs to go on, also while it is parked.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     peer: SocketAddr,
     listener: Arc<ListenerState>,
     ctx: Arc<ProxyContext>,

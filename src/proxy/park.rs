@@ -24,10 +24,10 @@ use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, warn};
 
 /// How often the lot looks for parked sessions that must end.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// A session that can wait in a [`ParkingLot`].
-pub trait Session: Send + 'static {
+pub(crate) trait Session: Send + 'static {
     /// Why the session must end now, if it must; `parked_for` is how long it has been parked.
     fn must_end(&self, parked_for: Duration) -> Option<String>;
     /// Carries on with the session in a task: either socket has something to say.
@@ -37,7 +37,7 @@ pub trait Session: Send + 'static {
 }
 
 /// Parked sessions and the thread that watches them.
-pub struct ParkingLot<S: Session> {
+pub(crate) struct ParkingLot<S: Session> {
     inner: Arc<Inner<S>>,
 }
 
@@ -80,7 +80,7 @@ impl<S> Spaces<S> {
 
 impl<S: Session> ParkingLot<S> {
     /// Opens the epoll set and starts the watching thread, which ends once the lot is dropped.
-    pub fn start() -> io::Result<ParkingLot<S>> {
+    pub(crate) fn start() -> io::Result<ParkingLot<S>> {
         let poll = Poll::new()?;
         let inner = Arc::new(Inner {
             registry: poll.registry().try_clone()?,
@@ -99,7 +99,7 @@ impl<S: Session> ParkingLot<S> {
 
     /// Parks a session; on failure (the epoll set cannot take the sockets) gives everything back.
     #[allow(clippy::result_large_err)]
-    pub fn park(
+    pub(crate) fn park(
         &self,
         session: S,
         client: TcpStream,
@@ -149,16 +149,12 @@ impl<S: Session> ParkingLot<S> {
     }
 
     /// Sessions parked now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner
             .spaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

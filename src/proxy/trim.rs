@@ -16,10 +16,10 @@ use tracing::debug;
 use crate::proxy::ProxyContext;
 
 /// How far the count of sessions in tasks must fall before memory is trimmed.
-pub const TRIM_AFTER_DROP: u64 = 256;
+pub(crate) const TRIM_AFTER_DROP: u64 = 256;
 
 /// Runs until `stop` is cancelled.
-pub async fn run(ctx: Arc<ProxyContext>, stop: CancellationToken) {
+pub(crate) async fn run(ctx: Arc<ProxyContext>, stop: CancellationToken) {
     // Also the open sessions: parked sessions that all close at once resume into tasks and end
     // between two looks, so the count in tasks never shows their peak, but the open count does.
     let (mut peak, mut peak_open) = (0u64, 0u64);

@@ -64,11 +64,11 @@ use crate::state::snapshot::{Router, Snapshot};
 
 /// How long a batch connection (one that did not ask for `interactive`) stays open after its
 /// last request was answered.
-pub const BATCH_LINGER: Duration = Duration::from_millis(250);
+pub(crate) const BATCH_LINGER: Duration = Duration::from_millis(250);
 /// How long a client may take to send a whole line, and to send its first one.
-pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const LINE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a client may leave a reply unread before its connection is closed.
-pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +117,7 @@ impl Request {
 
     /// Whether the request changes routing or configuration (and so needs the token, when one
     /// is configured).
-    pub fn changes_state(&self) -> bool {
+    pub(crate) fn changes_state(&self) -> bool {
         matches!(
             self,
             Request::Destination { .. } | Request::Admin { .. } | Request::Reload
@@ -244,7 +244,12 @@ pub fn parse_destination(text: &str, default_port: u16) -> Result<(String, f64),
 }
 
 /// The router table in glbd's layout, for the pool `pool`.
-pub fn render_getinfo(snapshot: &Snapshot, pool: &str, open: u64, max_connections: u64) -> String {
+pub(crate) fn render_getinfo(
+    snapshot: &Snapshot,
+    pool: &str,
+    open: u64,
+    max_connections: u64,
+) -> String {
     let rule = "-".repeat(54);
     let mut out =
         format!("Router:\n{rule}\n        Address       :   weight   usage    map  conns\n");
@@ -270,7 +275,7 @@ pub fn render_getinfo(snapshot: &Snapshot, pool: &str, open: u64, max_connection
 }
 
 /// Every pool and backend as one JSON document.
-pub fn render_getinfo_json(snapshot: &Snapshot) -> String {
+pub(crate) fn render_getinfo_json(snapshot: &Snapshot) -> String {
     let pools: Vec<_> = snapshot
         .pools
         .iter()
@@ -318,7 +323,7 @@ pub fn render_getinfo_json(snapshot: &Snapshot) -> String {
 }
 
 /// Each backend's health, admin state and role, one line each.
-pub fn render_health(snapshot: &Snapshot) -> String {
+pub(crate) fn render_health(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for pool in &snapshot.pools {
         for (i, m) in pool.members.iter().enumerate() {
@@ -346,7 +351,7 @@ pub fn render_health(snapshot: &Snapshot) -> String {
 }
 
 /// glbd's counters line for the traffic between two readings of the totals.
-pub fn render_getstat(
+pub(crate) fn render_getstat(
     now: &BackendCounters,
     before: &BackendCounters,
     open: u64,
@@ -385,7 +390,7 @@ help                    this list
 
 /// What the control server shares with its connections.
 #[derive(Debug)]
-pub struct ControlContext {
+pub(crate) struct ControlContext {
     pub router: Arc<Router>,
     pub changes: mpsc::Sender<Change>,
     pub config: ControlConfig,
@@ -405,7 +410,7 @@ pub struct ControlContext {
 }
 
 /// Accepts control connections until `stop`; each runs on `tasks`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     ctx: Arc<ControlContext>,
     tasks: TaskTracker,

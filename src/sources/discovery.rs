@@ -30,7 +30,7 @@ use crate::state::snapshot::{Origin, Router, resolve_all};
 
 /// Discovery state for one pool, kept between rounds.
 #[derive(Debug, Default)]
-pub struct WsrepDiscovery {
+pub(crate) struct WsrepDiscovery {
     /// Discovered addresses, with the number of rounds in a row each has been missing.
     discovered: HashMap<String, u32>,
 }
@@ -39,7 +39,7 @@ impl WsrepDiscovery {
     /// One round: `reported` is the union of the addresses the passing checks reported (`None`
     /// when no check passed), `members` the addresses (configured and resolved) the pool has.
     /// Returns the new discovered list when it changed.
-    pub fn round(
+    pub(crate) fn round(
         &mut self,
         reported: Option<&BTreeSet<String>>,
         members: &[(String, SocketAddr)],
@@ -76,7 +76,7 @@ impl WsrepDiscovery {
 }
 
 /// Runs `discover: wsrep` for `pool` until `stop`.
-pub async fn watch_wsrep(
+pub(crate) async fn watch_wsrep(
     pool: String,
     retire_after: u32,
     interval: Duration,
@@ -120,7 +120,7 @@ pub async fn watch_wsrep(
 }
 
 /// Runs `resolve_every` for one host name until `stop`.
-pub async fn follow_dns(
+pub(crate) async fn follow_dns(
     name: String,
     every: Duration,
     mut last: Vec<SocketAddr>,
@@ -154,7 +154,7 @@ pub async fn follow_dns(
 
 /// Starts `discover: wsrep` for the pools that ask for it and `resolve_every` for the backends
 /// that have it, on `tasks`; they report through `changes` until `stop`.
-pub fn start(
+pub(crate) fn start(
     config: &Config,
     router: &Arc<Router>,
     changes: &mpsc::Sender<Change>,

@@ -8,6 +8,6 @@
 //! - [`signals`]: SIGTERM/SIGINT as one shutdown future, SIGHUP/SIGUSR2 as reload requests.
 
 pub mod control;
-pub mod discovery;
+pub(crate) mod discovery;
 pub mod health;
-pub mod signals;
+pub(crate) mod signals;

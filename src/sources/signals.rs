@@ -14,13 +14,13 @@ use crate::state::change::Change;
 
 /// Installed SIGTERM and SIGINT handlers.
 #[derive(Debug)]
-pub struct TerminationSignals {
+pub(crate) struct TerminationSignals {
     terminate: Signal,
     interrupt: Signal,
 }
 
 impl TerminationSignals {
-    pub fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         Ok(TerminationSignals {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
@@ -28,7 +28,7 @@ impl TerminationSignals {
     }
 
     /// Completes when SIGTERM or SIGINT arrives, with the signal's name.
-    pub async fn recv(mut self) -> &'static str {
+    pub(crate) async fn recv(mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
@@ -39,7 +39,7 @@ impl TerminationSignals {
 /// Sends a reload request to the updater for every SIGHUP (and SIGUSR2, HAProxy's reload
 /// signal), telling the service manager RELOADING=1 and then READY=1 once the updater has
 /// answered; runs until the updater is gone.
-pub async fn forward_reloads(reloads: mpsc::Sender<Change>) {
+pub(crate) async fn forward_reloads(reloads: mpsc::Sender<Change>) {
     let (Ok(mut hangup), Ok(mut usr2)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined2()),

@@ -15,7 +15,7 @@ use crate::config::PolicyKind;
 use crate::state::snapshot::Member;
 
 /// Chooses a member index for a client.
-pub trait Policy: Send + Sync + std::fmt::Debug {
+pub(crate) trait Policy: Send + Sync + std::fmt::Debug {
     /// Picks one of `members` for which `eligible(index)` holds, or `None` when there is none.
     fn pick(
         &self,
@@ -26,7 +26,7 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
 }
 
 /// Builds the policy of the given kind for a pool's members.
-pub fn build_policy(kind: PolicyKind, members: &[Member]) -> Box<dyn Policy> {
+pub(crate) fn build_policy(kind: PolicyKind, members: &[Member]) -> Box<dyn Policy> {
     match kind {
         PolicyKind::RoundRobin => Box::new(RoundRobin::default()),
         PolicyKind::Weighted => Box::new(Weighted::new(members)),
@@ -48,7 +48,7 @@ fn rotation(counter: &AtomicUsize, n: usize) -> impl Iterator<Item = usize> {
 
 /// Equal turns: each pick starts one place further round the member list.
 #[derive(Debug, Default)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     next: AtomicUsize,
 }
 
@@ -74,7 +74,7 @@ impl Policy for RoundRobin {
 /// that a pick is one atomic increment. Weights 1:2:3 give the cycle `[2, 1, 2, 0, 1, 2]`: the right
 /// proportions over every full cycle and never a long run of one member.
 #[derive(Debug)]
-pub struct Weighted {
+pub(crate) struct Weighted {
     cycle: Vec<usize>,
     next: AtomicUsize,
 }
@@ -83,7 +83,7 @@ pub struct Weighted {
 const MAX_WEIGHTED_CYCLE: u64 = 10_000;
 
 impl Weighted {
-    pub fn new(members: &[Member]) -> Self {
+    pub(crate) fn new(members: &[Member]) -> Self {
         let weights: Vec<u64> = integer_weights(members.iter().map(|m| m.weight));
         let total: u64 = weights.iter().sum();
         let mut current = vec![0i64; weights.len()];
@@ -144,7 +144,7 @@ impl Policy for Weighted {
 /// The member with the fewest active connections per unit of weight; ties go round in turn so
 /// that an idle pool is still spread evenly.
 #[derive(Debug, Default)]
-pub struct LeastConn {
+pub(crate) struct LeastConn {
     tie_break: AtomicUsize,
 }
 
@@ -171,7 +171,7 @@ impl Policy for LeastConn {
 
 /// A random member, in proportion to the weights.
 #[derive(Debug)]
-pub struct Random;
+pub(crate) struct Random;
 
 impl Policy for Random {
     fn pick(
@@ -204,7 +204,7 @@ impl Policy for Random {
 /// member while the member set is unchanged, a removed member moves only its own clients, and
 /// the hash is the same in every galera-lb process and build (FNV-1a, not the std hasher).
 #[derive(Debug)]
-pub struct Source;
+pub(crate) struct Source;
 
 impl Policy for Source {
     fn pick(
@@ -250,12 +250,12 @@ fn mix(mut z: u64) -> u64 {
 /// Every client to one member: the highest weight, then the first configured; the next in that
 /// order only when it is not eligible (down, full, or its connect failed).
 #[derive(Debug)]
-pub struct Single {
+pub(crate) struct Single {
     order: Vec<usize>,
 }
 
 impl Single {
-    pub fn new(members: &[Member]) -> Self {
+    pub(crate) fn new(members: &[Member]) -> Self {
         let mut order: Vec<usize> = (0..members.len()).collect();
         order.sort_by(|&a, &b| {
             members[b]

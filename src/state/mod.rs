@@ -9,8 +9,8 @@
 //! - [`updater`]: the task that applies every change, and the [`updater::Effects`] it reports
 //!   to.
 
-pub mod balance;
-pub mod change;
+pub(crate) mod balance;
+pub(crate) mod change;
 pub mod snapshot;
-pub mod updater;
-pub mod writer;
+pub(crate) mod updater;
+pub(crate) mod writer;

@@ -57,14 +57,14 @@ pub enum Origin {
 
 impl Member {
     /// Healthy, not drained by its admin state and with a weight above 0.
-    pub fn is_in_service(&self) -> bool {
+    pub(crate) fn is_in_service(&self) -> bool {
         self.backend.is_healthy()
             && self.weight > 0.0
             && self.backend.admin_state() == AdminState::Ready
     }
 
     /// Where health checks connect: the member's address, on `check_port` when it has one.
-    pub fn check_addr(&self) -> SocketAddr {
+    pub(crate) fn check_addr(&self) -> SocketAddr {
         let mut address = self.socket_addr;
         if let Some(port) = self.check_port {
             address.set_port(port);
@@ -73,7 +73,7 @@ impl Member {
     }
 
     /// Whether the member can take a new client now: in service and below its own limit.
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.is_in_service()
             && self
                 .max_connections
@@ -91,7 +91,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(name: String, members: Vec<Member>, writer_role: Arc<WriterRole>) -> Pool {
+    pub(crate) fn new(name: String, members: Vec<Member>, writer_role: Arc<WriterRole>) -> Pool {
         Pool {
             name,
             members,
@@ -108,7 +108,7 @@ impl Pool {
     }
 
     /// `"writer"` for the pool's writer, `"reader"` for every other member (for displays).
-    pub fn role_of(&self, member: usize) -> &'static str {
+    pub(crate) fn role_of(&self, member: usize) -> &'static str {
         if self.writer() == Some(member) {
             "writer"
         } else {
@@ -120,7 +120,7 @@ impl Pool {
     /// configuration order (as HAProxy uses them); then lowest tier, then highest weight, then
     /// lowest `wsrep_local_index`, then address. The order depends only on configuration and
     /// cluster state, so every galera-lb instance computes the same one.
-    pub fn writer_order(&self) -> Vec<usize> {
+    pub(crate) fn writer_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.members.len()).collect();
         order.sort_by(|&ia, &ib| {
             let (a, b) = (&self.members[ia], &self.members[ib]);
@@ -194,7 +194,7 @@ pub enum NoMember {
 impl Route {
     /// The PROXY header a connection through this route sends to `member`: the member's own
     /// setting, else the listener's.
-    pub fn proxy_protocol_for(&self, member: &Member) -> ProxyProtocol {
+    pub(crate) fn proxy_protocol_for(&self, member: &Member) -> ProxyProtocol {
         member.proxy_protocol.unwrap_or(self.proxy_protocol)
     }
 
@@ -281,7 +281,7 @@ impl Snapshot {
     }
 
     /// Every distinct backend, in pool order.
-    pub fn backends(&self) -> Vec<&Member> {
+    pub(crate) fn backends(&self) -> Vec<&Member> {
         let mut seen: Vec<&Member> = Vec::new();
         for member in self.pools.iter().flat_map(|p| p.members.iter()) {
             if !seen
@@ -305,7 +305,7 @@ pub struct Router {
 
 impl Router {
     /// Traffic totals over every backend there has been.
-    pub fn totals(&self) -> BackendCounters {
+    pub(crate) fn totals(&self) -> BackendCounters {
         let mut totals = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
         for member in self.load().backends() {
             totals += member.backend.counters();
@@ -381,14 +381,10 @@ impl Updater {
     }
 
     /// Replaces the routing with one built from `config`; backends that stay keep their state.
-    pub async fn apply(&mut self, config: &Config) -> Result<(), BuildError> {
+    #[cfg(test)]
+    pub(crate) async fn apply(&mut self, config: &Config) -> Result<(), BuildError> {
         self.config = config.clone();
         self.rebuild().await
-    }
-
-    /// The pool that control-port changes add backends to: the first listener's.
-    pub fn control_pool(&self) -> String {
-        self.config.listeners[0].pool.clone()
     }
 
     /// Adds a backend to the control pool, or sets the weight of one in any pool (0 drains it:
@@ -407,7 +403,10 @@ impl Updater {
 
     /// Removes a backend from every pool; returns its state, so the caller can close its
     /// sessions, or `None` if no pool had it.
-    pub async fn remove(&mut self, address: &str) -> Result<Option<Arc<BackendState>>, BuildError> {
+    pub(crate) async fn remove(
+        &mut self,
+        address: &str,
+    ) -> Result<Option<Arc<BackendState>>, BuildError> {
         let Some(state) = self.backends.get(address).cloned() else {
             return Ok(None);
         };
@@ -421,13 +420,13 @@ impl Updater {
     }
 
     /// Runtime changes made over the control port that a reload would discard.
-    pub fn runtime_changes(&self) -> usize {
+    pub(crate) fn runtime_changes(&self) -> usize {
         self.learnt.weights.len() + self.learnt.removed.len()
     }
 
     /// Replaces the configuration (a reload): the file is the truth again, so control-port
     /// changes are discarded; discovered and DNS-resolved members stay.
-    pub async fn reload(&mut self, config: &Config) -> Result<(), BuildError> {
+    pub(crate) async fn reload(&mut self, config: &Config) -> Result<(), BuildError> {
         let previous = (self.config.clone(), self.learnt.clone());
         self.config = config.clone();
         self.learnt.weights.clear();
@@ -440,7 +439,7 @@ impl Updater {
     }
 
     /// Sets the addresses discovery found for `pool` (beyond its configured members).
-    pub async fn set_discovered(
+    pub(crate) async fn set_discovered(
         &mut self,
         pool: &str,
         addresses: Vec<String>,
@@ -450,7 +449,7 @@ impl Updater {
     }
 
     /// Sets the addresses a `resolve_every` host name resolves to now.
-    pub async fn set_resolved(
+    pub(crate) async fn set_resolved(
         &mut self,
         name: &str,
         addresses: Vec<SocketAddr>,
@@ -655,13 +654,13 @@ async fn build(
 
 /// Resolves `HOST:PORT` to its first address in the resolver's order of preference (an IP
 /// address stands for itself).
-pub async fn resolve_first(address: &str, field: &str) -> Result<SocketAddr, BuildError> {
+pub(crate) async fn resolve_first(address: &str, field: &str) -> Result<SocketAddr, BuildError> {
     lookup(address, field).await.map(|all| all[0])
 }
 
 /// Resolves `HOST:PORT` to every address the name has, sorted, so that an unchanged record set
 /// compares equal.
-pub async fn resolve_all(address: &str, field: &str) -> Result<Vec<SocketAddr>, BuildError> {
+pub(crate) async fn resolve_all(address: &str, field: &str) -> Result<Vec<SocketAddr>, BuildError> {
     let mut addresses = lookup(address, field).await?;
     addresses.sort();
     addresses.dedup();

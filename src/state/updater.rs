@@ -28,7 +28,7 @@ use crate::state::snapshot::{Router, Snapshot, Updater, resolve_first};
 
 /// What a routing change means for the parts of galera-lb above the state layer. The updater
 /// task calls these, in this order, and nothing else.
-pub trait Effects: Send {
+pub(crate) trait Effects: Send {
     /// Whatever a reload needs before anything changes (listening sockets, the health-check
     /// password); an error refuses the reload with nothing changed.
     type Prepared: Send;
@@ -58,7 +58,7 @@ pub trait Effects: Send {
 }
 
 /// Everything the updater task owns.
-pub struct UpdaterTask<E: Effects> {
+pub(crate) struct UpdaterTask<E: Effects> {
     pub updater: Updater,
     pub effects: E,
     pub config: Config,
@@ -74,7 +74,7 @@ impl<E: Effects> UpdaterTask<E> {
     }
 
     /// Applies changes until galera-lb stops.
-    pub async fn run(mut self, mut changes: mpsc::Receiver<Change>) {
+    pub(crate) async fn run(mut self, mut changes: mpsc::Receiver<Change>) {
         loop {
             let change = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -92,7 +92,7 @@ impl<E: Effects> UpdaterTask<E> {
     }
 
     /// Applies one change.
-    pub async fn apply(&mut self, change: Change) {
+    pub(crate) async fn apply(&mut self, change: Change) {
         match change {
             Change::Discovered { pool, addresses } => {
                 info!(pool = %pool, discovered = ?addresses, "discovery changed the pool");

@@ -38,12 +38,12 @@ impl Default for WriterRole {
 
 impl WriterRole {
     /// The backend that holds the role now.
-    pub fn holder(&self) -> Option<Arc<BackendState>> {
+    pub(crate) fn holder(&self) -> Option<Arc<BackendState>> {
         self.holder.load_full()
     }
 
     /// Whether `backend` holds the role now.
-    pub fn is_held_by(&self, backend: &BackendState) -> bool {
+    pub(crate) fn is_held_by(&self, backend: &BackendState) -> bool {
         self.holder
             .load()
             .as_deref()
@@ -51,7 +51,7 @@ impl WriterRole {
     }
 
     /// A receiver that changes whenever the holder changes.
-    pub fn watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 

@@ -16,10 +16,10 @@ use tokio::net::TcpStream;
 use crate::config::HttpCheckConfig;
 
 /// The longest status line read; an answer without a line end by then is not HTTP.
-pub const MAX_STATUS_LINE: usize = 1024;
+pub(crate) const MAX_STATUS_LINE: usize = 1024;
 
 /// Sends the request and returns the answer's status code.
-pub async fn check(address: SocketAddr, http: &HttpCheckConfig) -> io::Result<u16> {
+pub(crate) async fn check(address: SocketAddr, http: &HttpCheckConfig) -> io::Result<u16> {
     let mut stream = TcpStream::connect(address).await?;
     let request = format!(
         "{} {} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: galera-lb\r\nConnection: close\r\n\r\n",
@@ -50,7 +50,7 @@ pub async fn check(address: SocketAddr, http: &HttpCheckConfig) -> io::Result<u1
 }
 
 /// `HTTP/1.x NNN reason` → `NNN`.
-pub fn parse_status_line(line: &[u8]) -> io::Result<u16> {
+pub(crate) fn parse_status_line(line: &[u8]) -> io::Result<u16> {
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
     let version = words.next().unwrap_or("");

@@ -23,9 +23,9 @@
 //! listener routing to its pool) is checked with a header too: `PROXY UNKNOWN` (v1) or a v2
 //! `LOCAL` header, which tell the node that the connection is galera-lb's own.
 
-pub mod http;
-pub mod probe;
-pub mod relay;
+pub(crate) mod http;
+pub(crate) mod probe;
+pub(crate) mod relay;
 pub mod view;
 
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ use view::Views;
 /// Consecutive-result thresholds: `fall` failures take an up backend down, `rise` passes bring a
 /// down one up. The first result of all counts at once.
 #[derive(Debug, Clone)]
-pub struct RiseFall {
+pub(crate) struct RiseFall {
     rise: u32,
     fall: u32,
     up: bool,
@@ -58,7 +58,7 @@ pub struct RiseFall {
 }
 
 impl RiseFall {
-    pub fn new(rise: u32, fall: u32, up: bool) -> Self {
+    pub(crate) fn new(rise: u32, fall: u32, up: bool) -> Self {
         RiseFall {
             rise,
             fall,
@@ -68,22 +68,18 @@ impl RiseFall {
         }
     }
 
-    pub fn is_up(&self) -> bool {
-        self.up
-    }
-
     /// Continues from a state established earlier: the next result does not count at once.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         self.checked = true;
     }
 
     /// Whether any result has been recorded yet.
-    pub fn has_checked(&self) -> bool {
+    pub(crate) fn has_checked(&self) -> bool {
         self.checked
     }
 
     /// Records one result and returns the state after it.
-    pub fn record(&mut self, passed: bool) -> bool {
+    pub(crate) fn record(&mut self, passed: bool) -> bool {
         if !self.checked {
             self.checked = true;
             self.up = passed;
@@ -105,7 +101,7 @@ impl RiseFall {
 }
 
 /// One way of checking a backend: a real [`Probe`], or a fake in tests.
-pub trait Check: Send {
+pub(crate) trait Check: Send {
     /// One check; the caller bounds it by `timeout`.
     fn check(&mut self) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
     /// Drops whatever the check keeps between checks (after a timeout).
@@ -129,13 +125,13 @@ pub(crate) type MakeCheck =
 
 /// The health settings every check task shares.
 #[derive(Debug)]
-pub struct HealthSettings {
+pub(crate) struct HealthSettings {
     pub config: HealthConfig,
     pub password: crate::core::secret::Secret,
 }
 
 /// Runs the check tasks and the writer coordinator.
-pub struct HealthMonitor {
+pub(crate) struct HealthMonitor {
     settings: Arc<HealthSettings>,
     /// One check task per backend (address as configured, resolved address, PROXY header).
     tasks: HashMap<(String, SocketAddr, ProxyProtocol), CancellationToken>,
@@ -164,7 +160,7 @@ impl std::fmt::Debug for HealthMonitor {
 impl HealthMonitor {
     /// Starts the coordinator for `router`'s pools; [`HealthMonitor::sync`] starts the checks
     /// (real ones: a [`Probe`] per backend). Every task runs on `tasks`.
-    pub fn start(
+    pub(crate) fn start(
         settings: HealthSettings,
         router: Arc<Router>,
         tasks: TaskTracker,
@@ -213,14 +209,14 @@ impl HealthMonitor {
 
     /// Waits until every check task started so far has finished its first check (at most
     /// `limit`), so that routing starts from real health rather than the initial state.
-    pub async fn first_round(&self, limit: Duration) {
+    pub(crate) async fn first_round(&self, limit: Duration) {
         let mut pending = self.first_checks_pending.subscribe();
         let _ = tokio::time::timeout(limit, pending.wait_for(|n| *n == 0)).await;
     }
 
     /// Starts a check task for every backend of `snapshot` that has none, and stops the tasks
     /// of backends it no longer has. Then asks for a writer election.
-    pub fn sync(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn sync(&mut self, snapshot: &Snapshot) {
         if self.settings.config.check == CheckKind::None {
             // No checks: every backend counts as usable, also one that was down when a reload
             // turned the checks off.
@@ -288,12 +284,12 @@ impl HealthMonitor {
     }
 
     /// Asks for a writer election now (after an admin state changed, say).
-    pub fn nudge(&self) {
+    pub(crate) fn nudge(&self) {
         self.changed.notify_one();
     }
 
     /// Stops every check task and the coordinator.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.cancel();
     }
 }
@@ -464,8 +460,6 @@ fn apply(
         duration,
         passed: outcome.passed,
         reason: outcome.reason.clone(),
-        detail: outcome.detail.clone(),
-        error_code: outcome.error_code,
         wsrep: outcome.wsrep.clone(),
     });
 

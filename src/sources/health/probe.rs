@@ -25,7 +25,7 @@ use crate::core::wsrep::{self, WsrepStatus};
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub passed: bool,
     /// Passed and may hold the writer role (for `wsrep`: not read_only).
     pub writable: bool,
@@ -49,7 +49,7 @@ impl Outcome {
         }
     }
 
-    pub fn failed(reason: &str, detail: String) -> Outcome {
+    pub(crate) fn failed(reason: &str, detail: String) -> Outcome {
         Outcome {
             passed: false,
             writable: false,
@@ -83,7 +83,7 @@ fn io_reason(message: &str) -> String {
 }
 
 /// Checks one backend; holds the `wsrep` check's connection between checks.
-pub struct Probe {
+pub(crate) struct Probe {
     kind: CheckKind,
     address: SocketAddr,
     opts: Opts,
@@ -107,7 +107,7 @@ impl std::fmt::Debug for Probe {
 impl Probe {
     /// A probe of the kind `config` asks for, connecting to `address`, sending a PROXY header
     /// without addresses first when `proxy_header` is on (not for `http` checks).
-    pub fn new(
+    pub(crate) fn new(
         config: &HealthConfig,
         address: SocketAddr,
         password: &Secret,
@@ -138,7 +138,7 @@ impl Probe {
 
     /// Runs one check. The caller bounds it with the check timeout, and calls [`Probe::reset`]
     /// when it times out.
-    pub async fn check(&mut self) -> Outcome {
+    pub(crate) async fn check(&mut self) -> Outcome {
         match self.kind {
             CheckKind::None => Outcome::passed("unchecked"),
             CheckKind::Tcp => {
@@ -173,7 +173,7 @@ impl Probe {
     }
 
     /// Forgets a connection left in an unknown state (after a timeout).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.conn = None;
     }
 

@@ -30,7 +30,7 @@ const ACCEPT_WITHIN: Duration = Duration::from_secs(10);
 
 /// Connects to `node`, sends a header without addresses of `version`, and returns the loopback
 /// address of a relay to it that accepts one connection.
-pub async fn open(node: SocketAddr, version: Version) -> io::Result<SocketAddr> {
+pub(crate) async fn open(node: SocketAddr, version: Version) -> io::Result<SocketAddr> {
     let mut upstream = connect_with_header(node, version).await?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let address = listener.local_addr()?;
@@ -52,7 +52,10 @@ pub async fn open(node: SocketAddr, version: Version) -> io::Result<SocketAddr> 
 
 /// A connection to `node` whose first bytes are a header without addresses (v1 `PROXY
 /// UNKNOWN`, v2 `LOCAL`): for the `tcp` check and the relay.
-pub async fn connect_with_header(node: SocketAddr, version: Version) -> io::Result<TcpStream> {
+pub(crate) async fn connect_with_header(
+    node: SocketAddr,
+    version: Version,
+) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect(node).await?;
     stream.set_nodelay(true)?;
     stream

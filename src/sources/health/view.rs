@@ -84,7 +84,7 @@ impl Views {
     }
 
     /// Forgets `node`'s view: its check failed, or it is no longer checked.
-    pub fn forget(&self, node: SocketAddr) {
+    pub(crate) fn forget(&self, node: SocketAddr) {
         self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -94,7 +94,7 @@ impl Views {
     /// Feeds one check's outcome through the comparison: a passing `wsrep` check whose view is
     /// stale becomes a failure with reason `stale_view`; a failed check forgets the node's view.
     /// `after` is `health.stale_view_after` (`None`: no comparison).
-    pub fn judge(
+    pub(crate) fn judge(
         &self,
         node: SocketAddr,
         outcome: Outcome,
