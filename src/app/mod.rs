@@ -113,17 +113,15 @@ pub async fn start_from(
         sockets.push((listener, listeners::bind(listener, &config.tcp)?));
     }
     let admin_socket = match &config.admin {
-        Some(admin) => {
-            let address: SocketAddr = admin.bind.parse().expect("validate() checked it");
-            Some(net::bind("admin", address, config.tcp.listen_options())?)
-        }
+        Some(admin) => Some(net::bind("admin", admin.bind, config.tcp.listen_options())?),
         None => None,
     };
     let control_socket = match &config.control {
-        Some(control) => {
-            let address: SocketAddr = control.bind.parse().expect("validate() checked it");
-            Some(net::bind("control", address, config.tcp.listen_options())?)
-        }
+        Some(control) => Some(net::bind(
+            "control",
+            control.bind,
+            config.tcp.listen_options(),
+        )?),
         None => None,
     };
 

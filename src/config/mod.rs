@@ -18,6 +18,7 @@
 //! galera-lb re-reads its configuration from, and [`diff`] what a reload changes.
 
 pub mod diff;
+mod file;
 pub mod haproxy;
 pub mod source;
 
@@ -63,32 +64,24 @@ impl ConfigError {
     }
 }
 
-/// The whole configuration file.
+/// The whole configuration file, every value typed. Deserializing one goes through
+/// `file::ConfigFile` (the addresses as text), as [`Config::from_yaml`] does.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "file::ConfigFile")]
 pub struct Config {
-    #[serde(default)]
     pub runtime: RuntimeConfig,
-    #[serde(default)]
     pub log: LogConfig,
-    #[serde(default)]
     pub limits: LimitsConfig,
-    #[serde(default)]
     pub tcp: TcpConfig,
     pub listeners: Vec<ListenerConfig>,
     /// The backends of the pool named `default`.
-    #[serde(default)]
     pub backends: Vec<BackendConfig>,
     /// Whether the pool `default` adds the nodes its members report (see [`Discover`]).
-    #[serde(default)]
     pub discover: Discover,
     /// How many discovery rounds in a row a discovered node may be missing before it is retired.
-    #[serde(default = "default_retire_after")]
     pub discover_retire_after: u32,
     /// Further named pools of backends (a listener picks one with `pool:`).
-    #[serde(default)]
     pub pools: Vec<PoolConfig>,
-    #[serde(default)]
     pub health: HealthConfig,
     /// The glbd-compatible control port; off unless the section is present.
     pub control: Option<ControlConfig>,
@@ -97,20 +90,16 @@ pub struct Config {
 }
 
 /// The admin HTTP port (see `crate::admin`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// `IP:PORT`; loopback by default.
-    pub bind: String,
+    pub bind: SocketAddr,
     /// A token every endpoint but `/live` and `/ready` asks for (`Authorization: Bearer TOKEN`),
     /// written in the file (prefer `token_env` or `token_file`).
-    #[serde(deserialize_with = "token_not_empty")]
     pub token: Option<Secret>,
     /// The name of an environment variable that holds the token.
-    #[serde(deserialize_with = "token_env_not_empty")]
     pub token_env: Option<String>,
     /// A file whose first line is the token.
-    #[serde(deserialize_with = "token_file_not_empty")]
     pub token_file: Option<PathBuf>,
     /// Client addresses or blocks (`10.0.0.0/8`, `::1`) that may connect; empty: everyone who
     /// can reach `bind`.
@@ -120,7 +109,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            bind: "127.0.0.1:9104".to_string(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 9104)),
             token: None,
             token_env: None,
             token_file: None,
@@ -142,27 +131,22 @@ impl AdminConfig {
 }
 
 /// The glbd-compatible text control port (see `crate::sources::control`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ControlConfig {
     /// `IP:PORT`; loopback by default: whoever reaches it can change the routing.
-    pub bind: String,
+    pub bind: SocketAddr,
     /// Control connections open at once; more are closed at once.
     pub max_clients: u32,
     /// The longest request line, in bytes; a longer one gets `Error` and the connection closes.
     pub max_line: usize,
     /// How long an interactive connection may stay silent before it is closed.
-    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// A token that state-changing requests need (the connection sends `auth TOKEN` first),
     /// written in the file (prefer `token_env` or `token_file`).
-    #[serde(deserialize_with = "token_not_empty")]
     pub token: Option<Secret>,
     /// The name of an environment variable that holds the token.
-    #[serde(deserialize_with = "token_env_not_empty")]
     pub token_env: Option<String>,
     /// A file whose first line is the token.
-    #[serde(deserialize_with = "token_file_not_empty")]
     pub token_file: Option<PathBuf>,
     /// Client addresses or blocks (`10.0.0.0/8`, `::1`) that may connect; empty: everyone who
     /// can reach `bind`.
@@ -172,7 +156,7 @@ pub struct ControlConfig {
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            bind: "127.0.0.1:8011".to_string(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8011)),
             max_clients: 32,
             max_line: 1024,
             idle_timeout: Duration::from_secs(300),
@@ -194,37 +178,6 @@ impl ControlConfig {
             allow: &self.allow,
         }
     }
-}
-
-/// For optional fields where a key without a value (`token:`) is a mistake rather than "not
-/// set": refused, so that a token that did not make it into the file never leaves a port open
-/// silently. A field left out is `None` as usual. (serde_yaml's message names the section; the
-/// field is named here.)
-fn not_empty<'de, D, T>(deserializer: D, field: &str) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    match Option::<T>::deserialize(deserializer)? {
-        Some(value) => Ok(Some(value)),
-        None => Err(serde::de::Error::custom(format!(
-            "{field} has no value: give one, or leave the field out"
-        ))),
-    }
-}
-
-fn token_not_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-    not_empty(d, "token")
-}
-
-fn token_env_not_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    not_empty(d, "token_env")
-}
-
-fn token_file_not_empty<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<PathBuf>, D::Error> {
-    not_empty(d, "token_file")
 }
 
 /// The access fields the control and admin sections share (see `crate::core::access`).
@@ -482,38 +435,30 @@ impl PolicyKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
     /// `IP:PORT`; IPv6 as `[::1]:3306`.
-    pub bind: String,
-    #[serde(default)]
+    pub bind: SocketAddr,
     pub policy: PolicyKind,
     /// The pool of backends this listener serves; default `default` (the top-level `backends:`).
-    #[serde(default = "default_pool_name")]
     pub pool: String,
     /// Client connections on this listener; default: only the global limit applies.
     pub max_connections: Option<u32>,
     /// Which nodes of the pool this listener uses: every usable node, only the writer, or the
     /// readers.
-    #[serde(default)]
     pub role: Role,
     /// For `role: reader`: leave the current writer out, unless it is the only usable node.
-    #[serde(default)]
     pub exclude_writer: bool,
     /// The PROXY header this listener's connections send to every backend that does not set
     /// its own `proxy_protocol` (a backend's own setting wins).
-    #[serde(default)]
     pub proxy_protocol: ProxyProtocol,
     /// Read a PROXY header (v1 or v2) from an upstream load balancer on every new connection,
     /// and take the client address from it. A connection without a valid header is closed.
-    #[serde(default)]
     pub accept_proxy: bool,
     /// When no non-backup backend is usable: send clients to every usable `backup: true`
     /// backend (by the policy), rather than only to the first usable one in configuration order
     /// (HAProxy's `option allbackups`).
-    #[serde(default)]
     pub all_backups: bool,
 }
 
@@ -850,10 +795,12 @@ impl Config {
 
     /// Parses and validates YAML text; `file` names the source in error messages.
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: file.to_string(),
-            message: describe_yaml_error(&e),
-        })?;
+        let read: file::ConfigFile =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+                file: file.to_string(),
+                message: describe_yaml_error(&e),
+            })?;
+        let config = read.typed().map_err(|untyped| untyped.in_file(file))?;
         config.validate(file)?;
         Ok(config)
     }
@@ -944,15 +891,7 @@ impl Config {
                 ));
             }
             listener_names.push(&listener.name);
-            let bind: SocketAddr = listener.bind.parse().map_err(|_| {
-                err(
-                    format!("{field}.bind"),
-                    format!(
-                        "'{}' is not IP:PORT (e.g. 127.0.0.1:3306 or [::1]:3306)",
-                        listener.bind
-                    ),
-                )
-            })?;
+            let bind = listener.bind;
             // Port 0 asks the system for a free port: two of them never clash.
             if bind.port() != 0 && binds.contains(&bind) {
                 return Err(err(
@@ -1013,12 +952,7 @@ impl Config {
             }
         }
         if let Some(control) = &self.control {
-            let bind: SocketAddr = control.bind.parse().map_err(|_| {
-                err(
-                    "control.bind".into(),
-                    format!("'{}' is not IP:PORT (e.g. 127.0.0.1:8011)", control.bind),
-                )
-            })?;
+            let bind = control.bind;
             if bind.port() != 0 && binds.contains(&bind) {
                 return Err(err(
                     "control.bind".into(),
@@ -1037,13 +971,8 @@ impl Config {
             control.access_fields().validate(file)?;
         }
         if let Some(admin) = &self.admin {
-            let bind: SocketAddr = admin.bind.parse().map_err(|_| {
-                err(
-                    "admin.bind".into(),
-                    format!("'{}' is not IP:PORT (e.g. 127.0.0.1:9104)", admin.bind),
-                )
-            })?;
-            let control = self.control.as_ref().and_then(|c| c.bind.parse().ok());
+            let bind = admin.bind;
+            let control = self.control.as_ref().map(|c| c.bind);
             if bind.port() != 0 && (binds.contains(&bind) || control == Some(bind)) {
                 return Err(err(
                     "admin.bind".into(),
@@ -1310,7 +1239,7 @@ backends:
     #[test]
     fn builtin_default_is_valid() {
         let config = Config::builtin_default();
-        assert_eq!(config.listeners[0].bind, "127.0.0.1:3306");
+        assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:3306");
         assert_eq!(config.backends.len(), 3);
     }
 
@@ -1585,8 +1514,8 @@ backends:
             assert!(access.token.is_none(), "{}", fields.section);
             assert!(access.allow.is_empty(), "{}", fields.section);
         }
-        assert_eq!(config.control.unwrap().bind, "127.0.0.1:8011");
-        assert_eq!(config.admin.unwrap().bind, "127.0.0.1:9104");
+        assert_eq!(config.control.unwrap().bind.to_string(), "127.0.0.1:8011");
+        assert_eq!(config.admin.unwrap().bind.to_string(), "127.0.0.1:9104");
     }
 
     #[test]

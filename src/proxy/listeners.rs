@@ -22,7 +22,7 @@ use crate::proxy::{self, ListenerState, ProxyContext};
 pub struct OpenListener {
     pub name: String,
     /// `bind` as configured.
-    pub bind: String,
+    pub bind: SocketAddr,
     /// The address it is bound to (the real port when the configured one was 0).
     pub local: SocketAddr,
     pub state: Arc<ListenerState>,
@@ -45,10 +45,7 @@ pub fn bind(
     listener: &ListenerConfig,
     tcp: &TcpConfig,
 ) -> Result<(TcpListener, SocketAddr), BindError> {
-    let address: SocketAddr = listener
-        .bind
-        .parse()
-        .expect("validate() checked that every bind address parses");
+    let address = listener.bind;
     let socket = net::bind(&listener.name, address, tcp.listen_options())?;
     let local = socket.local_addr().unwrap_or(address);
     Ok((socket, local))
@@ -107,7 +104,7 @@ impl ListenerSet {
         ));
         self.open.push(OpenListener {
             name: listener.name.clone(),
-            bind: listener.bind.clone(),
+            bind: listener.bind,
             local,
             state,
             stop,
