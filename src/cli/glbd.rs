@@ -1488,7 +1488,10 @@ mod tests {
         let health = &run.config.health;
         assert_eq!(health.check, CheckKind::Wsrep);
         assert_eq!(health.user, "monitor");
-        assert_eq!(health.resolve_password().unwrap().expose(), "s3cr3t pass");
+        assert_eq!(
+            health.resolve_password(SOURCE).unwrap().expose(),
+            "s3cr3t pass"
+        );
         assert!(health.available_when_donor);
         assert_eq!(health.interval, Duration::from_millis(2500));
         assert_eq!(run.config.discover, Discover::Wsrep);

@@ -1,9 +1,10 @@
 //! The configuration as serde reads it: the file's own shape, with the listening addresses
-//! (`bind`) still text. [`ConfigFile::typed`] turns that text into `SocketAddr`s, once, with the
-//! same file, field and reason messages as the rest of validation; the [`Config`] it returns
-//! holds only typed values, so nothing parses them again.
+//! (`bind`) and allowlists (`allow`) still text. [`ConfigFile::typed`] turns that text into
+//! `SocketAddr`s and [`AllowList`]s, once, with the same file, field and reason messages as the
+//! rest of validation; the [`Config`] it returns holds only typed values, so nothing parses them
+//! again.
 //!
-//! Only the sections that hold a `bind` have a text twin here (the whole file, a listener, the
+//! Only the sections that hold such text have a twin here (the whole file, a listener, the
 //! control and the admin port); every other section is read straight into its typed struct
 //! (durations through `humantime_serde`, secrets into [`Secret`]).
 
@@ -18,6 +19,7 @@ use super::{
     LimitsConfig, ListenerConfig, LogConfig, PolicyKind, PoolConfig, ProxyProtocol, Role,
     RuntimeConfig, TcpConfig, default_pool_name, default_retire_after,
 };
+use crate::core::access::{AllowList, Cidr};
 use crate::core::secret::Secret;
 
 /// The whole file (see [`Config`] for what each section means).
@@ -99,7 +101,7 @@ impl Default for ControlFile {
             token: c.token,
             token_env: c.token_env,
             token_file: c.token_file,
-            allow: c.allow,
+            allow: Vec::new(),
         }
     }
 }
@@ -126,7 +128,7 @@ impl Default for AdminFile {
             token: a.token,
             token_env: a.token_env,
             token_file: a.token_file,
-            allow: a.allow,
+            allow: Vec::new(),
         }
     }
 }
@@ -157,6 +159,21 @@ fn bind_address(text: &str, field: String, example: &str) -> Result<SocketAddr, 
         field,
         reason: format!("'{text}' is not IP:PORT (e.g. {example})"),
     })
+}
+
+/// `section.allow`: addresses or blocks (`10.0.0.0/8`, `::1`).
+fn allow_list(entries: &[String], section: &str) -> Result<AllowList, Untyped> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            entry.parse::<Cidr>().map_err(|reason| Untyped {
+                field: format!("{section}.allow[{i}]"),
+                reason,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(AllowList::new)
 }
 
 impl ConfigFile {
@@ -197,7 +214,7 @@ impl ConfigFile {
                     token: c.token,
                     token_env: c.token_env,
                     token_file: c.token_file,
-                    allow: c.allow,
+                    allow: allow_list(&c.allow, "control")?,
                 })
             })
             .transpose()?;
@@ -209,7 +226,7 @@ impl ConfigFile {
                     token: a.token,
                     token_env: a.token_env,
                     token_file: a.token_file,
-                    allow: a.allow,
+                    allow: allow_list(&a.allow, "admin")?,
                 })
             })
             .transpose()?;

@@ -6,9 +6,19 @@
 //! sane). Every error is a [`ConfigError`] that names the file, the field and the reason; `main`
 //! turns it into exit status 64.
 //!
-//! Secrets (the health-check password, the control and admin tokens) are held in [`Secret`](crate::core::secret::Secret), whose
-//! `Debug` output is masked, and may come from the file, an environment variable or a file of
-//! their own.
+//! Secrets (the health-check password, the control and admin tokens) are held in
+//! [`Secret`](crate::core::secret::Secret), whose `Debug` output is masked, and may come from the
+//! file, an environment variable (`*_env`) or a file of their own (`*_file`). Loading checks what
+//! the file says about them (at most one source, a token a client can send, a variable name that
+//! is not empty) but reads no environment variable and no other file: [`Config::resolve_secrets`]
+//! does that when galera-lb starts, and [`HealthConfig::resolve_password`] again on every reload
+//! (so a changed password file is picked up), each failure a [`ConfigError`] naming the file, the
+//! field and the reason (exit 64 at start; a refused reload keeps the running configuration).
+//! They stay out of loading on purpose: `galera-lb check` runs the same [`Config::load`] as
+//! start-up and reload, so a file is refused by all three with the same message, and it can do
+//! that where the service's secrets are not: the Debian package's file passes `check` as
+//! installed, before its `password_file` exists, and CI checks the examples without their
+//! variables. Loading stays a pure function of the text, which the config fuzzer relies on.
 //!
 //! The documented example with every field lives in `config/galera-lb.yaml`; the built-in default
 //! (the local sandbox, see `scripts/sandbox`) is [`DEFAULT_CONFIG_YAML`].
@@ -28,7 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::access::{Access, AllowList, Cidr};
+use crate::core::access::{Access, AllowList};
 use crate::core::secret::Secret;
 
 /// The configuration used when no `--config` is given: galera-lb on 127.0.0.1:3306 in front of the
@@ -103,7 +113,7 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// Client addresses or blocks (`10.0.0.0/8`, `::1`) that may connect; empty: everyone who
     /// can reach `bind`.
-    pub allow: Vec<String>,
+    pub allow: AllowList,
 }
 
 impl Default for AdminConfig {
@@ -113,7 +123,7 @@ impl Default for AdminConfig {
             token: None,
             token_env: None,
             token_file: None,
-            allow: Vec::new(),
+            allow: AllowList::default(),
         }
     }
 }
@@ -150,7 +160,7 @@ pub struct ControlConfig {
     pub token_file: Option<PathBuf>,
     /// Client addresses or blocks (`10.0.0.0/8`, `::1`) that may connect; empty: everyone who
     /// can reach `bind`.
-    pub allow: Vec<String>,
+    pub allow: AllowList,
 }
 
 impl Default for ControlConfig {
@@ -163,7 +173,7 @@ impl Default for ControlConfig {
             token: None,
             token_env: None,
             token_file: None,
-            allow: Vec::new(),
+            allow: AllowList::default(),
         }
     }
 }
@@ -188,7 +198,7 @@ pub struct AccessFields<'a> {
     pub token: Option<&'a Secret>,
     pub token_env: Option<&'a str>,
     pub token_file: Option<&'a Path>,
-    pub allow: &'a [String],
+    pub allow: &'a AllowList,
 }
 
 impl AccessFields<'_> {
@@ -218,17 +228,12 @@ impl AccessFields<'_> {
                 "must name an environment variable",
             ));
         }
-        for (i, entry) in self.allow.iter().enumerate() {
-            entry.parse::<Cidr>().map_err(|reason| {
-                ConfigError::invalid(file, format!("{section}.allow[{i}]"), reason)
-            })?;
-        }
         Ok(())
     }
 
-    /// The token from whichever source is set, and the allowlist. The error names the field
-    /// (`control.token_file: cannot read ...`) and never contains the token.
-    pub fn resolve(&self) -> Result<Access, String> {
+    /// The token from whichever source is set, and the allowlist. The error names the file and
+    /// the field (`FILE: control.token_file: cannot read ...`) and never contains the token.
+    pub fn resolve(&self, file: &str) -> Result<Access, ConfigError> {
         let section = self.section;
         let field = if self.token_env.is_some() {
             "token_env"
@@ -237,25 +242,17 @@ impl AccessFields<'_> {
         } else {
             "token"
         };
+        let field = format!("{section}.{field}");
         let token = resolve_secret(self.token, self.token_env, self.token_file)
-            .map_err(|reason| format!("{section}.{field}: {reason}"))?;
+            .map_err(|reason| ConfigError::invalid(file, &field, reason))?;
         if let Some(token) = &token {
-            check_token(token)
-                .map_err(|reason| format!("{section}.{field}: the token {reason}"))?;
+            check_token(token).map_err(|reason| {
+                ConfigError::invalid(file, &field, format!("the token {reason}"))
+            })?;
         }
-        let allow = self
-            .allow
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                entry
-                    .parse::<Cidr>()
-                    .map_err(|reason| format!("{section}.allow[{i}]: {reason}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Access {
             token,
-            allow: AllowList::new(allow),
+            allow: self.allow.clone(),
         })
     }
 }
@@ -765,15 +762,29 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
-    /// The check password from whichever source is set (at most one is, see `validate`).
-    pub fn resolve_password(&self) -> Result<Secret, String> {
+    /// The check password from whichever source is set (at most one is, see `validate`); empty
+    /// when none is. The error names the file and `health.password`, never the password.
+    pub fn resolve_password(&self, file: &str) -> Result<Secret, ConfigError> {
         resolve_secret(
             self.password.as_ref(),
             self.password_env.as_deref(),
             self.password_file.as_deref(),
         )
         .map(Option::unwrap_or_default)
+        .map_err(|reason| ConfigError::invalid(file, "health.password", reason))
     }
+}
+
+/// The secrets a configuration names, read from wherever it says they are (see
+/// [`Config::resolve_secrets`]).
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// The health checks' password (empty when none is configured).
+    pub health_password: Secret,
+    /// The control port's token and allowlist, when the port is on.
+    pub control: Option<Access>,
+    /// The admin port's token and allowlist, when the port is on.
+    pub admin: Option<Access>,
 }
 
 impl Config {
@@ -785,6 +796,25 @@ impl Config {
             source,
         })?;
         Config::from_yaml(&text, &file)
+    }
+
+    /// Reads the secrets from the file, the environment or their own files, as start-up does
+    /// (a reload reads the health password again the same way, see `crate::app::effects`). The
+    /// first that cannot be read is an error naming the file, the field and the reason.
+    pub fn resolve_secrets(&self, file: &str) -> Result<Secrets, ConfigError> {
+        Ok(Secrets {
+            health_password: self.health.resolve_password(file)?,
+            control: self
+                .control
+                .as_ref()
+                .map(|c| c.access_fields().resolve(file))
+                .transpose()?,
+            admin: self
+                .admin
+                .as_ref()
+                .map(|a| a.access_fields().resolve(file))
+                .transpose()?,
+        })
     }
 
     /// The built-in default: galera-lb in front of the local sandbox.
@@ -1478,7 +1508,7 @@ backends:
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("****"));
         assert_eq!(
-            config.health.resolve_password().unwrap().expose(),
+            config.health.resolve_password("t").unwrap().expose(),
             "hunter2"
         );
     }
@@ -1489,16 +1519,17 @@ backends:
         unsafe { std::env::set_var("GALERA_LB_TEST_CHECK_PASSWORD", "s3cret") };
         let yaml = format!("{MINIMAL}health:\n  password_env: GALERA_LB_TEST_CHECK_PASSWORD\n");
         let config = Config::from_yaml(&yaml, "t").unwrap();
-        assert_eq!(config.health.resolve_password().unwrap().expose(), "s3cret");
+        assert_eq!(
+            config.health.resolve_password("t").unwrap().expose(),
+            "s3cret"
+        );
         assert!(!format!("{config:?}").contains("s3cret"));
         let unset = format!("{MINIMAL}health:\n  password_env: GALERA_LB_TEST_UNSET_VARIABLE\n");
         let config = Config::from_yaml(&unset, "t").unwrap();
+        let error = config.health.resolve_password("t").unwrap_err().to_string();
         assert!(
-            config
-                .health
-                .resolve_password()
-                .unwrap_err()
-                .contains("not set")
+            error.starts_with("t: health.password: ") && error.contains("not set"),
+            "{error}"
         );
     }
 
@@ -1510,7 +1541,7 @@ backends:
             config.control.as_ref().unwrap().access_fields(),
             config.admin.as_ref().unwrap().access_fields(),
         ] {
-            let access = fields.resolve().unwrap();
+            let access = fields.resolve("t").unwrap();
             assert!(access.token.is_none(), "{}", fields.section);
             assert!(access.allow.is_empty(), "{}", fields.section);
         }
@@ -1534,7 +1565,7 @@ backends:
             .as_ref()
             .unwrap()
             .access_fields()
-            .resolve()
+            .resolve("t")
             .unwrap();
         assert_eq!(control.token.as_ref().unwrap().expose(), "hunter2-control");
         assert!(!format!("{control:?}").contains("hunter2"));
@@ -1546,14 +1577,14 @@ backends:
             .as_ref()
             .unwrap()
             .access_fields()
-            .resolve()
+            .resolve("t")
             .unwrap();
         assert_eq!(admin.token.as_ref().unwrap().expose(), "12345678");
 
         // IPv6 in a block list needs no quotes.
         let yaml = format!("{MINIMAL}admin:\n  allow:\n    - ::1\n    - fd00::/8\n");
         let config = Config::from_yaml(&yaml, "t").unwrap();
-        let admin = config.admin.unwrap().access_fields().resolve().unwrap();
+        let admin = config.admin.unwrap().access_fields().resolve("t").unwrap();
         assert!(admin.allow.allows("fd00::5".parse().unwrap()));
         assert!(!admin.allow.allows("127.0.0.1".parse().unwrap()));
 
@@ -1568,14 +1599,15 @@ backends:
             let yaml = format!("{MINIMAL}{section}:\n  {field}: {value}\n");
             let config = Config::from_yaml(&yaml, "t").unwrap();
             match section {
-                "control" => config.control.unwrap().access_fields().resolve(),
-                _ => config.admin.unwrap().access_fields().resolve(),
+                "control" => config.control.unwrap().access_fields().resolve("t"),
+                _ => config.admin.unwrap().access_fields().resolve("t"),
             }
+            .map_err(|e| e.to_string())
         };
         let access = with("control", "token_env", "GALERA_LB_TEST_CONTROL_TOKEN").unwrap();
         assert_eq!(access.token.unwrap().expose(), "from-the-env");
         let unset = with("admin", "token_env", "GALERA_LB_TEST_UNSET_TOKEN").unwrap_err();
-        assert!(unset.starts_with("admin.token_env: "), "{unset}");
+        assert!(unset.starts_with("t: admin.token_env: "), "{unset}");
         assert!(
             unset.contains("GALERA_LB_TEST_UNSET_TOKEN is not set"),
             "{unset}"
@@ -1601,7 +1633,7 @@ backends:
         let missing = dir.path().join("missing");
         let error = with("control", "token_file", &missing.display().to_string()).unwrap_err();
         assert!(
-            error.starts_with("control.token_file: cannot read "),
+            error.starts_with("t: control.token_file: cannot read "),
             "{error}"
         );
         std::fs::write(&path, "\n").unwrap();
