@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::listener::default_pool_name;
+use super::pool::default_retire_after;
 use super::{
     AdminConfig, BackendConfig, Config, ConfigError, ControlConfig, Discover, HealthConfig,
     LimitsConfig, ListenerConfig, LogConfig, PolicyKind, PoolConfig, ProxyProtocol, Role,
-    RuntimeConfig, TcpConfig, default_pool_name, default_retire_after,
+    RuntimeConfig, TcpConfig,
 };
 use crate::core::access::{AllowList, Cidr};
 use crate::core::secret::Secret;
