@@ -6,9 +6,9 @@
 //! re-exported here. `file` is the file as serde reads it, with addresses still text.
 //!
 //! Parse once: [`Config::from_yaml`] reads the text strictly (`deny_unknown_fields` everywhere, so
-//! a typo is an error, not a silently ignored setting), turns the listening addresses and
-//! allowlists into `SocketAddr`s and allowlists (durations are typed by serde already), and then
-//! runs [`Config::validate`], which calls each section's rules in turn (counts and durations in
+//! a typo is an error, not a silently ignored setting), types the listening addresses
+//! (`SocketAddr`) and allowlists (`AllowList`) as it reads them (durations are typed by serde
+//! already), and then runs [`Config::validate`], which calls each section's rules in turn (counts and durations in
 //! range, unique names, pools that exist, ports not bound twice, backend `HOST:PORT` syntax).
 //! A `Config` that loaded holds typed values only: nothing parses them again. Backend addresses
 //! stay `HOST:PORT` text because host names are resolved at run time. Every error is a
