@@ -1145,10 +1145,10 @@ async fn the_admin_port_is_off_unless_configured_and_defaults_to_loopback_9104()
     drop(running);
 
     let config = Config::from_yaml(&format!("{base}admin: {{}}\n"), "t.yaml").unwrap();
-    assert_eq!(config.admin.unwrap().bind, "127.0.0.1:9104");
+    assert_eq!(config.admin.unwrap().bind.to_string(), "127.0.0.1:9104");
     let config =
         Config::from_yaml(&format!("{base}admin:\n  bind: 127.0.0.1:9200\n"), "t.yaml").unwrap();
-    assert_eq!(config.admin.unwrap().bind, "127.0.0.1:9200");
+    assert_eq!(config.admin.unwrap().bind.to_string(), "127.0.0.1:9200");
     let error = Config::from_yaml(&format!("{base}admin:\n  bind: localhost\n"), "t.yaml")
         .unwrap_err()
         .to_string();
@@ -1614,7 +1614,7 @@ fn the_alert_rules_and_the_scrape_config_pass_promtool() {
         .iter()
         .find(|job| job["job_name"] == "galera-lb")
         .expect("a galera-lb scrape job");
-    let default_bind = galera_lb::config::AdminConfig::default().bind;
+    let default_bind = galera_lb::config::AdminConfig::default().bind.to_string();
     assert_eq!(
         job["static_configs"][0]["targets"][0].as_str(),
         Some(default_bind.as_str())

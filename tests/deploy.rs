@@ -49,15 +49,12 @@ fn galera_lb_config(text: &str, source: &str) -> Config {
         .unwrap_or_else(|e| panic!("{source}: galera-lb refuses it: {e}"))
 }
 
-fn port(bind: &str) -> u16 {
-    bind.rsplit(':').next().unwrap().parse().unwrap()
+fn port(bind: &std::net::SocketAddr) -> u16 {
+    bind.port()
 }
 
-fn is_loopback(bind: &str) -> bool {
-    bind.parse::<std::net::SocketAddr>()
-        .unwrap()
-        .ip()
-        .is_loopback()
+fn is_loopback(bind: &std::net::SocketAddr) -> bool {
+    bind.ip().is_loopback()
 }
 
 /// galera-lb's default ports: the first listener of the built-in configuration (MySQL's 3306),
@@ -442,7 +439,7 @@ fn check_keepalived() {
         config
             .listeners
             .iter()
-            .all(|l| l.bind.starts_with("0.0.0.0:")),
+            .all(|l| l.bind.to_string().starts_with("0.0.0.0:")),
         "{config_path}: listeners bind every address, so the virtual IP works wherever it is"
     );
 

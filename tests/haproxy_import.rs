@@ -268,7 +268,11 @@ listen galera
     assert_eq!(config.health.timeout, Duration::from_millis(700));
     assert_eq!((config.health.rise, config.health.fall), (3, 4));
     assert_eq!(config.health.on_down, SessionAction::ShutdownSessions);
-    let binds: Vec<&str> = config.listeners.iter().map(|l| l.bind.as_str()).collect();
+    let binds: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.bind.to_string())
+        .collect();
     assert_eq!(
         binds,
         [
@@ -379,7 +383,10 @@ listen stats
     assert_eq!(config.health.http.method, "GET");
     assert_eq!(config.health.http.path, "/clustercheck");
     assert_eq!(config.health.http.expect_status, 200);
-    assert_eq!(config.admin.as_ref().unwrap().bind, "127.0.0.1:8404");
+    assert_eq!(
+        config.admin.as_ref().unwrap().bind.to_string(),
+        "127.0.0.1:8404"
+    );
     assert_eq!(config.listeners[1].name, "ro");
     assert_eq!(config.listeners[1].pool, "readers");
     assert_eq!(config.pools[1].backends[0].check_port, Some(9200));

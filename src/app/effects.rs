@@ -81,8 +81,8 @@ impl Effects for AppEffects {
     ) -> Result<Prepared, String> {
         let password = new
             .health
-            .resolve_password()
-            .map_err(|reason| format!("{file}: health.password: {reason}"))?;
+            .resolve_password(file)
+            .map_err(|e| e.to_string())?;
         let mut sockets = Vec::new();
         for name in diff.listeners_added.iter().chain(&diff.listeners_rebound) {
             let listener = new

@@ -20,8 +20,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminContext};
-use crate::config::Config;
 use crate::config::source::ConfigSource;
+use crate::config::{Config, Secrets};
 use crate::core::net::{self, BindError};
 use crate::core::{access, notify};
 use crate::proxy::listeners::{self, ListenerSet};
@@ -89,22 +89,13 @@ pub async fn start_from(
     config_file: &str,
     source: Option<ConfigSource>,
 ) -> Result<Running, RunError> {
-    let password = config
-        .health
-        .resolve_password()
-        .map_err(|reason| RunError::Config(format!("{config_file}: health.password: {reason}")))?;
-    let control_access = config
-        .control
-        .as_ref()
-        .map(|c| c.access_fields().resolve())
-        .transpose()
-        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
-    let admin_access = config
-        .admin
-        .as_ref()
-        .map(|a| a.access_fields().resolve())
-        .transpose()
-        .map_err(|reason| RunError::Config(format!("{config_file}: {reason}")))?;
+    let Secrets {
+        health_password: password,
+        control: control_access,
+        admin: admin_access,
+    } = config
+        .resolve_secrets(config_file)
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
@@ -113,17 +104,15 @@ pub async fn start_from(
         sockets.push((listener, listeners::bind(listener, &config.tcp)?));
     }
     let admin_socket = match &config.admin {
-        Some(admin) => {
-            let address: SocketAddr = admin.bind.parse().expect("validate() checked it");
-            Some(net::bind("admin", address, config.tcp.listen_options())?)
-        }
+        Some(admin) => Some(net::bind("admin", admin.bind, config.tcp.listen_options())?),
         None => None,
     };
     let control_socket = match &config.control {
-        Some(control) => {
-            let address: SocketAddr = control.bind.parse().expect("validate() checked it");
-            Some(net::bind("control", address, config.tcp.listen_options())?)
-        }
+        Some(control) => Some(net::bind(
+            "control",
+            control.bind,
+            config.tcp.listen_options(),
+        )?),
         None => None,
     };
 

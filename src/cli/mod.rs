@@ -420,10 +420,8 @@ fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), Failure> {
     init_logging(&config);
-    if let Err(reason) = config.health.resolve_password() {
-        return Err(Failure::Config(format!(
-            "{file}: health.password: {reason}"
-        )));
+    if let Err(e) = config.health.resolve_password(&file) {
+        return Err(Failure::Config(e.to_string()));
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("galera-lb-worker");

@@ -104,6 +104,11 @@ impl AllowList {
         self.0.is_empty()
     }
 
+    /// How many addresses or blocks it lists.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether a client at `address` may connect.
     pub(crate) fn allows(&self, address: IpAddr) -> bool {
         self.0.is_empty() || self.0.iter().any(|block| block.contains(address))

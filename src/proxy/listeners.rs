@@ -43,10 +43,7 @@ pub(crate) fn bind(
     listener: &ListenerConfig,
     tcp: &TcpConfig,
 ) -> Result<(TcpListener, SocketAddr), BindError> {
-    let address: SocketAddr = listener
-        .bind
-        .parse()
-        .expect("validate() checked that every bind address parses");
+    let address = listener.bind;
     let socket = net::bind(&listener.name, address, tcp.listen_options())?;
     let local = socket.local_addr().unwrap_or(address);
     Ok((socket, local))

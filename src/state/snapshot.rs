@@ -331,6 +331,10 @@ pub enum BuildError {
         address: String,
         reason: String,
     },
+    /// Only a configuration that skipped [`Config::validate`] gets here: a loaded one names
+    /// pools that exist.
+    #[error("{field}: no pool named '{pool}'")]
+    UnknownPool { field: String, pool: String },
 }
 
 /// What the running galera-lb has learnt beyond its configuration.
@@ -621,16 +625,20 @@ async fn build(
     let routes = config
         .listeners
         .iter()
-        .map(|listener| {
+        .enumerate()
+        .map(|(i, listener)| {
             let pool = pools
                 .iter()
                 .find(|p| p.name == listener.pool)
-                .expect("validate() checked that every listener's pool exists")
+                .ok_or_else(|| BuildError::UnknownPool {
+                    field: format!("listeners[{i}].pool"),
+                    pool: listener.pool.clone(),
+                })?
                 .clone();
             if listener.accept_proxy {
                 crate::core::proxy_protocol::register_listener(&listener.name);
             }
-            Route {
+            Ok(Route {
                 listener: listener.name.clone(),
                 policy_kind: listener.policy,
                 role: listener.role,
@@ -642,9 +650,9 @@ async fn build(
                 accept_proxy: listener.accept_proxy,
                 policy: build_policy(listener.policy, &pool.members),
                 pool,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Snapshot {
         generation,
         pools,

@@ -1,0 +1,237 @@
+//! `health:`: how galera-lb checks its backends (TCP, a MySQL login, wsrep status, HTTP), how
+//! often, and what it does on a change; and its validation. The check password may be written
+//! here, or named by `password_env` / `password_file`: [`HealthConfig::resolve_password`] reads
+//! it at start and on every reload, never while loading (see the `config` module doc).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::access::resolve_secret;
+use crate::core::secret::Secret;
+
+/// How galera-lb checks its backends.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// No checks: every backend counts as usable; only connect failover protects clients.
+    None,
+    /// A TCP connect. Cheap, but the server counts a connection closed before login as an aborted
+    /// connect, and blocks the host after `max_connect_errors` of them: prefer `handshake`.
+    Tcp,
+    /// A MySQL login as the check user, ended with COM_QUIT (no aborted connects).
+    Handshake,
+    /// A login plus the node's wsrep status: usable only when Galera says it can serve queries.
+    #[default]
+    Wsrep,
+    /// An HTTP request to the backend's `check_port` (see `health.http`): usable when the answer
+    /// has the expected status, as with Percona's clustercheck on port 9200.
+    Http,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::None => "none",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Handshake => "handshake",
+            CheckKind::Wsrep => "wsrep",
+            CheckKind::Http => "http",
+        }
+    }
+}
+
+/// What a backend's health is before its first check.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialState {
+    /// Down until its first passing check (the first result counts at once).
+    #[default]
+    Down,
+    /// Up until its first failing check.
+    Up,
+}
+
+/// What to do with a node's open sessions when it goes down (or stops being the writer).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionAction {
+    /// Leave them open: clients find out for themselves.
+    #[default]
+    None,
+    /// Close them, so clients reconnect through galera-lb to a usable node.
+    ShutdownSessions,
+}
+
+/// Health checks: how, how often, and what to do on a change.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub check: CheckKind,
+    /// Time between checks of one backend (a little jitter is added).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take; longer counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passing checks that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failing checks that take an up backend down.
+    pub fall: u32,
+    pub initial: InitialState,
+    /// A Donor node serves clients if it does not reject queries (`wsrep_sst_donor_rejects_queries`).
+    pub available_when_donor: bool,
+    /// `wsrep` checks: a node still in an older Primary view than another node of its cluster has
+    /// reported for this long is stale (it was evicted while frozen and does not know yet) and is
+    /// left out. `null` turns the comparison off.
+    #[serde(with = "humantime_serde")]
+    pub stale_view_after: Option<Duration>,
+    /// When a backend goes down: close its client sessions, or leave them.
+    pub on_down: SessionAction,
+    /// When the writer changes: close the sessions that writer listeners have on the old writer.
+    pub on_writer_change: SessionAction,
+    /// Give the writer role back to the preferred node when it is usable again (default: the
+    /// writer stays where it is while it is usable).
+    pub failback: bool,
+    /// The user the checks log in as.
+    pub user: String,
+    /// The password, written in the file (prefer `password_env` or `password_file`).
+    pub password: Option<Secret>,
+    /// The name of an environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// The request of `check: http`.
+    pub http: HttpCheckConfig,
+}
+
+/// The request `health.check: http` sends (HTTP/1.0, one per check) and the answer it wants.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpCheckConfig {
+    /// The request method; HAProxy's `option httpchk` sends OPTIONS by default.
+    pub method: String,
+    /// The request path (it starts with `/`).
+    pub path: String,
+    /// The status that means usable; any other (or no answer) is a failed check.
+    pub expect_status: u16,
+}
+
+impl Default for HttpCheckConfig {
+    fn default() -> Self {
+        HttpCheckConfig {
+            method: "OPTIONS".to_string(),
+            path: "/".to_string(),
+            expect_status: 200,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check: CheckKind::Wsrep,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+            initial: InitialState::Down,
+            available_when_donor: false,
+            stale_view_after: Some(Duration::from_secs(1)),
+            on_down: SessionAction::None,
+            on_writer_change: SessionAction::None,
+            failback: false,
+            user: "monitor".to_string(),
+            password: None,
+            password_env: None,
+            password_file: None,
+            http: HttpCheckConfig::default(),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The check password from whichever source is set (at most one is, see `validate`); empty
+    /// when none is. The error names the file and `health.password`, never the password.
+    pub fn resolve_password(&self, file: &str) -> Result<Secret, ConfigError> {
+        resolve_secret(
+            self.password.as_ref(),
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )
+        .map(Option::unwrap_or_default)
+        .map_err(|reason| ConfigError::invalid(file, "health.password", reason))
+    }
+}
+
+impl HealthConfig {
+    /// `health.*`: intervals and counts above 0, at most one password source, an HTTP request
+    /// that can be sent.
+    pub(super) fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::invalid(file, field, reason);
+        if self.interval.is_zero() {
+            return Err(err(
+                "health.interval",
+                "must be longer than 0 (e.g. 1s)".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(err(
+                "health.timeout",
+                "must be longer than 0 (e.g. 500ms)".into(),
+            ));
+        }
+        if self.rise == 0 {
+            return Err(err("health.rise", "must be at least 1".into()));
+        }
+        if self.fall == 0 {
+            return Err(err("health.fall", "must be at least 1".into()));
+        }
+        let sources = [
+            self.password.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() > 1 {
+            return Err(err(
+                "health.password",
+                "set only one of password, password_env and password_file".into(),
+            ));
+        }
+        self.http.validate(file)
+    }
+}
+
+impl HttpCheckConfig {
+    /// `health.http.*`: a method token, a path from `/`, a status from 100 to 599.
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::invalid(file, field, reason);
+        if self.method.is_empty() || !self.method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(err(
+                "health.http.method",
+                format!(
+                    "'{}' is not an HTTP method (e.g. OPTIONS, GET, HEAD)",
+                    self.method
+                ),
+            ));
+        }
+        if !self.path.starts_with('/') || !self.path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(err(
+                "health.http.path",
+                format!(
+                    "'{}' must start with / and have no spaces or control characters",
+                    self.path
+                ),
+            ));
+        }
+        if !(100..=599).contains(&self.expect_status) {
+            return Err(err(
+                "health.http.expect_status",
+                format!("{} is not an HTTP status (100 to 599)", self.expect_status),
+            ));
+        }
+        Ok(())
+    }
+}
