@@ -269,7 +269,16 @@ fn sigterm_stops_accepting_and_lets_open_sessions_finish() {
     let mut open = TcpStream::connect(("127.0.0.1", port)).unwrap();
     assert_eq!(read_greeting(&mut open), b"hello\n");
     lb.signal(libc::SIGTERM);
-    lb.wait_for_log("draining", Duration::from_secs(5));
+    // Draining shows to clients: the listening socket closes, so new connects are refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "new clients are still accepted 5 s after SIGTERM; log:\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(100));
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
@@ -295,11 +304,70 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// An admin connection opened (and served once) while descriptors were still free: galera-lb
+/// cannot accept a new one once they run out, but answers on this one (HTTP/1.1 keep-alive).
+struct KeptAdminConnection(TcpStream);
+
+impl KeptAdminConnection {
+    fn open(port: u16) -> KeptAdminConnection {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut kept = KeptAdminConnection(stream);
+        kept.metrics();
+        kept
+    }
+
+    /// `GET /metrics` on the kept connection: the body.
+    fn metrics(&mut self) -> String {
+        self.0
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.0
+                .read_exact(&mut byte)
+                .expect("an answer on the kept connection");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+        let mut body = vec![0u8; length];
+        self.0.read_exact(&mut body).unwrap();
+        String::from_utf8(body).unwrap()
+    }
+}
+
 #[test]
 fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
-    let port = free_port();
-    let yaml = simple_config(port, "round_robin", &[echo_backend("hello")], NO_CHECKS);
+    let (port, admin_port) = (free_port(), free_port());
+    let yaml = simple_config(
+        port,
+        "round_robin",
+        &[echo_backend("hello")],
+        &format!("{NO_CHECKS}admin:\n  bind: 127.0.0.1:{admin_port}\n"),
+    );
     let lb = LbProcess::start_with(&yaml, with_descriptor_limit(48));
+    let mut admin = KeptAdminConnection::open(admin_port);
+    let accept_errors = |metrics: &str| {
+        lb::metric_in(
+            metrics,
+            "galera_lb_accept_errors_total",
+            &[("listener", "rw")],
+        )
+        .expect("the listener's accept_errors series")
+    };
+    assert_eq!(accept_errors(&admin.metrics()), 0.0);
     // Each proxied client costs two descriptors: far more clients than fit.
     let mut clients = Vec::new();
     for _ in 0..60 {
@@ -309,7 +377,20 @@ fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
             .unwrap();
         clients.push(stream);
     }
-    lb.wait_for_log("out of resources", Duration::from_secs(10));
+    // Out of descriptors: the listener's accept() fails (EMFILE), which is counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin.metrics();
+        if accept_errors(&metrics) >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed accept within 10 s:\n{metrics}\nlog:\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = cpu_seconds(lb.pid());
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_seconds(lb.pid()) - before;

@@ -199,13 +199,14 @@ async fn a_node_killed_mid_test_fails_its_sessions_and_new_clients_go_elsewhere(
     let _fault = sandbox::fault_lock();
     let cluster = sandbox::cluster();
     // No health checks: this is about connect failover alone.
-    let port = free_port();
-    let lb = LbProcess::start(&simple_config(
+    let (port, admin_port) = (free_port(), free_port());
+    let _lb = LbProcess::start(&simple_config(
         port,
         "round_robin",
         &cluster.addresses,
-        NO_CHECKS,
+        &format!("{NO_CHECKS}admin:\n  bind: 127.0.0.1:{admin_port}\n"),
     ));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
 
     let mut sessions = Vec::new();
     for _ in 0..9 {
@@ -231,7 +232,17 @@ async fn a_node_killed_mid_test_fails_its_sessions_and_new_clients_go_elsewhere(
     let seen = sequential_spread(port, 30).await;
     assert_eq!(seen.values().sum::<usize>(), 30);
     assert!(!seen.contains_key("node3"), "{seen:?}");
-    assert!(lb.log().contains("cannot connect to backend"));
+    // ...because galera-lb met node3's closed port and moved on.
+    let node3 = cluster.node_address(3).to_string();
+    let refused = lb::metric(
+        admin,
+        "galera_lb_backend_connect_errors_total",
+        &[("backend", &node3), ("reason", "refused")],
+    );
+    assert!(
+        refused.is_some_and(|n| n >= 1.0),
+        "refused connects to node3: {refused:?}"
+    );
 
     cluster.start_node(3);
 }
@@ -325,7 +336,16 @@ async fn sigterm_lets_an_in_flight_query_finish() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     lb.signal(libc::SIGTERM);
-    lb.wait_for_log("draining", Duration::from_secs(5));
+    // Draining shows to clients: the listening socket closes, so new clients are refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(conn) = Conn::new(app_opts(port)).await {
+        conn.disconnect().await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "new clients are still served 5 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         Conn::new(app_opts(port)).await.is_err(),
         "new clients are refused while draining"
@@ -345,13 +365,15 @@ async fn on_down_shutdown_sessions_closes_the_sessions_of_a_failed_node() {
     let _fault = sandbox::fault_lock();
     let cluster = sandbox::cluster();
     let health = "  timeout: 300ms\n  on_down: shutdown_sessions\n";
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
     let mut yaml = format!("listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\nbackends:\n");
     for node in &cluster.addresses {
         yaml.push_str(&format!("  - address: {node}\n"));
     }
     yaml.push_str(&format!(
-        "health:\n  user: monitor\n  password: monitor\n  interval: 300ms\n{health}"
+        "health:\n  user: monitor\n  password: monitor\n  interval: 300ms\n{health}\
+         admin:\n  bind: 127.0.0.1:{admin_port}\n"
     ));
     let lb = LbProcess::start(&yaml);
 
@@ -361,11 +383,35 @@ async fn on_down_shutdown_sessions_closes_the_sessions_of_a_failed_node() {
         let name = node_name(&mut conn).await;
         sessions.push((name, conn));
     }
-    cluster.reject_queries(2, true);
-    lb.wait_for_log(
-        "closing the sessions of a backend that went down",
-        Duration::from_secs(5),
+    let node2 = cluster.node_address(2).to_string();
+    let on_node2 = sessions.iter().filter(|(name, _)| name == "node2").count();
+    assert!(on_node2 > 0, "round robin put a session on node2");
+    assert_eq!(
+        lb::metric(
+            admin,
+            "galera_lb_backend_connections_active",
+            &[("backend", &node2)]
+        ),
+        Some(on_node2 as f64)
     );
+    cluster.reject_queries(2, true);
+    // node2 goes down, and galera-lb closes its sessions: none is left open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = lb::http_get(admin, "/metrics").body;
+        let of_node2 = |name| lb::metric_in(&metrics, name, &[("backend", &node2)]);
+        if of_node2("galera_lb_backend_up") == Some(0.0)
+            && of_node2("galera_lb_backend_connections_active") == Some(0.0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node2 is not down with its sessions closed within 5 s:\n{metrics}\nlog:\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for (name, mut conn) in sessions {
         let result = conn.query_first::<i64, _>("SELECT 1").await;
         if name == "node2" {
@@ -385,10 +431,11 @@ async fn a_check_login_that_fails_reports_the_server_error_and_keeps_the_node_ou
     let _shared = sandbox::shared_lock();
     let cluster = sandbox::cluster();
     for check in ["handshake", "wsrep"] {
-        let port = free_port();
+        let (port, admin_port) = (free_port(), free_port());
         let yaml = format!(
             "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\nbackends:\n  - address: {}\n\
-             health:\n  check: {check}\n  user: monitor\n  password: wrong\n  interval: 300ms\n",
+             health:\n  check: {check}\n  user: monitor\n  password: wrong\n  interval: 300ms\n\
+             admin:\n  bind: 127.0.0.1:{admin_port}\n",
             cluster.node_address(1)
         );
         let lb = LbProcess::start(&yaml);
@@ -402,6 +449,20 @@ async fn a_check_login_that_fails_reports_the_server_error_and_keeps_the_node_ou
             }
             other => panic!("expected an ERR packet, got {other:?}"),
         }
+        // The server's error is the node's state: down, for `error 1045`.
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let status = lb::status(admin);
+            let node = &status["backends"][0];
+            if node["health"] == "down" && node["reason"] == "error 1045" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{check}: {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Kept on the log: the operator reads the failed login there, and the password must
+        // not be in it.
         lb.wait_for_log("reason=error 1045", Duration::from_secs(3));
         assert!(!lb.log().contains("hunter2") && !lb.log().contains("password=wrong"));
     }

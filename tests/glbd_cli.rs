@@ -194,16 +194,21 @@ impl Drop for Daemon {
 #[test]
 fn subcommand_round_robin_spreads_clients_evenly() {
     let (a, b, c) = (backend("a"), backend("b"), backend("c"));
-    let port = lb::free_port();
-    let glbd = Glbd::subcommand(&[
+    let (port, control_port) = (lb::free_port(), lb::free_port());
+    let _glbd = Glbd::subcommand(&[
         "--round".into(),
+        "--control".into(),
+        format!("127.0.0.1:{control_port}"),
         format!("127.0.0.1:{port}"),
         dest(a, None),
         dest(b, None),
         dest(c, None),
     ]);
     assert_eq!(spread(port, 6), counts(&[("a", 2), ("b", 2), ("c", 2)]));
-    assert!(glbd.log().contains("round_robin"), "{}", glbd.log());
+    let control: std::net::SocketAddr = format!("127.0.0.1:{control_port}").parse().unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&lb::control(control, "getinfo json\n")).unwrap();
+    assert_eq!(info["listeners"][0]["policy"], "round_robin", "{info}");
 }
 
 #[test]

@@ -592,22 +592,32 @@ fn echo(stream: &mut std::net::TcpStream, text: &str) -> String {
 #[test]
 fn haproxy_config_reloads_on_sighup_and_sigusr2_keeping_sessions() {
     let (a, b, c) = (echo_backend("a"), echo_backend("b"), echo_backend("c"));
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
     let file = tempfile::Builder::new().suffix(".cfg").tempfile().unwrap();
+    // A stats section (galera-lb's admin port) follows the listen section, in every version of
+    // the file: the reloads are counted there.
     let write = |body: &str| {
         std::fs::write(
             file.path(),
-            format!("listen db\n    bind 127.0.0.1:{port}\n{body}"),
+            format!(
+                "listen db\n    bind 127.0.0.1:{port}\n{body}frontend stats\n    \
+                 bind 127.0.0.1:{admin_port}\n    mode http\n    \
+                 http-request use-service prometheus-exporter if {{ path /metrics }}\n"
+            ),
         )
         .unwrap();
     };
     write(&format!("    server a {a}\n"));
     let lb = Proc::galera_lb(file.path());
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let reloads = |result: &str| {
+        lb::metric(admin, "galera_lb_reloads_total", &[("result", result)]).unwrap_or(0.0)
+    };
     let reload = |signal: i32| {
-        let before = lb.log().matches("configuration reloaded").count();
+        let before = reloads("ok");
         lb.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while lb.log().matches("configuration reloaded").count() == before {
+        while reloads("ok") == before {
             assert!(
                 Instant::now() < deadline,
                 "no reload on signal {signal}:\n{}",
@@ -615,6 +625,8 @@ fn haproxy_config_reloads_on_sighup_and_sigusr2_keeping_sessions() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_eq!(reloads("ok"), before + 1.0, "one reload on signal {signal}");
+        assert_eq!(reloads("error"), 0.0);
     };
     let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut kept = connect();
@@ -641,8 +653,23 @@ fn haproxy_config_reloads_on_sighup_and_sigusr2_keeping_sessions() {
     // A broken file is refused; the running configuration stays.
     write("    mode http\n    server c 127.0.0.1:1\n");
     lb.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads("error") == 0.0 {
+        assert!(Instant::now() < deadline, "no refusal:\n{}", lb.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!((reloads("ok"), reloads("error")), (2.0, 1.0));
+    // Kept on the log: the reason for a refused reload reaches the operator only there.
     lb.wait_for("reload refused", Duration::from_secs(10));
-    assert!(lb.log().contains("mode http"), "{}", lb.log());
+    let refusal = lb
+        .log()
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .map(str::to_string);
+    assert!(
+        refusal.as_ref().is_some_and(|l| l.contains("mode http")),
+        "{refusal:?}"
+    );
     assert_eq!(greeting(&mut connect()), "c");
     assert_eq!(echo(&mut kept, "still"), "still");
 }

@@ -1145,37 +1145,57 @@ fn every_instance_elects_the_node_with_the_lowest_local_index() {
     let mut elections = Vec::new();
     for _ in 0..INSTANCES {
         let listener = Listener::new("rw", "writer");
-        let lb = LbProcess::start(&lb_config(&[&listener], &wsrep_health()));
-        lb.wait_for_log("writer elected", Duration::from_secs(5));
-        let log = log_of(&lb);
-        let elected = log
-            .lines()
-            .find(|l| l.contains("writer elected"))
-            .unwrap()
-            .to_string();
-        // A hint of what the instance had seen when it elected (check tasks log concurrently,
-        // so the order of lines is only roughly the order of events).
-        let seen = log
-            .lines()
-            .take_while(|l| !l.contains("writer elected"))
-            .filter(|l| l.contains("backend up"))
-            .count();
-        elections.push((elected, seen, log));
+        let admin_port = free_port();
+        let lb = LbProcess::start(&lb_config(
+            &[&listener],
+            &format!("{}admin:\n  bind: 127.0.0.1:{admin_port}\n", wsrep_health()),
+        ));
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+        // The first election: the pool's writer, and how many times it changed (the first
+        // election included): 1 means the writer seen is the first one elected.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (writers, changes) = loop {
+            let metrics = lb::http_get(admin, "/metrics").body;
+            let writers: Vec<usize> = (1..=3)
+                .filter(|&n| {
+                    lb::metric_in(
+                        &metrics,
+                        "galera_lb_backend_writer",
+                        &[("pool", "default"), ("backend", &address(n))],
+                    ) == Some(1.0)
+                })
+                .collect();
+            let changes = lb::metric_in(
+                &metrics,
+                "galera_lb_writer_changes_total",
+                &[("pool", "default")],
+            );
+            if changes.is_some() && !writers.is_empty() {
+                break (writers, changes);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no writer elected within 5 s:\n{metrics}\nlog:\n{}",
+                log_of(&lb)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        elections.push((writers, changes, log_of(&lb)));
     }
-    let wrong: Vec<&(String, usize, String)> = elections
+    let wrong: Vec<&(Vec<usize>, Option<f64>, String)> = elections
         .iter()
-        .filter(|(line, _, _)| !has_field(line, "writer", &address(expected)))
+        .filter(|(writers, changes, _)| *writers != [expected] || *changes != Some(1.0))
         .collect();
     assert!(
         wrong.is_empty(),
         "{} of {INSTANCES} instances did not elect node{expected} ({}), the node with the lowest \
-         wsrep_local_index {indexes:?}:\n{}\n--- log of the first of them ---\n{}",
+         wsrep_local_index {indexes:?}, first:\n{}\n--- log of the first of them ---\n{}",
         wrong.len(),
         address(expected),
         wrong
             .iter()
-            .map(|(line, seen, _)| format!(
-                "  ({seen} `backend up` line(s) logged before it) {line}"
+            .map(|(writers, changes, _)| format!(
+                "  writer node{writers:?} after {changes:?} writer change(s)"
             ))
             .collect::<Vec<_>>()
             .join("\n"),

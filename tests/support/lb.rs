@@ -319,6 +319,99 @@ pub fn http_get(address: SocketAddr, path: &str) -> HttpReply {
     http(address, "GET", path)
 }
 
+/// The value of the series `name` with exactly `labels` (in any order) in Prometheus' text
+/// format; `None` when the series is absent (a counter whose labels never occurred).
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    wanted.sort();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, mut found) = match series.split_once('{') {
+                Some((series_name, rest)) => (series_name, parse_labels(rest.strip_suffix('}')?)?),
+                None => (series, Vec::new()),
+            };
+            found.sort();
+            (series_name == name && found == wanted).then(|| {
+                value
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{line:?}: not a number: {e}"))
+            })
+        })
+}
+
+/// `k1="v1",k2="v2"` (backslash escapes undone).
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key.to_string(), value));
+        rest = after[end + 1..]
+            .strip_prefix(',')
+            .unwrap_or(&after[end + 1..]);
+    }
+    Some(labels)
+}
+
+/// One scrape of the admin port's `/metrics`: the value of one series, as [`metric_in`].
+pub fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let reply = http_get(admin, "/metrics");
+    assert_eq!(reply.status, 200, "/metrics: {reply:?}");
+    metric_in(&reply.body, name, labels)
+}
+
+/// Scrapes the admin port's `/metrics` until `accept` is happy with the series' value (`None`
+/// while it is absent), for up to `timeout`; returns the value, or panics with the last scrape.
+pub fn wait_for_metric(
+    admin: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    timeout: Duration,
+    accept: impl Fn(Option<f64>) -> bool,
+) -> Option<f64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reply = http_get(admin, "/metrics");
+        assert_eq!(reply.status, 200, "/metrics: {reply:?}");
+        let value = metric_in(&reply.body, name, labels);
+        if accept(value) {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{name}{labels:?} is {value:?}, not as expected, after {timeout:?}; the metrics:\n{}",
+                reply.body
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The admin port's `/status` document.
+pub fn status(admin: SocketAddr) -> serde_json::Value {
+    let reply = http_get(admin, "/status");
+    assert_eq!(reply.status, 200, "/status: {reply:?}");
+    serde_json::from_str(&reply.body)
+        .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", reply.body))
+}
+
 /// What a command run by [`run_bounded`] did.
 #[derive(Debug)]
 pub struct Bounded {
