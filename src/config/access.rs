@@ -41,7 +41,7 @@ impl Default for AdminConfig {
 }
 
 impl AdminConfig {
-    pub fn access_fields(&self) -> AccessFields<'_> {
+    pub(crate) fn access_fields(&self) -> AccessFields<'_> {
         AccessFields {
             section: "admin",
             token: self.token.as_ref(),
@@ -91,7 +91,7 @@ impl Default for ControlConfig {
 }
 
 impl ControlConfig {
-    pub fn access_fields(&self) -> AccessFields<'_> {
+    pub(crate) fn access_fields(&self) -> AccessFields<'_> {
         AccessFields {
             section: "control",
             token: self.token.as_ref(),
@@ -104,7 +104,7 @@ impl ControlConfig {
 
 /// The access fields the control and admin sections share (see `crate::core::access`).
 #[derive(Debug, Clone, Copy)]
-pub struct AccessFields<'a> {
+pub(crate) struct AccessFields<'a> {
     /// `control` or `admin`, for messages.
     pub section: &'static str,
     pub token: Option<&'a Secret>,
@@ -145,7 +145,7 @@ impl AccessFields<'_> {
 
     /// The token from whichever source is set, and the allowlist. The error names the file and
     /// the field (`FILE: control.token_file: cannot read ...`) and never contains the token.
-    pub fn resolve(&self, file: &str) -> Result<Access, ConfigError> {
+    pub(crate) fn resolve(&self, file: &str) -> Result<Access, ConfigError> {
         let section = self.section;
         let field = if self.token_env.is_some() {
             "token_env"

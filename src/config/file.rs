@@ -27,7 +27,7 @@ use crate::core::secret::Secret;
 /// The whole file (see [`Config`] for what each section means).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     #[serde(default)]
     runtime: RuntimeConfig,
     #[serde(default)]
@@ -138,7 +138,7 @@ impl Default for AdminFile {
 /// Why a [`ConfigFile`] is not a [`Config`]: the field and the reason (the file is added by
 /// whoever knows it).
 #[derive(Debug)]
-pub struct Untyped {
+pub(crate) struct Untyped {
     pub field: String,
     pub reason: String,
 }
@@ -150,7 +150,7 @@ impl std::fmt::Display for Untyped {
 }
 
 impl Untyped {
-    pub fn in_file(self, file: &str) -> ConfigError {
+    pub(crate) fn in_file(self, file: &str) -> ConfigError {
         ConfigError::invalid(file, self.field, self.reason)
     }
 }
@@ -181,7 +181,7 @@ fn allow_list(entries: &[String], section: &str) -> Result<AllowList, Untyped> {
 impl ConfigFile {
     /// The same configuration with its listening addresses typed; an address that does not
     /// parse is refused naming its field. The rest of validation is [`Config::validate`]'s.
-    pub fn typed(self) -> Result<Config, Untyped> {
+    pub(crate) fn typed(self) -> Result<Config, Untyped> {
         let listeners = self
             .listeners
             .into_iter()

@@ -155,7 +155,7 @@ impl Default for HealthConfig {
 impl HealthConfig {
     /// The check password from whichever source is set (at most one is, see `validate`); empty
     /// when none is. The error names the file and `health.password`, never the password.
-    pub fn resolve_password(&self, file: &str) -> Result<Secret, ConfigError> {
+    pub(crate) fn resolve_password(&self, file: &str) -> Result<Secret, ConfigError> {
         resolve_secret(
             self.password.as_ref(),
             self.password_env.as_deref(),

@@ -57,7 +57,7 @@ pub struct TcpConfig {
 
 impl TcpConfig {
     /// How listening sockets are opened.
-    pub fn listen_options(&self) -> crate::core::net::ListenOptions {
+    pub(crate) fn listen_options(&self) -> crate::core::net::ListenOptions {
         crate::core::net::ListenOptions {
             reuse_port: self.reuse_port,
             backlog: self.backlog,

@@ -82,16 +82,8 @@ pub enum ProxyProtocol {
 }
 
 impl ProxyProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProxyProtocol::Off => "off",
-            ProxyProtocol::V1 => "v1",
-            ProxyProtocol::V2 => "v2",
-        }
-    }
-
     /// The header version to write, `None` for `off`.
-    pub fn version(self) -> Option<crate::core::proxy_protocol::Version> {
+    pub(crate) fn version(self) -> Option<crate::core::proxy_protocol::Version> {
         match self {
             ProxyProtocol::Off => None,
             ProxyProtocol::V1 => Some(crate::core::proxy_protocol::Version::V1),
@@ -115,7 +107,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Any => "any",
             Role::Writer => "writer",

@@ -45,7 +45,7 @@ mod limits;
 mod listener;
 mod pool;
 mod runtime;
-pub mod source;
+pub(crate) mod source;
 
 use std::path::Path;
 
@@ -54,16 +54,16 @@ use serde::Deserialize;
 use crate::core::access::Access;
 use crate::core::secret::Secret;
 
-pub use access::{AccessFields, AdminConfig, ControlConfig};
+pub use access::{AdminConfig, ControlConfig};
 pub use health::{CheckKind, HealthConfig, HttpCheckConfig, InitialState, SessionAction};
 pub use limits::{LimitsConfig, TcpConfig};
 pub use listener::{ListenerConfig, PolicyKind, ProxyProtocol, Role};
 pub use pool::{BackendConfig, DEFAULT_POOL, Discover, PoolConfig, PoolView, split_host_port};
-pub use runtime::{LogConfig, LogFormat, RuntimeConfig, log_filter};
+pub(crate) use runtime::{LogConfig, LogFormat, RuntimeConfig, log_filter};
 
 /// The configuration used when no `--config` is given: galera-lb on 127.0.0.1:3306 in front of the
 /// three-node sandbox that `scripts/sandbox start` runs on 3316/3326/3336.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/sandbox.yaml");
+pub(crate) const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/sandbox.yaml");
 
 /// A configuration problem, naming where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]

@@ -41,7 +41,7 @@ impl Default for LogConfig {
 /// refused: the config fuzzer found that their parsing can take seconds of CPU (field values are
 /// compiled into automata) and trips an ordering invariant inside tracing-subscriber 0.3.23
 /// (a debug assertion), and choosing log levels never needs them.
-pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+pub(crate) fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
     if let Some(c) = level
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "_:,=-.[]{} \t".contains(*c)))

@@ -30,7 +30,7 @@ pub struct HaproxyOptions {
 
 impl ConfigSource {
     /// The file, for messages.
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         match self {
             ConfigSource::Yaml(path) | ConfigSource::Haproxy { path, .. } => path,
         }
@@ -38,7 +38,7 @@ impl ConfigSource {
 
     /// Reads and validates the configuration; an HAProxy file's translation warnings are
     /// logged.
-    pub fn load(&self) -> Result<Config, String> {
+    pub(crate) fn load(&self) -> Result<Config, String> {
         match self {
             ConfigSource::Yaml(path) => Config::load(path).map_err(|e| e.to_string()),
             ConfigSource::Haproxy { path, options } => {

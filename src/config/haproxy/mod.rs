@@ -12,10 +12,10 @@
 //! `galera-lb import-haproxy FILE` prints the translation; `galera-lb --haproxy-config FILE`
 //! runs from it, re-translating the file on every reload (see `crate::config::source`).
 
-pub mod parse;
+pub(crate) mod parse;
 pub mod translate;
 
-pub use translate::{Options, TranslateError, Translation, translate};
+pub use translate::{Options, translate};
 
 use std::path::Path;
 
@@ -24,7 +24,7 @@ use crate::config::Config;
 /// Reads `path`, translates it and validates the result: the configuration galera-lb runs, and
 /// the warnings to show. The error is a complete message (naming the file and line, or the
 /// translated field).
-pub fn load(path: &Path, options: &Options) -> Result<(Config, Vec<String>), String> {
+pub(crate) fn load(path: &Path, options: &Options) -> Result<(Config, Vec<String>), String> {
     let file = path.display().to_string();
     let text = std::fs::read(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
     let text = String::from_utf8_lossy(&text);

@@ -12,7 +12,7 @@
 
 /// One non-empty configuration line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
+pub(crate) struct Line {
     /// 1-based line number in the file.
     pub number: usize,
     /// The words, quotes and escapes resolved.
@@ -23,19 +23,19 @@ pub struct Line {
 
 impl Line {
     /// The first word (the keyword).
-    pub fn keyword(&self) -> &str {
+    pub(crate) fn keyword(&self) -> &str {
         self.words.first().map_or("", String::as_str)
     }
 
     /// The `i`th word, or "" when there are fewer.
-    pub fn word(&self, i: usize) -> &str {
+    pub(crate) fn word(&self, i: usize) -> &str {
         self.words.get(i).map_or("", String::as_str)
     }
 }
 
 /// What a section header says the section is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SectionKind {
+pub(crate) enum SectionKind {
     /// Lines before the first section header.
     None,
     Global,
@@ -50,7 +50,7 @@ pub enum SectionKind {
 
 /// A section header and its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
+pub(crate) struct Section {
     pub kind: SectionKind,
     /// The name after the keyword (`listen galera` → `galera`); `None` for `global` and for
     /// unnamed `defaults`.
@@ -83,7 +83,7 @@ const SECTION_KEYWORDS: &[&str] = &[
 ];
 
 /// Splits HAProxy configuration text into sections.
-pub fn parse(text: &str) -> Vec<Section> {
+pub(crate) fn parse(text: &str) -> Vec<Section> {
     let mut sections: Vec<Section> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;

@@ -757,7 +757,7 @@ fn server_options(line: &Line, start: usize, server: &mut Server, notes: &mut No
 
 /// HAProxy's time format: a number with an optional unit (`us`, `ms` — the default — `s`,
 /// `m`, `h`, `d`).
-pub fn parse_time(text: &str) -> Option<Duration> {
+pub(crate) fn parse_time(text: &str) -> Option<Duration> {
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
