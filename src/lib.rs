@@ -21,21 +21,30 @@
 //! 4. [`proxy`] (accept, session, copy, park) and [`sources`] (control port, health checks,
 //!    discovery, signals): they read snapshots and send changes; neither imports the other.
 //! 5. [`admin`]: the admin HTTP port, metrics rendering, the status page (read only).
-//! 6. [`app`]: wiring: start, drain, run.
+//! 6. `app`: wiring: start, drain, run (private; its entry points are re-exported here).
 //! 7. [`cli`]: the command line (clap, glbd's argv, daemon mode).
 //!
 //! # Public surface
 //!
-//! What the binary, the integration tests, the benches and the fuzz targets use: [`start`],
-//! [`run`], [`run_from`], [`Running`] and [`RunError`]; the configuration types ([`config`],
-//! [`config::haproxy`], [`config::source`], [`config::diff`]); the wire formats and parsers
-//! ([`core::mysql_packet`], [`core::proxy_protocol`], [`core::wsrep`],
-//! [`sources::control::parse`], [`cli::glbd`]); [`core::counters::metrics`] for tests that read
-//! event counters; [`state::snapshot::Updater`] for the pick benchmark;
-//! [`sources::health::view::Views`] for the fuzzer; [`cli::main`] for the binary.
+//! Everything is `pub(crate)` unless the binary, an integration test, a bench or a fuzz check
+//! needs it (the compiler's privacy errors decided, not taste). What is public:
+//!
+//! - running galera-lb: [`start`], [`start_from`], [`run`], [`run_from`], [`Running`] (its
+//!   addresses, router, `drain`, `reload`) and [`RunError`]; [`cli::main`] for the binary;
+//! - the configuration: [`config::Config`] and its section types, [`config::ConfigError`],
+//!   [`config::diff`], [`config::haproxy::translate`], and
+//!   [`cli::glbd::parse_with_resolver`] (glbd's command line);
+//! - the wire formats and parsers, for the fuzz checks and benches: [`core::mysql_packet`],
+//!   [`core::proxy_protocol`], [`core::wsrep`], [`sources::control::parse`] and
+//!   [`sources::health::view::Views`];
+//! - what tests read or set to observe state: [`core::counters::metrics`],
+//!   [`core::backend::BackendState`], and the routing snapshot ([`state::snapshot`]) with the
+//!   types it hands out (its pools' writer role, the change type `Running` sends).
+//!
+//! Struct fields stay as they were.
 
 pub mod admin;
-pub mod app;
+mod app;
 pub mod cli;
 pub mod config;
 pub mod core;
