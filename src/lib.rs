@@ -32,7 +32,7 @@
 //! - running galera-lb: [`start`], [`start_from`], [`run`], [`run_from`], [`Running`] (its
 //!   addresses, router, `drain`, `reload`) and [`RunError`]; [`cli::main`] for the binary;
 //! - the configuration: [`config::Config`] and its section types, [`config::ConfigError`],
-//!   [`config::diff`], [`config::haproxy::translate`], and
+//!   [`config::diff`], [`config::haproxy::translate()`], and
 //!   [`cli::glbd::parse_with_resolver`] (glbd's command line);
 //! - the wire formats and parsers, for the fuzz checks and benches: [`core::mysql_packet`],
 //!   [`core::proxy_protocol`], [`core::wsrep`], [`sources::control::parse`] and
