@@ -165,12 +165,14 @@ impl HealthMonitor {
         router: Arc<Router>,
         tasks: TaskTracker,
     ) -> HealthMonitor {
-        let probes: MakeCheck = Arc::new(|settings, address, header| {
+        let relays = tasks.clone();
+        let probes: MakeCheck = Arc::new(move |settings, address, header| {
             Box::new(Probe::new(
                 &settings.config,
                 address,
                 &settings.password,
                 header,
+                relays.clone(),
             ))
         });
         HealthMonitor::start_with(settings, router, tasks, probes)

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
+use tokio_util::task::TaskTracker;
 
 use super::relay;
 use crate::config::{CheckKind, HealthConfig, HttpCheckConfig, ProxyProtocol};
@@ -92,6 +93,8 @@ pub(crate) struct Probe {
     /// The PROXY header version each check sends first, `None` for none.
     proxy_header: Option<Version>,
     conn: Option<Conn>,
+    /// Where the PROXY header relays run, so that shutdown waits for them too.
+    relays: TaskTracker,
 }
 
 impl std::fmt::Debug for Probe {
@@ -106,12 +109,14 @@ impl std::fmt::Debug for Probe {
 
 impl Probe {
     /// A probe of the kind `config` asks for, connecting to `address`, sending a PROXY header
-    /// without addresses first when `proxy_header` is on (not for `http` checks).
+    /// without addresses first when `proxy_header` is on (not for `http` checks), through
+    /// relays that run on `relays`.
     pub(crate) fn new(
         config: &HealthConfig,
         address: SocketAddr,
         password: &Secret,
         proxy_header: ProxyProtocol,
+        relays: TaskTracker,
     ) -> Probe {
         let user = config.user.as_str();
         let opts = OptsBuilder::default()
@@ -133,6 +138,7 @@ impl Probe {
             http: config.http.clone(),
             proxy_header: proxy_header.version(),
             conn: None,
+            relays,
         }
     }
 
@@ -183,7 +189,7 @@ impl Probe {
         let opts = match self.proxy_header {
             None => self.opts.clone(),
             Some(version) => {
-                let relay = relay::open(self.address, version)
+                let relay = relay::open(self.address, version, &self.relays)
                     .await
                     .map_err(|e| Outcome::failed(&io_reason(&e.to_string()), e.to_string()))?;
                 OptsBuilder::from_opts(self.opts.clone())

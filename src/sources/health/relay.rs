@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
 
 use crate::core::proxy_protocol::{self, Version};
 
@@ -29,12 +30,17 @@ use crate::core::proxy_protocol::{self, Version};
 const ACCEPT_WITHIN: Duration = Duration::from_secs(10);
 
 /// Connects to `node`, sends a header without addresses of `version`, and returns the loopback
-/// address of a relay to it that accepts one connection.
-pub(crate) async fn open(node: SocketAddr, version: Version) -> io::Result<SocketAddr> {
+/// address of a relay to it, run on `tasks`, that accepts one connection and copies until
+/// either side closes.
+pub(crate) async fn open(
+    node: SocketAddr,
+    version: Version,
+    tasks: &TaskTracker,
+) -> io::Result<SocketAddr> {
     let mut upstream = connect_with_header(node, version).await?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let address = listener.local_addr()?;
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let Ok(Ok((mut client, from))) =
             tokio::time::timeout(ACCEPT_WITHIN, listener.accept()).await
         else {
@@ -88,7 +94,9 @@ mod tests {
                 // The relay passes the close on.
                 assert_eq!(stream.read(&mut reply).await.unwrap(), 0);
             });
-            let relay = open(node_address, version).await.unwrap();
+            let relay = open(node_address, version, &TaskTracker::new())
+                .await
+                .unwrap();
             assert!(relay.ip().is_loopback());
             let mut client = TcpStream::connect(relay).await.unwrap();
             let mut greeting = vec![0u8; 8];
@@ -105,7 +113,9 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = closed.local_addr().unwrap();
         drop(closed);
-        let error = open(address, Version::V1).await.unwrap_err();
+        let error = open(address, Version::V1, &TaskTracker::new())
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
     }
 }
