@@ -4,8 +4,10 @@
 //! with the values galera-lb keeps anyway as atomics, is the admin layer's job
 //! (`crate::admin::metrics`), which only reads.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Counters of events that happen off the hot path, for the whole process.
@@ -119,41 +121,38 @@ impl Metrics {
     /// Deletes every series whose label `label` is `value` (a backend that was removed, say), so
     /// that a scrape shows only what exists.
     pub(crate) fn forget(&self, label: &str, value: &str) {
-        use prometheus::core::Collector;
-        let has_it = |m: &prometheus::proto::Metric| {
+        forget_in(&self.check_duration, label, value);
+        forget_in(&self.check_failures, label, value);
+        forget_in(&self.client_errors, label, value);
+        forget_in(&self.writer_changes, label, value);
+        forget_in(&self.idle_timeouts, label, value);
+        forget_in(&self.proxy_header_rejected, label, value);
+    }
+}
+
+/// Removes the series of `vec` whose label `label` is `value`, whatever its other labels.
+fn forget_in<T: MetricVecBuilder>(vec: &MetricVec<T>, label: &str, value: &str) {
+    let doomed: Vec<HashMap<String, String>> = vec
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .filter(|m| {
             m.get_label()
                 .iter()
                 .any(|pair| pair.name() == label && pair.value() == value)
-        };
-        let labels_of = |m: &prometheus::proto::Metric| -> Vec<(String, String)> {
+        })
+        .map(|m| {
             m.get_label()
                 .iter()
                 .map(|pair| (pair.name().to_string(), pair.value().to_string()))
                 .collect()
-        };
-        macro_rules! forget_in {
-            ($($vec:expr),*) => {$(
-                let doomed: Vec<Vec<(String, String)>> = $vec
-                    .collect()
-                    .iter()
-                    .flat_map(|family| family.get_metric().iter())
-                    .filter(|m| has_it(m))
-                    .map(labels_of)
-                    .collect();
-                for labels in &doomed {
-                    let labels: std::collections::HashMap<&str, &str> =
-                        labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    let _ = $vec.remove(&labels);
-                }
-            )*};
-        }
-        forget_in!(
-            self.check_duration,
-            self.check_failures,
-            self.client_errors,
-            self.writer_changes,
-            self.idle_timeouts,
-            self.proxy_header_rejected
-        );
+        })
+        .collect();
+    for labels in &doomed {
+        let labels: HashMap<&str, &str> = labels
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let _ = vec.remove(&labels);
     }
 }
