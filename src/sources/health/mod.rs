@@ -643,6 +643,19 @@ mod tests {
         member.backend.clone()
     }
 
+    /// Three synced nodes (wsrep_local_index 0, 1, 2) after the first round: 3316 is the writer.
+    async fn three_synced_nodes() -> (Script, Arc<Router>, HealthMonitor) {
+        let script = Script::default();
+        for (i, port) in NODES.into_iter().enumerate() {
+            script.set(port, synced(i as u32), NOW);
+        }
+        let (router, monitor) = monitor(&script).await;
+        monitor.first_round(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        (script, router, monitor)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_first_election_waits_for_every_first_check() {
         let script = Script::default();
@@ -659,14 +672,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_writer_moves_after_fall_failures_and_its_sessions_are_closed() {
-        let script = Script::default();
-        for (i, port) in NODES.into_iter().enumerate() {
-            script.set(port, synced(i as u32), NOW);
-        }
-        let (router, monitor) = monitor(&script).await;
-        monitor.first_round(Duration::from_secs(3)).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(writer_port(&router), Some(3316));
+        let (script, router, _monitor) = three_synced_nodes().await;
         let sessions = backend(&router, 3316).session_closer();
 
         script.set(3316, Outcome::failed("refused", String::new()), NOW);
@@ -693,14 +699,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_read_only_writer_gives_up_the_role_at_once_and_stays_up() {
-        let script = Script::default();
-        for (i, port) in NODES.into_iter().enumerate() {
-            script.set(port, synced(i as u32), NOW);
-        }
-        let (router, monitor) = monitor(&script).await;
-        monitor.first_round(Duration::from_secs(3)).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(writer_port(&router), Some(3316));
+        let (script, router, _monitor) = three_synced_nodes().await;
 
         script.set(3316, read_only(0), NOW);
         tokio::time::sleep(Duration::from_millis(1150)).await;
