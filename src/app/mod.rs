@@ -265,6 +265,7 @@ pub async fn start_from(
         config: config.clone(),
         config_file: source,
         stop: stop_background.clone(),
+        reader: Default::default(),
     };
     background.spawn(task.run(change_rx));
     background.spawn(trim::run(ctx.clone(), stop_background.clone()));
@@ -360,11 +361,17 @@ pub async fn run_from(
     source: Option<ConfigSource>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let reload_signals = signals::ReloadSignals::install()
+        .map_err(|e| warn!(error = %e, "cannot install the SIGHUP/SIGUSR2 handlers: reload with the control port's `reload`"))
+        .ok();
     let running = start_from(config, config_file, source).await?;
     notify::ready();
-    let hangups = tokio::spawn(signals::forward_reloads(running.changes.clone()));
+    let hangups = reload_signals
+        .map(|signals| tokio::spawn(signals::forward_reloads(signals, running.changes.clone())));
     shutdown.await;
-    hangups.abort();
+    if let Some(hangups) = hangups {
+        hangups.abort();
+    }
     notify::stopping();
     running.drain().await;
     Ok(())

@@ -105,6 +105,7 @@ enum Generate {
 
 /// The `galera-lb` program.
 pub fn main() -> ExitCode {
+    crate::sources::signals::ignore_reloads_until_installed();
     let args: Vec<OsString> = std::env::args_os().collect();
     if let Some(glbd_args) = glbd_arguments(&args) {
         return glbd_main(glbd_args);
@@ -333,22 +334,14 @@ fn glbd_main(args: &[OsString]) -> ExitCode {
 
 fn load(source: Option<&ConfigSource>) -> Result<(Config, String), String> {
     match source {
-        Some(source @ ConfigSource::Haproxy { path, options }) => {
-            // Print the translation's warnings before logging is set up: they are about the file.
-            let (config, warnings) = crate::config::haproxy::load(
-                path,
-                &crate::config::haproxy::Options {
-                    keep_checks: options.keep_checks,
-                },
-            )?;
+        Some(source) => {
+            let (config, warnings) = source.read_with_timeout()?;
+            // Printed before logging is set up: they are about the file.
             for warning in warnings {
                 eprintln!("galera-lb: warning: {warning}");
             }
             Ok((config, source.path().display().to_string()))
         }
-        Some(source) => source
-            .load()
-            .map(|config| (config, source.path().display().to_string())),
         None => Ok((Config::builtin_default(), "<built-in default>".to_string())),
     }
 }
@@ -356,7 +349,10 @@ fn load(source: Option<&ConfigSource>) -> Result<(Config, String), String> {
 /// `galera-lb import-haproxy FILE`: the YAML on stdout, warnings and errors on stderr.
 fn import_haproxy(path: &Path, keep_checks: bool) -> ExitCode {
     let file = path.display().to_string();
-    let text = match std::fs::read(path) {
+    let text = match crate::core::bounded_read::read_regular(
+        path,
+        crate::core::bounded_read::MAX_CONFIG_BYTES,
+    ) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
             eprintln!("galera-lb: {file}: cannot read: {e}");

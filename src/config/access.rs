@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::ConfigError;
 use crate::core::access::{Access, AllowList};
+use crate::core::bounded_read::MAX_SECRET_BYTES;
 use crate::core::secret::Secret;
 
 /// The admin HTTP port (see `crate::admin`).
@@ -202,8 +203,10 @@ pub(super) fn resolve_secret(
             .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"));
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
+        let bytes = crate::core::bounded_read::read_regular(path, MAX_SECRET_BYTES)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("cannot read {}: it is not UTF-8 text", path.display()))?;
         return Ok(Some(Secret::new(
             text.lines().next().unwrap_or("").to_string(),
         )));

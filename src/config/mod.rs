@@ -52,6 +52,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::core::access::Access;
+use crate::core::bounded_read::{MAX_CONFIG_BYTES, read_regular};
 use crate::core::secret::Secret;
 
 pub use access::{AdminConfig, ControlConfig};
@@ -135,9 +136,13 @@ impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+            file: file.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"),
         })?;
         Config::from_yaml(&text, &file)
     }

@@ -8,6 +8,8 @@
 //! - [`proxy_protocol`]: the PROXY protocol header (v1, v2), written and read.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`access`]: address allowlists and tokens for the control and admin ports.
+//! - [`bounded_read`]: reading configuration and secret files: regular files only, bounded in
+//!   size, off the runtime with a timeout.
 //! - [`secret`]: a string that never shows in logs or `Debug` output.
 //! - [`net`]: listening sockets with galera-lb's options, and the one accept loop.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
@@ -15,6 +17,7 @@
 
 pub(crate) mod access;
 pub mod backend;
+pub(crate) mod bounded_read;
 pub mod counters;
 pub(crate) mod limit;
 pub mod mysql_packet;

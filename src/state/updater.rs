@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::config::diff::{self, ConfigDiff};
 use crate::config::source::ConfigSource;
 use crate::core::backend::AdminState;
+use crate::core::bounded_read::FileReader;
 use crate::state::change::{Change, ControlChange, ControlRequest};
 use crate::state::snapshot::{Router, Snapshot, Updater, resolve_first};
 
@@ -66,6 +67,8 @@ pub(crate) struct UpdaterTask<E: Effects> {
     pub config_file: Option<ConfigSource>,
     /// Stops the task at shutdown.
     pub stop: CancellationToken,
+    /// Reads the file at a reload, off the runtime.
+    pub reader: FileReader,
 }
 
 impl<E: Effects> UpdaterTask<E> {
@@ -203,7 +206,7 @@ impl<E: Effects> UpdaterTask<E> {
             "galera-lb runs without a configuration file (the built-in default or a glbd command \
              line): there is nothing to reload",
         )?;
-        let new = path.load()?;
+        let new = path.reload(&self.reader).await?;
         let path = path.path().to_path_buf();
         let diff = diff::diff(&self.config, &new);
         // Everything that can fail outside the routing first: if it does, nothing has changed.
@@ -331,6 +334,7 @@ mod tests {
             config,
             config_file: file.map(|f| ConfigSource::Yaml(f.to_path_buf())),
             stop: CancellationToken::new(),
+            reader: Default::default(),
         };
         (task, recorded)
     }

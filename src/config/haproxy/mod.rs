@@ -20,13 +20,15 @@ pub use translate::{Options, translate};
 use std::path::Path;
 
 use crate::config::Config;
+use crate::core::bounded_read::MAX_CONFIG_BYTES;
 
 /// Reads `path`, translates it and validates the result: the configuration galera-lb runs, and
 /// the warnings to show. The error is a complete message (naming the file and line, or the
 /// translated field).
 pub(crate) fn load(path: &Path, options: &Options) -> Result<(Config, Vec<String>), String> {
     let file = path.display().to_string();
-    let text = std::fs::read(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    let text = crate::core::bounded_read::read_regular(path, MAX_CONFIG_BYTES)
+        .map_err(|e| format!("{file}: cannot read: {e}"))?;
     let text = String::from_utf8_lossy(&text);
     let translation = translate(&text, &file, options).map_err(|e| e.to_string())?;
     let config = Config::from_yaml(&translation.yaml, &format!("{file} (translated)"))
