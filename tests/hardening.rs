@@ -16,7 +16,7 @@
 mod lb;
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -198,4 +198,101 @@ fn reload_signals_during_start_up_neither_kill_nor_get_lost() {
         assert_eq!(status.code(), Some(0), "signal {signal}:\n{}", lb.log());
     }
     drop(silent);
+}
+/// Sends `GET /live` on a new admin connection and reads the status line.
+fn fresh_live(admin: SocketAddr) -> Result<String, String> {
+    let mut stream = TcpStream::connect(admin).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream
+        .write_all(b"GET /live HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    reply
+        .lines()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| "closed without an answer".to_string())
+}
+
+/// Raises this process's soft descriptor limit to `want` (the test holds many connections).
+fn raise_own_descriptor_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        assert!(
+            limit.rlim_max >= want,
+            "this test needs {want} descriptors; the hard limit is {} (ulimit -Hn)",
+            limit.rlim_max
+        );
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
+
+/// The descriptors process `pid` has open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn clients_holding_admin_connections_cannot_keep_out_a_probe_or_take_the_proxys_descriptors() {
+    let _shared = sandbox::shared_lock();
+    raise_own_descriptor_limit(4096);
+    let (port, admin_port) = (free_port(), free_port());
+    let yaml = sandbox_config(port, &format!("admin:\n  bind: 127.0.0.1:{admin_port}\n"));
+    // 1024 descriptors, as the issue found it: 1100 admin clients took them all.
+    let lb = LbProcess::start_with(&yaml, lb::with_descriptor_limit(1024));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let mut held = Vec::new();
+    for i in 0..1100 {
+        let Ok(mut stream) = TcpStream::connect(admin) else {
+            continue;
+        };
+        // Half send a request and keep the connection (keep-alive), half send nothing.
+        if i % 2 == 0 {
+            let _ = stream.write_all(b"GET /live HTTP/1.1\r\nHost: lb\r\n\r\n");
+        }
+        held.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let descriptors = open_descriptors(lb.pid());
+    assert!(
+        descriptors < 300,
+        "galera-lb holds {descriptors} descriptors with 1100 admin clients (admin.max_clients is 64)"
+    );
+    // A probe and an operator get through, again and again.
+    for _ in 0..20 {
+        let status = fresh_live(admin).unwrap_or_else(|e| panic!("a fresh GET /live: {e}"));
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    }
+    // Database clients are served.
+    for _ in 0..20 {
+        node_greeting(port, Duration::from_secs(2)).unwrap_or_else(|e| {
+            panic!("a database client with 1100 admin clients holding connections: {e}")
+        });
+    }
+    let evicted = lb::metric(
+        admin,
+        "galera_lb_port_clients_evicted_total",
+        &[("port", "admin")],
+    )
+    .expect("the evictions counter");
+    assert!(
+        evicted >= 1000.0,
+        "only {evicted} admin connections evicted"
+    );
+    drop(held);
 }

@@ -17,6 +17,11 @@
 //! `WWW-Authenticate: Bearer`. `/live` and `/ready` stay open because orchestrators' probes
 //! (kubelet, Docker's HEALTHCHECK, a load balancer's check) rarely can send a token, and they
 //! tell no more than "up" and "ready, or why not".
+//!
+//! Bounds: at most `admin.max_clients` connections; a new one takes the slot of the connection
+//! idle longest (`crate::core::client_slots`), so clients that hold connections open cannot keep
+//! a probe or an operator out, nor take the descriptors the proxy needs. A request's headers
+//! must arrive within 10 s.
 
 pub(crate) mod metrics;
 
@@ -41,6 +46,7 @@ use tracing::{debug, warn};
 
 use crate::config::Role;
 use crate::core::access::{Access, Denied, count_denied};
+use crate::core::client_slots::ClientSlots;
 use crate::core::net;
 use crate::proxy::ListenerState;
 use crate::state::snapshot::{Router, Snapshot};
@@ -55,6 +61,8 @@ pub(crate) struct AdminContext {
     pub access: Access,
     /// Failed accepts on the admin port.
     pub accept_errors: AtomicU64,
+    /// `admin.max_clients` connection slots, the idlest evicted for a new one.
+    pub slots: Arc<ClientSlots>,
 }
 
 /// The endpoints that need no token: liveness and readiness probes.
@@ -79,14 +87,18 @@ pub(crate) async fn serve(
                 drop(stream);
                 return;
             }
+            let slot = Arc::new(ctx.slots.admit());
             let ctx = ctx.clone();
             let stop = stop.clone();
             tasks.spawn(async move {
+                let in_service = slot.clone();
                 let service = service_fn(move |request| {
                     let ctx = ctx.clone();
+                    let busy = in_service.busy();
                     async move {
                         let response = refusal(&request, &ctx, peer)
                             .unwrap_or_else(|| respond(&request, &ctx));
+                        drop(busy);
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -96,6 +108,9 @@ pub(crate) async fn serve(
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = stop.cancelled() => {}
+                    _ = slot.evicted() => {
+                        debug!(client = %peer, "admin: closing the idlest connection for a new one (admin.max_clients)");
+                    }
                     result = connection => {
                         if let Err(e) = result {
                             debug!(client = %peer, error = %e, "admin: connection ended");

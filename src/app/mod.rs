@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminContext};
 use crate::config::source::ConfigSource;
 use crate::config::{Config, Secrets};
+use crate::core::client_slots::ClientSlots;
 use crate::core::net::{self, BindError};
 use crate::core::{access, notify};
 use crate::proxy::listeners::{self, ListenerSet};
@@ -241,7 +242,11 @@ pub async fn start_from(
             listeners: listener_set.states(),
             access,
             accept_errors: Default::default(),
+            slots: ClientSlots::new("admin", admin_config.max_clients as usize),
         });
+        crate::core::counters::metrics()
+            .clients_evicted
+            .with_label_values(&["admin"]);
         background.spawn(admin::serve(
             socket,
             admin_ctx,

@@ -17,6 +17,9 @@ use crate::core::secret::Secret;
 pub struct AdminConfig {
     /// `IP:PORT`; loopback by default.
     pub bind: SocketAddr,
+    /// Admin connections open at once (1–65536); when all are taken, a new connection takes
+    /// the slot of the one idle longest, so a fresh request is always answered.
+    pub max_clients: u32,
     /// A token every endpoint but `/live` and `/ready` asks for (`Authorization: Bearer TOKEN`),
     /// written in the file (prefer `token_env` or `token_file`).
     pub token: Option<Secret>,
@@ -33,6 +36,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 9104)),
+            max_clients: 64,
             token: None,
             token_env: None,
             token_file: None,
@@ -259,6 +263,13 @@ impl AdminConfig {
                 file,
                 "admin.bind",
                 format!("{bind} is bound by a listener or the control port"),
+            ));
+        }
+        if !(1..=65536).contains(&self.max_clients) {
+            return Err(ConfigError::invalid(
+                file,
+                "admin.max_clients",
+                format!("{} is out of range: give 1 to 65536", self.max_clients),
             ));
         }
         self.access_fields().validate(file)

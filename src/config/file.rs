@@ -113,6 +113,7 @@ impl Default for ControlFile {
 #[serde(deny_unknown_fields, default)]
 struct AdminFile {
     bind: String,
+    max_clients: u32,
     #[serde(deserialize_with = "token_not_empty")]
     token: Option<Secret>,
     #[serde(deserialize_with = "token_env_not_empty")]
@@ -127,6 +128,7 @@ impl Default for AdminFile {
         let a = AdminConfig::default();
         AdminFile {
             bind: a.bind.to_string(),
+            max_clients: a.max_clients,
             token: a.token,
             token_env: a.token_env,
             token_file: a.token_file,
@@ -225,6 +227,7 @@ impl ConfigFile {
             .map(|a| {
                 Ok::<_, Untyped>(AdminConfig {
                     bind: bind_address(&a.bind, "admin.bind".into(), "127.0.0.1:9104")?,
+                    max_clients: a.max_clients,
                     token: a.token,
                     token_env: a.token_env,
                     token_file: a.token_file,

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub sessions_parked: IntGauge,
     pub idle_timeouts: IntCounterVec,
     pub proxy_header_rejected: IntCounterVec,
+    pub clients_evicted: IntCounterVec,
 }
 
 /// The process-wide event counters.
@@ -94,6 +95,12 @@ pub fn metrics() -> &'static Metrics {
                  missing, malformed, too long, unsupported or late, by reason.",
                 &["listener", "reason"],
             ),
+            clients_evicted: counter(
+                "galera_lb_port_clients_evicted_total",
+                "Connections to the admin port closed to make room for a new one (its \
+                 max_clients were all taken; the idlest goes).",
+                &["port"],
+            ),
             registry,
         };
         for collector in [
@@ -107,6 +114,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.sessions_parked.clone()),
             Box::new(metrics.idle_timeouts.clone()),
             Box::new(metrics.proxy_header_rejected.clone()),
+            Box::new(metrics.clients_evicted.clone()),
         ] {
             metrics
                 .registry

@@ -10,6 +10,7 @@
 //! - [`access`]: address allowlists and tokens for the control and admin ports.
 //! - [`bounded_read`]: reading configuration and secret files: regular files only, bounded in
 //!   size, off the runtime with a timeout.
+//! - [`client_slots`]: bounded connection slots for the admin port, evicting the idlest.
 //! - [`secret`]: a string that never shows in logs or `Debug` output.
 //! - [`net`]: listening sockets with galera-lb's options, and the one accept loop.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
@@ -18,6 +19,7 @@
 pub(crate) mod access;
 pub mod backend;
 pub(crate) mod bounded_read;
+pub(crate) mod client_slots;
 pub mod counters;
 pub(crate) mod limit;
 pub mod mysql_packet;
