@@ -349,65 +349,71 @@ impl KeptAdminConnection {
 }
 
 #[test]
-fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
+fn a_full_descriptor_budget_refuses_at_once_without_spinning_and_recovers() {
     let (port, admin_port) = (free_port(), free_port());
     let yaml = simple_config(
         port,
         "round_robin",
         &[echo_backend("hello")],
-        &format!("{NO_CHECKS}admin:\n  bind: 127.0.0.1:{admin_port}\n"),
+        &format!("{NO_CHECKS}admin:\n  bind: 127.0.0.1:{admin_port}\n  max_clients: 4\n"),
     );
-    let lb = LbProcess::start_with(&yaml, with_descriptor_limit(48));
+    // 160 descriptors: 64 in reserve, 1 listener, 4 admin clients and 2 for the backend leave
+    // room for (160 - 71) / 2 = 44 sessions.
+    let lb = LbProcess::start_with(&yaml, with_descriptor_limit(160));
+    assert!(
+        lb.log().contains("leaves room for 44 client sessions"),
+        "{}",
+        lb.log()
+    );
     let mut admin = KeptAdminConnection::open(admin_port);
-    let accept_errors = |metrics: &str| {
+    let refused = |metrics: &str| {
         lb::metric_in(
             metrics,
-            "galera_lb_accept_errors_total",
-            &[("listener", "rw")],
+            "galera_lb_client_errors_total",
+            &[("listener", "rw"), ("reason", "too_many_connections")],
         )
-        .expect("the listener's accept_errors series")
+        .unwrap_or(0.0)
     };
-    assert_eq!(accept_errors(&admin.metrics()), 0.0);
-    // Each proxied client costs two descriptors: far more clients than fit.
+    // Each proxied client costs two descriptors: more clients than fit.
     let mut clients = Vec::new();
-    for _ in 0..60 {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut greeted, mut told) = (0, 0);
+    for i in 0..60 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
+            .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
+        let mut buf = [0u8; 6];
+        stream
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("client {i} got no answer: {e}\nlog:\n{}", lb.log()));
+        if &buf == b"hello\n" {
+            greeted += 1;
+        } else {
+            assert_eq!(
+                buf[4], 0xFF,
+                "client {i}: neither the greeting nor an ERR packet"
+            );
+            assert_eq!(u16::from_le_bytes([buf[5], 0]), 0x10, "ERROR 1040 (0x410)");
+            told += 1;
+        }
         clients.push(stream);
     }
-    // Out of descriptors: the listener's accept() fails (EMFILE), which is counted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = admin.metrics();
-        if accept_errors(&metrics) >= 1.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failed accept within 10 s:\n{metrics}\nlog:\n{}",
-            lb.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!((greeted, told), (44, 16));
+    let metrics = admin.metrics();
+    assert_eq!(refused(&metrics), 16.0);
+    let accept_errors = lb::metric_in(
+        &metrics,
+        "galera_lb_accept_errors_total",
+        &[("listener", "rw")],
+    );
+    assert_eq!(accept_errors, Some(0.0), "no accept ran out of descriptors");
     let before = cpu_seconds(lb.pid());
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_seconds(lb.pid()) - before;
     assert!(
         used < 0.3,
-        "galera-lb used {used:.2} s of CPU in 2 s while out of descriptors"
+        "galera-lb used {used:.2} s of CPU in 2 s with its descriptor budget full"
     );
-
-    // Clients that were served got the greeting or an ERR packet; none crashed galera-lb.
-    let mut served = 0;
-    for client in &mut clients {
-        let mut buf = [0u8; 6];
-        if client.read_exact(&mut buf).is_ok() && (&buf == b"hello\n" || buf[4] == 0xFF) {
-            served += 1;
-        }
-    }
-    assert!(served > 0);
     drop(clients);
 
     // Descriptors are free again: service resumes by itself.

@@ -296,3 +296,125 @@ fn clients_holding_admin_connections_cannot_keep_out_a_probe_or_take_the_proxys_
     );
     drop(held);
 }
+
+/// Runs the child with RLIMIT_NOFILE `soft` / `hard`.
+fn with_file_limits(soft: u64, hard: u64) -> impl FnOnce(&mut std::process::Command) {
+    move |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The soft "Max open files" of process `pid`.
+fn soft_file_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_toward_the_hard_one_as_far_as_the_limits_need() {
+    let _shared = sandbox::shared_lock();
+    let port = free_port();
+    let yaml = sandbox_config(port, "limits:\n  max_connections: 2000\n");
+    let lb = LbProcess::start_with(&yaml, with_file_limits(256, 8192));
+    let soft = soft_file_limit(lb.pid());
+    // 2000 sessions × 2, plus the reserve, the listener, and a check and a relay per backend.
+    assert!(
+        (4000..5000).contains(&soft),
+        "soft limit {soft}, expected about 4070"
+    );
+    assert!(!lb.log().contains("open-files limit"), "{}", lb.log());
+
+    // The hard limit is the ceiling: said at start, with what to do.
+    let port = free_port();
+    let yaml = sandbox_config(port, "limits:\n  max_connections: 20000\n");
+    let lb = LbProcess::start_with(&yaml, with_file_limits(256, 8192));
+    assert_eq!(soft_file_limit(lb.pid()), 8192);
+    let log = lb.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("open-files limit leaves room for"))
+        .unwrap_or_else(|| panic!("no warning about the descriptor budget:\n{log}"));
+    assert!(warning.contains("LimitNOFILE"), "{warning}");
+}
+
+/// What a client got from galera-lb: a node's greeting, an ERR packet's code, or nothing in time.
+#[derive(Debug, PartialEq)]
+enum FirstPacket {
+    Greeting,
+    Error(u16),
+}
+
+fn first_packet(stream: &mut TcpStream) -> Result<FirstPacket, String> {
+    let mut head = [0u8; 4];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("no packet: {e}"))?;
+    let length = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let mut body = vec![0u8; length];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| format!("a short packet: {e}"))?;
+    match body.first() {
+        Some(10) => Ok(FirstPacket::Greeting),
+        Some(0xFF) if body.len() >= 3 => {
+            Ok(FirstPacket::Error(u16::from_le_bytes([body[1], body[2]])))
+        }
+        _ => Err(format!("an unexpected packet: {body:?}")),
+    }
+}
+
+#[test]
+fn clients_past_the_descriptor_budget_get_err_1040_instead_of_hanging() {
+    let _shared = sandbox::shared_lock();
+    let (port, admin_port) = (free_port(), free_port());
+    let yaml = sandbox_config(port, &format!("admin:\n  bind: 127.0.0.1:{admin_port}\n"));
+    // 256 descriptors, soft and hard, and the default max_connections (10000).
+    let lb = LbProcess::start_with(&yaml, lb::with_descriptor_limit(256));
+    assert!(
+        lb.log().contains("open-files limit leaves room for"),
+        "{}",
+        lb.log()
+    );
+    let mut clients = Vec::new();
+    let (mut greeted, mut refused) = (0, 0);
+    for i in 0..150 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        match first_packet(&mut stream) {
+            Ok(FirstPacket::Greeting) => greeted += 1,
+            Ok(FirstPacket::Error(1040)) => refused += 1,
+            other => panic!(
+                "client {i} ({greeted} greeted, {refused} refused before it): {other:?}\nlog:\n{}",
+                lb.log()
+            ),
+        }
+        clients.push(stream);
+    }
+    assert!(greeted >= 40, "only {greeted} of 150 clients were served");
+    assert!(refused >= 40, "only {refused} of 150 clients were refused");
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    assert_eq!(http_get(admin, "/live").status, 200);
+    drop(clients);
+    // Room again: clients are served.
+    std::thread::sleep(Duration::from_millis(300));
+    node_greeting(port, Duration::from_secs(2)).unwrap();
+}

@@ -119,6 +119,7 @@ pub(crate) async fn serve(
                 }
             });
         },
+        |stream, _| drop(stream),
     )
     .await;
 }

@@ -23,6 +23,7 @@ use crate::admin::{self, AdminContext};
 use crate::config::source::ConfigSource;
 use crate::config::{Config, Secrets};
 use crate::core::client_slots::ClientSlots;
+use crate::core::fd_budget::{self, DescriptorBudget};
 use crate::core::net::{self, BindError};
 use crate::core::{access, notify};
 use crate::proxy::listeners::{self, ListenerSet};
@@ -97,6 +98,7 @@ pub async fn start_from(
     } = config
         .resolve_secrets(config_file)
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let budget = descriptor_budget(config);
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
@@ -123,7 +125,8 @@ pub async fn start_from(
         tcp: config.tcp.clone(),
         connect_timeout: config.limits.connect_timeout,
         global_active: Default::default(),
-        max_connections: u64::from(config.limits.max_connections),
+        max_connections: budget.sessions,
+        capped_by_file_limit: budget.capped_by,
         tasks: TaskTracker::new(),
         force_close: CancellationToken::new(),
         parking: match config.limits.park_idle_after {
@@ -189,7 +192,7 @@ pub async fn start_from(
             config: control_config.clone(),
             default_port,
             pool: first.pool.clone(),
-            max_connections: u64::from(config.limits.max_connections),
+            max_connections: budget.sessions,
             open_connections: ctx.global_active.clone(),
             last_stat: Mutex::new((Instant::now(), router.totals())),
             clients: Default::default(),
@@ -293,6 +296,56 @@ pub async fn start_from(
         ctx,
         shutdown_grace: config.limits.shutdown_grace,
     })
+}
+
+/// How many sessions the open-files limit leaves room for, after raising it toward the hard
+/// limit as far as the configured limits need (see `crate::core::fd_budget`).
+struct SessionBudget {
+    sessions: u64,
+    /// The soft limit, when it is what caps sessions below `limits.max_connections`.
+    capped_by: Option<u64>,
+}
+
+fn descriptor_budget(config: &Config) -> SessionBudget {
+    let backends: usize = config.pools().iter().map(|p| p.backends.len()).sum();
+    let budget = DescriptorBudget {
+        fixed: fd_budget::RESERVE
+            + config.listeners.len() as u64
+            + config.admin.as_ref().map_or(0, |a| u64::from(a.max_clients))
+            + config.control.as_ref().map_or(0, |c| u64::from(c.max_clients))
+            // A health check and a PROXY-header relay per backend.
+            + 2 * backends as u64,
+        max_connections: u64::from(config.limits.max_connections),
+    };
+    let limit = match fd_budget::raise_soft_limit(budget.needed()) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "cannot read or raise the open-files limit; assuming limits.max_connections fits");
+            return SessionBudget {
+                sessions: budget.max_connections,
+                capped_by: None,
+            };
+        }
+    };
+    let sessions = budget.sessions(limit.soft);
+    if sessions < budget.max_connections {
+        warn!(
+            open_files = limit.soft,
+            hard_limit = limit.hard,
+            needed = budget.needed(),
+            sessions,
+            max_connections = budget.max_connections,
+            "the open-files limit leaves room for {sessions} client sessions (two descriptors \
+             each), fewer than limits.max_connections; clients past that get ERROR 1040. Raise \
+             the limit (LimitNOFILE= in the systemd unit, `ulimit -n`, or the container's \
+             nofile) to {} or lower limits.max_connections",
+            budget.needed()
+        );
+    }
+    SessionBudget {
+        sessions,
+        capped_by: (sessions < budget.max_connections).then_some(limit.soft),
+    }
 }
 
 impl Running {

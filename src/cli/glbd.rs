@@ -837,44 +837,32 @@ fn shell_words(text: &str) -> Result<Vec<String>, &'static str> {
 /// the client's and the backend's), as far as the hard limit allows, as glbd does for
 /// `--max_conn`. Returns a warning when they do not fit.
 pub(crate) fn raise_fd_limit(max_connections: u32) -> Option<String> {
-    let needed: libc::rlim_t = libc::rlim_t::from(max_connections) * 2 + 64;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass; nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Some(format!(
-            "-m/--max_conn: cannot read the open-files limit: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    let current = limit.rlim_cur;
-    if current == libc::RLIM_INFINITY || current >= needed {
-        return None;
-    }
-    let hard = limit.rlim_max;
-    let target = if hard == libc::RLIM_INFINITY {
-        needed
-    } else {
-        needed.min(hard)
-    };
-    if target > current {
-        limit.rlim_cur = target;
-        // SAFETY: setrlimit reads the struct we pass; nothing else.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+    let needed = u64::from(max_connections) * 2 + crate::core::fd_budget::RESERVE;
+    let before = match crate::core::fd_budget::file_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
             return Some(format!(
-                "-m/--max_conn {max_connections}: cannot raise the open-files limit from \
-                 {current} to {target}: {}",
-                io::Error::last_os_error()
+                "-m/--max_conn: cannot read the open-files limit: {e}"
             ));
         }
-    }
-    (target < needed).then(|| {
+    };
+    let limit = match crate::core::fd_budget::raise_soft_limit(needed) {
+        Ok(limit) => limit,
+        Err(e) => {
+            return Some(format!(
+                "-m/--max_conn {max_connections}: cannot raise the open-files limit from {} to \
+                 {}: {e}",
+                before.soft,
+                needed.min(before.hard)
+            ));
+        }
+    };
+    (limit.soft < needed).then(|| {
         format!(
-            "-m/--max_conn {max_connections}: the open-files limit is {target} (hard limit), \
-             room for about {} clients; raise it (ulimit -n, LimitNOFILE=) to serve more",
-            target.saturating_sub(64) / 2
+            "-m/--max_conn {max_connections}: the open-files limit is {} (hard limit), room for \
+             about {} clients; raise it (ulimit -n, LimitNOFILE=) to serve more",
+            limit.soft,
+            limit.soft.saturating_sub(crate::core::fd_budget::RESERVE) / 2
         )
     })
 }

@@ -11,6 +11,7 @@
 //! - [`bounded_read`]: reading configuration and secret files: regular files only, bounded in
 //!   size, off the runtime with a timeout.
 //! - [`client_slots`]: bounded connection slots for the admin port, evicting the idlest.
+//! - [`fd_budget`]: the open-files limit, raised at start, and the sessions it leaves room for.
 //! - [`secret`]: a string that never shows in logs or `Debug` output.
 //! - [`net`]: listening sockets with galera-lb's options, and the one accept loop.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
@@ -21,6 +22,7 @@ pub mod backend;
 pub(crate) mod bounded_read;
 pub(crate) mod client_slots;
 pub mod counters;
+pub(crate) mod fd_budget;
 pub(crate) mod limit;
 pub mod mysql_packet;
 pub(crate) mod net;

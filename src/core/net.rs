@@ -3,8 +3,9 @@
 //!
 //! [`bind`] opens a socket with SO_REUSEADDR, optional SO_REUSEPORT and a backlog, and turns
 //! "address in use" into a message that says who holds the port. [`accept_loop`] accepts until
-//! stopped and backs off on resource errors (EMFILE and the like) instead of spinning, so every
-//! port behaves the same when galera-lb runs out of descriptors.
+//! stopped; out of descriptors, it answers one waiting client through a spare descriptor kept
+//! for that, and backs off instead of spinning, so every port behaves the same when galera-lb
+//! runs out of descriptors.
 
 use std::io;
 use std::net::SocketAddr;
@@ -85,18 +86,28 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Accepts on `listener` until `stop` is cancelled, handing each client to `admit`; the socket
 /// is closed on return, so new clients are refused at once. `name` labels log lines and
-/// `errors` counts failed accepts. On a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM) it
-/// backs off, from 5 ms doubling to 1 s, and warns once per episode; any other error (a client
-/// gone between SYN and accept) is counted and passed over.
+/// `errors` counts failed accepts.
+///
+/// Out of descriptors (EMFILE, ENFILE), it gives up a spare descriptor it keeps for the purpose,
+/// accepts one waiting client with it and hands that client to `overflow` (a listener sends
+/// ERR 1040 and closes), so that clients are told rather than left waiting; then, and on
+/// other resource errors (ENOBUFS, ENOMEM), it backs off, from 5 ms doubling to 1 s, and warns
+/// once per episode. Any other error (a client gone between SYN and accept) is counted and
+/// passed over.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     name: &str,
     errors: &AtomicU64,
     stop: &CancellationToken,
     mut admit: impl FnMut(TcpStream, SocketAddr),
+    mut overflow: impl FnMut(TcpStream, SocketAddr),
 ) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut spare = open_spare();
     loop {
+        if spare.is_none() {
+            spare = open_spare();
+        }
         let accepted = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -111,6 +122,13 @@ pub(crate) async fn accept_loop(
                 errors.fetch_add(1, Ordering::Relaxed);
                 if backoff == ACCEPT_BACKOFF_MIN {
                     warn!(listener = %name, error = %e, "accept failed, out of resources; backing off");
+                }
+                if is_out_of_descriptors(&e) && spare.take().is_some() {
+                    // The spare's descriptor is free now: one waiting client can be told.
+                    let waiting = tokio::time::timeout(ACCEPT_BACKOFF_MIN, listener.accept());
+                    if let Ok(Ok((stream, peer))) = waiting.await {
+                        overflow(stream, peer);
+                    }
                 }
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -127,9 +145,117 @@ pub(crate) async fn accept_loop(
     info!(listener = %name, "stopped accepting");
 }
 
+/// A descriptor held only to be closed when the process runs out, see [`accept_loop`].
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    const CHILD: &str = "GALERA_LB_SPARE_DESCRIPTOR_CHILD";
+
+    /// Out of descriptors, a waiting client is accepted through the spare descriptor and handed
+    /// to `overflow` instead of being left in the backlog. The process runs out of descriptors
+    /// in a child (this test binary again, running [`spare_descriptor_child`]), so that the
+    /// other tests keep theirs.
+    #[test]
+    fn out_of_descriptors_a_waiting_client_is_answered_through_the_spare() {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "core::net::tests::spare_descriptor_child",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = loop {
+            let line = lines.next().expect("the child reports its port").unwrap();
+            if let Some(port) = line.strip_prefix("out of descriptors, listening on ") {
+                break port.parse().unwrap();
+            }
+        };
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let read = client.read_to_string(&mut answer);
+        let _ = child.kill();
+        let _ = child.wait();
+        read.expect("an answer within 5 s");
+        assert_eq!(answer, "overflow\n");
+    }
+
+    /// Not a test of its own: the child process of the test above (it returns at once unless
+    /// started by it). Lowers its descriptor limit, starts an accept loop, takes every
+    /// descriptor left, says on which port it listens, and answers the first client it cannot
+    /// admit with "overflow".
+    #[tokio::test]
+    async fn spare_descriptor_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let limit = libc::rlimit {
+            rlim_cur: 256,
+            rlim_max: crate::core::fd_budget::file_limit().unwrap().hard as _,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let listener = bind(
+            "test",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            ListenOptions {
+                reuse_port: false,
+                backlog: 16,
+            },
+        )
+        .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let errors = AtomicU64::new(0);
+        let stop = CancellationToken::new();
+        let accept = accept_loop(
+            listener,
+            "test",
+            &errors,
+            &stop,
+            |_, _| panic!("admitted although out of descriptors"),
+            |stream, _| {
+                let mut stream = stream.into_std().unwrap();
+                stream.set_nonblocking(false).unwrap();
+                stream.write_all(b"overflow\n").unwrap();
+                std::process::exit(0);
+            },
+        );
+        tokio::pin!(accept);
+        // Let the loop open its spare descriptor, then take all the others.
+        let _ = tokio::time::timeout(Duration::from_millis(50), &mut accept).await;
+        let mut taken = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            taken.push(file);
+        }
+        println!("out of descriptors, listening on {port}");
+        std::io::stdout().flush().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), accept).await;
+        panic!("no client was answered through the spare descriptor in 10 s");
+    }
 }

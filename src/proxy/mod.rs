@@ -62,7 +62,11 @@ pub(crate) struct ProxyContext {
     pub connect_timeout: Duration,
     /// Client connections across all listeners.
     pub global_active: Arc<ActiveCount>,
+    /// Sessions across all listeners: `limits.max_connections`, or fewer when the open-files
+    /// limit has no room for that many (`crate::core::fd_budget`).
     pub max_connections: u64,
+    /// Set when `max_connections` is the descriptor budget's cap: the open-files limit.
+    pub capped_by_file_limit: Option<u64>,
     /// Tracks every handler task, so shutdown can wait for them to finish.
     pub tasks: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open connections are closed.
@@ -139,6 +143,11 @@ pub(crate) async fn serve(
             state.accepted.fetch_add(1, Ordering::Relaxed);
             admit(stream, peer, &state, &ctx);
         },
+        |stream, peer| {
+            state.accepted.fetch_add(1, Ordering::Relaxed);
+            let reason = "galera-lb is out of file descriptors (see the log)".to_string();
+            refuse_in_background(stream, peer, &state, &ctx, reason);
+        },
     )
     .await;
 }
@@ -146,10 +155,16 @@ pub(crate) async fn serve(
 /// Applies the global and listener limits, then hands the client to a handler task.
 fn admit(stream: TcpStream, peer: SocketAddr, state: &Arc<ListenerState>, ctx: &Arc<ProxyContext>) {
     let Some(global) = try_acquire(&ctx.global_active, Some(ctx.max_connections)) else {
-        let reason = format!(
-            "the global max_connections ({}) is reached",
-            ctx.max_connections
-        );
+        let reason = match ctx.capped_by_file_limit {
+            Some(soft) => format!(
+                "the open-files limit ({soft}) leaves room for {} sessions, all open",
+                ctx.max_connections
+            ),
+            None => format!(
+                "the global max_connections ({}) is reached",
+                ctx.max_connections
+            ),
+        };
         return refuse_in_background(stream, peer, state, ctx, reason);
     };
     let Some(local) = try_acquire(state, state.max_connections().map(u64::from)) else {

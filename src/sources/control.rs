@@ -445,6 +445,7 @@ pub(crate) async fn serve(
                 }
             });
         },
+        |stream, _| drop(stream),
     )
     .await;
 }
