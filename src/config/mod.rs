@@ -3,13 +3,18 @@
 //! Each section lives in a file of its own with its types, defaults and rules: `runtime`
 //! (`runtime:`, `log:`), `limits` (`limits:`, `tcp:`), `listener` (`listeners:`), `pool`
 //! (`backends:`, `pools:`), `health` (`health:`), `access` (`control:`, `admin:`); the types are
-//! re-exported here. `file` is the file as serde reads it, with addresses still text.
+//! re-exported here. `file` is the file as serde reads it, with addresses still text; `range` the
+//! range checks every count and duration goes through.
 //!
 //! Parse once: [`Config::from_yaml`] reads the text strictly (`deny_unknown_fields` everywhere, so
 //! a typo is an error, not a silently ignored setting), types the listening addresses
 //! (`SocketAddr`) and allowlists (`AllowList`) as it reads them (durations are typed by serde
 //! already), and then runs [`Config::validate`], which calls each section's rules in turn (counts and durations in
 //! range, unique names, pools that exist, ports not bound twice, backend `HOST:PORT` syntax).
+//! Every count and duration has a range an operator would find sane (`range`: the checks and their
+//! messages; the ranges themselves are beside each section's rules), so that no value `check`
+//! accepts can crash galera-lb or make it useless later (a timeout that overflows, a keepalive the
+//! kernel refuses on every connection, a thread count the system cannot give).
 //! A `Config` that loaded holds typed values only: nothing parses them again. Backend addresses
 //! stay `HOST:PORT` text because host names are resolved at run time. Every error is a
 //! [`ConfigError`] that names the file, the field and the reason; `main` turns it into exit
@@ -44,6 +49,7 @@ mod health;
 mod limits;
 mod listener;
 mod pool;
+mod range;
 mod runtime;
 pub(crate) mod source;
 
@@ -108,7 +114,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Whether the pool `default` adds the nodes its members report (see [`Discover`]).
     pub discover: Discover,
-    /// How many discovery rounds in a row a discovered node may be missing before it is retired.
+    /// How many discovery rounds in a row a discovered node may be missing before it is retired,
+    /// from 1 to 1000.
     pub discover_retire_after: u32,
     /// Further named pools of backends (a listener picks one with `pool:`).
     pub pools: Vec<PoolConfig>,

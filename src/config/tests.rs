@@ -138,7 +138,7 @@ fn errors_name_the_file_the_field_and_the_reason() {
         (
             &format!("{MINIMAL}limits:\n  park_idle_after: 1ms\n"),
             "limits.park_idle_after",
-            "at least 10ms",
+            "must be from 10ms to 24h",
         ),
         (
             &format!("{MINIMAL}limits:\n  client_idle_timeout: 0s\n"),
@@ -433,4 +433,45 @@ fn host_port_splitting() {
     assert!(split_host_port("db1:0").is_err());
     assert!(split_host_port(":3306").is_err());
     assert!(split_host_port("db1:99999").is_err());
+}
+
+#[test]
+fn every_count_and_duration_is_accepted_at_both_ends_of_its_range() {
+    let low = format!(
+        "{MINIMAL}runtime:\n  worker_threads: 1\nlimits:\n  max_connections: 1\n  \
+         connect_timeout: 10ms\n  shutdown_grace: 0s\n  park_idle_after: 10ms\n  \
+         client_idle_timeout: 10ms\ntcp:\n  keepalive: 1s\n  backlog: 1\nhealth:\n  \
+         interval: 10ms\n  timeout: 10ms\n  rise: 1\n  fall: 1\n  stale_view_after: 0s\n\
+         control:\n  max_clients: 1\n  max_line: 16\n  idle_timeout: 100ms\n\
+         discover_retire_after: 1\n"
+    )
+    .replace(
+        "    weight: 1",
+        "    weight: 1\n    max_connections: 1\n    resolve_every: 1s",
+    )
+    .replace(
+        "    policy: round_robin",
+        "    policy: round_robin\n    max_connections: 1",
+    );
+    let high = format!(
+        "{MINIMAL}runtime:\n  worker_threads: 1024\nlimits:\n  max_connections: 1000000\n  \
+         connect_timeout: 1h\n  shutdown_grace: 24h\n  park_idle_after: 24h\n  \
+         client_idle_timeout: 30d\ntcp:\n  keepalive: 32767s\n  backlog: 65535\nhealth:\n  \
+         interval: 1h\n  timeout: 1h\n  rise: 1000\n  fall: 1000\n  stale_view_after: 1h\n\
+         control:\n  max_clients: 10000\n  max_line: 65536\n  idle_timeout: 24h\n\
+         discover_retire_after: 1000\n"
+    )
+    .replace(
+        "    weight: 1",
+        "    weight: 1\n    max_connections: 1000000\n    resolve_every: 24h",
+    )
+    .replace(
+        "    policy: round_robin",
+        "    policy: round_robin\n    max_connections: 1000000",
+    );
+    for yaml in [low, high] {
+        if let Err(e) = Config::from_yaml(&yaml, "test.yaml") {
+            panic!("{e}\n{yaml}");
+        }
+    }
 }
