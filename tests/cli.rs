@@ -87,6 +87,36 @@ fn check_accepts_the_examples_and_refuses_bad_files_with_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/galera-lb.yaml"));
 }
 
+/// A value `check` used to accept and start-up then crashed on: `health.timeout` of 584 billion
+/// years passed `check` (exit 0), and galera-lb panicked (exit 101) adding 500 ms to it. Both
+/// refuse it now, with exit 64, the file, the field and the range.
+#[test]
+fn out_of_range_values_exit_64_at_check_and_at_start() {
+    // Port 0 and a backend nobody listens on: nothing here may get as far as serving.
+    let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  - address: \
+                127.0.0.1:5499\nhealth:\n  check: none\n  timeout: 18446744073709551615s 999ms\n";
+    let config = write_config(yaml);
+    let out = binary()
+        .arg("check")
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "check: {stderr}");
+    let expected = format!(
+        "{}: health.timeout: must be from 10ms to 1h",
+        config.path().display()
+    );
+    assert!(stderr.contains(&expected), "check: {stderr}");
+    let (code, stderr) = run_refused(yaml);
+    assert_eq!(code, Some(64), "start: {stderr}");
+    assert!(
+        stderr.contains("health.timeout: must be from 10ms to 1h"),
+        "start: {stderr}"
+    );
+}
+
 #[test]
 fn help_and_version() {
     let out = binary().arg("--version").output().unwrap();

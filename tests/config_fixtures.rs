@@ -3,7 +3,8 @@
 //! - `valid/*.yaml` load, and `galera-lb check` accepts them;
 //! - `invalid/NAME.yaml` is refused when loaded, by `Config::load` and by `galera-lb check`
 //!   alike (exit 64), with a message that starts with the file and contains `NAME.expected` (the
-//!   field and the reason);
+//!   field and the reason); when `NAME.absent` is there too, its text (a secret written where it
+//!   does not belong) appears neither in the message nor in anything `check` prints;
 //! - `invalid_at_start/NAME.yaml` loads and passes `check` (the file alone is fine), but names a
 //!   secret that cannot be read: `Config::resolve_secrets` and starting galera-lb refuse it
 //!   (exit 64) with `NAME.expected`.
@@ -37,7 +38,10 @@ fn fixtures(kind: &str) -> Vec<PathBuf> {
         .cloned()
         .collect();
     for file in &files {
-        if file.extension().is_some_and(|e| e == "expected") {
+        if file
+            .extension()
+            .is_some_and(|e| e == "expected" || e == "absent")
+        {
             assert!(
                 file.with_extension("yaml").is_file(),
                 "{}: no .yaml beside it",
@@ -57,6 +61,14 @@ fn expected(yaml: &Path) -> String {
     let text = text.trim_end_matches('\n').to_string();
     assert!(!text.is_empty(), "{}: empty", path.display());
     text
+}
+
+/// The text `NAME.absent` holds, when there is one: what must never be echoed.
+fn absent(yaml: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(yaml.with_extension("absent")).ok()?;
+    let text = text.trim_end_matches('\n').to_string();
+    assert!(!text.is_empty(), "{}.absent: empty", yaml.display());
+    Some(text)
 }
 
 /// Runs galera-lb with `args` and `--config yaml`, killing it if it has not exited in 20 s (it
@@ -158,6 +170,20 @@ fn invalid_fixtures_are_refused_naming_the_file_the_field_and_the_reason() {
             "{}: check printed another message than loading gives: {message}",
             yaml.display()
         );
+        if let Some(secret) = absent(&yaml) {
+            assert!(
+                !message.contains(&secret),
+                "{}: the message echoes {secret:?}: {message}",
+                yaml.display()
+            );
+            for printed in [&output.stdout, &output.stderr] {
+                assert!(
+                    !String::from_utf8_lossy(printed).contains(&secret),
+                    "{}: check printed {secret:?}",
+                    yaml.display()
+                );
+            }
+        }
     }
 }
 

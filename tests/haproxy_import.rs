@@ -183,6 +183,18 @@ fn sections_a_tcp_proxy_cannot_serve_exit_64_naming_the_line() {
             ":1:",
             "nothing for galera-lb to serve",
         ),
+        // Times longer than HAProxy itself takes (2^31 - 1 ms) used to reach the translation,
+        // where galera-lb could not read them back.
+        (
+            "listen db\n    bind :3306\n    server a 10.0.0.1:3306 check inter 18446744073709551615\n",
+            ":3:",
+            "inter needs a time such as 2s (at most 2147483647ms",
+        ),
+        (
+            "defaults\n    timeout connect 18446744073709551615s\nlisten db\n    bind :3306\n    server a 10.0.0.1:3306\n",
+            ":2:",
+            "is not a time (e.g. 5s, 500ms, 1m; at most 2147483647ms",
+        ),
     ];
     for (text, line, reason) in cases {
         let (code, stdout, stderr) = import(text);

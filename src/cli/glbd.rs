@@ -1341,6 +1341,19 @@ mod tests {
             ("-t -1 3306 db1", "-t/--threads: '-1'"),
             ("-m 0 3306 db1", "-m/--max_conn: '0'"),
             ("-m lots 3306 db1", "-m/--max_conn: 'lots'"),
+            // Parsed, then refused by the configuration's own ranges.
+            (
+                "-t 200000 3306 db1",
+                "runtime.worker_threads: must be from 1 to 1024",
+            ),
+            (
+                "-m 4000000 3306 db1",
+                "limits.max_connections: must be from 1 to 1000000",
+            ),
+            (
+                "-i 0.001 3306 db1",
+                "health.interval: must be from 10ms to 1h",
+            ),
         ] {
             let message = error(line);
             assert!(message.contains(option), "{line}: {message}");

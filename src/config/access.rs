@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ConfigError;
+use super::{ConfigError, range};
 use crate::core::access::{Access, AllowList};
 use crate::core::bounded_read::MAX_SECRET_BYTES;
 use crate::core::secret::Secret;
@@ -62,11 +62,13 @@ impl AdminConfig {
 pub struct ControlConfig {
     /// `IP:PORT`; loopback by default: whoever reaches it can change the routing.
     pub bind: SocketAddr,
-    /// Control connections open at once; more are closed at once.
+    /// Control connections open at once, from 1 to 10000; more are closed at once.
     pub max_clients: u32,
-    /// The longest request line, in bytes; a longer one gets `Error` and the connection closes.
+    /// The longest request line, in bytes, from 16 to 65536; a longer one gets `Error` and the
+    /// connection closes.
     pub max_line: usize,
-    /// How long an interactive connection may stay silent before it is closed.
+    /// How long an interactive connection may stay silent before it is closed, from 100ms to
+    /// 24h.
     pub idle_timeout: Duration,
     /// A token that state-changing requests need (the connection sends `auth TOKEN` first),
     /// written in the file (prefer `token_env` or `token_file`).
@@ -219,8 +221,8 @@ pub(super) fn resolve_secret(
 }
 
 impl ControlConfig {
-    /// `control.*`: an address no listener binds (`binds`), limits that leave room for a
-    /// request, the access fields.
+    /// `control.*`: an address no listener binds (`binds`), limits and an idle timeout within
+    /// their ranges (see the fields), the access fields.
     pub(super) fn validate(&self, binds: &[SocketAddr], file: &str) -> Result<(), ConfigError> {
         let bind = self.bind;
         if bind.port() != 0 && binds.contains(&bind) {
@@ -230,20 +232,21 @@ impl ControlConfig {
                 format!("{bind} is bound by a listener"),
             ));
         }
-        if self.max_clients == 0 {
-            return Err(ConfigError::invalid(
-                file,
-                "control.max_clients",
-                "must be at least 1",
-            ));
-        }
-        if self.max_line < 16 {
-            return Err(ConfigError::invalid(
-                file,
-                "control.max_line",
-                "must be at least 16",
-            ));
-        }
+        range::count(
+            file,
+            "control.max_clients",
+            self.max_clients,
+            1..=10_000,
+            "",
+        )?;
+        range::count(file, "control.max_line", self.max_line, 16..=65_536, "")?;
+        range::duration(
+            file,
+            "control.idle_timeout",
+            self.idle_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
+            " (e.g. 5m)",
+        )?;
         self.access_fields().validate(file)
     }
 }

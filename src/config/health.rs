@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
 use super::access::resolve_secret;
+use super::{ConfigError, range};
 use crate::core::secret::Secret;
 
 /// How galera-lb checks its backends.
@@ -70,22 +70,22 @@ pub enum SessionAction {
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub check: CheckKind,
-    /// Time between checks of one backend (a little jitter is added).
+    /// Time between checks of one backend (a little jitter is added), from 10ms to 1h.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// How long one check may take; longer counts as a failure.
+    /// How long one check may take, from 10ms to 1h; longer counts as a failure.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Consecutive passing checks that bring a down backend up.
+    /// Consecutive passing checks that bring a down backend up, from 1 to 1000.
     pub rise: u32,
-    /// Consecutive failing checks that take an up backend down.
+    /// Consecutive failing checks that take an up backend down, from 1 to 1000.
     pub fall: u32,
     pub initial: InitialState,
     /// A Donor node serves clients if it does not reject queries (`wsrep_sst_donor_rejects_queries`).
     pub available_when_donor: bool,
     /// `wsrep` checks: a node still in an older Primary view than another node of its cluster has
-    /// reported for this long is stale (it was evicted while frozen and does not know yet) and is
-    /// left out. `null` turns the comparison off.
+    /// reported for this long (0s to 1h) is stale (it was evicted while frozen and does not know
+    /// yet) and is left out. `null` turns the comparison off.
     #[serde(with = "humantime_serde")]
     pub stale_view_after: Option<Duration>,
     /// When a backend goes down: close its client sessions, or leave them.
@@ -167,27 +167,36 @@ impl HealthConfig {
 }
 
 impl HealthConfig {
-    /// `health.*`: intervals and counts above 0, at most one password source, an HTTP request
-    /// that can be sent.
+    /// `health.*`: durations and counts within their ranges (see the fields), at most one
+    /// password source, an HTTP request that can be sent.
     pub(super) fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: &str, reason: String| ConfigError::invalid(file, field, reason);
-        if self.interval.is_zero() {
-            return Err(err(
-                "health.interval",
-                "must be longer than 0 (e.g. 1s)".into(),
-            ));
-        }
-        if self.timeout.is_zero() {
-            return Err(err(
-                "health.timeout",
-                "must be longer than 0 (e.g. 500ms)".into(),
-            ));
-        }
-        if self.rise == 0 {
-            return Err(err("health.rise", "must be at least 1".into()));
-        }
-        if self.fall == 0 {
-            return Err(err("health.fall", "must be at least 1".into()));
+        let ms = Duration::from_millis;
+        let hour = Duration::from_secs(3600);
+        range::duration(
+            file,
+            "health.interval",
+            self.interval,
+            ms(10)..=hour,
+            " (e.g. 1s)",
+        )?;
+        range::duration(
+            file,
+            "health.timeout",
+            self.timeout,
+            ms(10)..=hour,
+            " (e.g. 500ms)",
+        )?;
+        range::count(file, "health.rise", self.rise, 1..=1000, "")?;
+        range::count(file, "health.fall", self.fall, 1..=1000, "")?;
+        if let Some(after) = self.stale_view_after {
+            range::duration(
+                file,
+                "health.stale_view_after",
+                after,
+                Duration::ZERO..=hour,
+                ", or null to turn the comparison off",
+            )?;
         }
         let sources = [
             self.password.is_some(),

@@ -1,30 +1,34 @@
 //! `limits:` (connections, timeouts, parking) and `tcp:` (socket options), and their
-//! validation. Durations are typed as the file is read (`humantime_serde`: `500ms`, `2s`, `1m`).
+//! validation. Durations are typed as the file is read (`humantime_serde`: `500ms`, `2s`, `1m`);
+//! every count and duration has a range (in its doc comment), and the socket options one the
+//! kernel takes, so that no connection ever fails on an option `check` could have refused.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, range};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Client connections across all listeners.
+    /// Client connections across all listeners, from 1 to 1,000,000.
     pub max_connections: u32,
-    /// How long to wait for a backend's TCP connect before moving on to the next candidate.
+    /// How long to wait for a backend's TCP connect before moving on to the next candidate,
+    /// from 10ms to 1h.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// On SIGTERM/SIGINT: how long open connections may take to finish before they are closed.
+    /// On SIGTERM/SIGINT: how long open connections may take to finish before they are closed,
+    /// from 0s to 24h.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// A session that has moved no bytes for this long is parked: it gives up its task and its
-    /// sockets' runtime registrations and waits in one shared epoll set until either side sends
-    /// again. `null` keeps every session in a task.
+    /// A session that has moved no bytes for this long (10ms to 24h) is parked: it gives up its
+    /// task and its sockets' runtime registrations and waits in one shared epoll set until either
+    /// side sends again. `null` keeps every session in a task.
     #[serde(with = "humantime_serde")]
     pub park_idle_after: Option<Duration>,
-    /// A session that has moved no bytes for this long is closed. `null` (the default) never
-    /// closes an idle session; connection pools expect that.
+    /// A session that has moved no bytes for this long (10ms to 30d) is closed. `null` (the
+    /// default) never closes an idle session; connection pools expect that.
     #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Option<Duration>,
 }
@@ -46,12 +50,13 @@ impl Default for LimitsConfig {
 pub struct TcpConfig {
     /// TCP_NODELAY on both the client and the backend socket.
     pub nodelay: bool,
-    /// TCP keepalive idle time on both sockets; `null` turns keepalive off.
+    /// TCP keepalive idle time on both sockets (TCP_KEEPIDLE): whole seconds from 1s to 32767s,
+    /// the range Linux takes; `null` turns keepalive off.
     #[serde(with = "humantime_serde")]
     pub keepalive: Option<Duration>,
     /// SO_REUSEPORT on listening sockets (several processes may share a port).
     pub reuse_port: bool,
-    /// The listen backlog.
+    /// The listen backlog, from 1 to 65535 (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,
 }
 
@@ -76,47 +81,64 @@ impl Default for TcpConfig {
     }
 }
 
+/// The most connections `limits.max_connections` and a listener's or backend's
+/// `max_connections` may allow (each takes two file descriptors).
+pub(super) const MAX_CONNECTIONS: u32 = 1_000_000;
+
 impl LimitsConfig {
+    /// `limits.*`: every count and duration within its range (see the fields).
     pub(super) fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid(
+        let ms = Duration::from_millis;
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        range::count(
+            file,
+            "limits.max_connections",
+            self.max_connections,
+            1..=MAX_CONNECTIONS,
+            "",
+        )?;
+        range::duration(
+            file,
+            "limits.connect_timeout",
+            self.connect_timeout,
+            ms(10)..=hours(1),
+            " (e.g. 1s)",
+        )?;
+        range::duration(
+            file,
+            "limits.shutdown_grace",
+            self.shutdown_grace,
+            Duration::ZERO..=hours(24),
+            " (e.g. 30s)",
+        )?;
+        if let Some(after) = self.park_idle_after {
+            range::duration(
                 file,
-                "limits.max_connections",
-                "must be at least 1",
-            ));
+                "limits.park_idle_after",
+                after,
+                ms(10)..=hours(24),
+                ", or null to turn parking off",
+            )?;
         }
-        if self.connect_timeout.is_zero() {
-            return Err(ConfigError::invalid(
+        if let Some(timeout) = self.client_idle_timeout {
+            range::duration(
                 file,
-                "limits.connect_timeout",
-                "must be longer than 0 (e.g. 1s)",
-            ));
-        }
-        for (field, value) in [
-            ("limits.park_idle_after", self.park_idle_after),
-            ("limits.client_idle_timeout", self.client_idle_timeout),
-        ] {
-            if value.is_some_and(|d| d < Duration::from_millis(10)) {
-                return Err(ConfigError::invalid(
-                    file,
-                    field,
-                    "must be at least 10ms, or null to turn it off",
-                ));
-            }
+                "limits.client_idle_timeout",
+                timeout,
+                ms(10)..=hours(30 * 24),
+                ", or null to never close an idle session",
+            )?;
         }
         Ok(())
     }
 }
 
 impl TcpConfig {
+    /// `tcp.*`: a keepalive idle time the kernel takes, a backlog within its range.
     pub(super) fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        if self.backlog == 0 {
-            return Err(ConfigError::invalid(
-                file,
-                "tcp.backlog",
-                "must be at least 1",
-            ));
+        if let Some(idle) = self.keepalive {
+            range::keepalive(file, "tcp.keepalive", idle)?;
         }
-        Ok(())
+        range::count(file, "tcp.backlog", self.backlog, 1..=65_535, "")
     }
 }

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{ConfigError, DEFAULT_POOL};
+use super::limits::MAX_CONNECTIONS;
+use super::{ConfigError, DEFAULT_POOL, range};
 
 /// How a listener chooses a backend for each new client.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -48,7 +49,8 @@ pub struct ListenerConfig {
     pub policy: PolicyKind,
     /// The pool of backends this listener serves; default `default` (the top-level `backends:`).
     pub pool: String,
-    /// Client connections on this listener; default: only the global limit applies.
+    /// Client connections on this listener, from 1 to 1,000,000; default: only the global limit
+    /// applies.
     pub max_connections: Option<u32>,
     /// Which nodes of the pool this listener uses: every usable node, only the writer, or the
     /// readers.
@@ -134,7 +136,7 @@ pub(super) fn validate_some(listeners: &[ListenerConfig], file: &str) -> Result<
 
 /// Each listener (`listeners[i]`): a name of its own, an address no other listener binds, a pool
 /// among `pool_names` (the default one only when `default_has_backends`), `exclude_writer` only
-/// for readers, a limit of at least 1. Gives the addresses they bind, which the control and admin
+/// for readers, a limit from 1 to 1,000,000. Gives the addresses they bind, which the control and admin
 /// ports must not share.
 pub(super) fn validate_listeners(
     listeners: &[ListenerConfig],
@@ -191,11 +193,14 @@ pub(super) fn validate_listeners(
                 "only applies to listeners with role: reader".into(),
             ));
         }
-        if listener.max_connections == Some(0) {
-            return Err(err(
-                format!("{field}.max_connections"),
-                "must be at least 1 (or left out)".into(),
-            ));
+        if let Some(max) = listener.max_connections {
+            range::count(
+                file,
+                &format!("{field}.max_connections"),
+                max,
+                1..=MAX_CONNECTIONS,
+                " (or left out)",
+            )?;
         }
     }
     Ok(binds)

@@ -3,17 +3,23 @@
 //! Each section lives in a file of its own with its types, defaults and rules: `runtime`
 //! (`runtime:`, `log:`), `limits` (`limits:`, `tcp:`), `listener` (`listeners:`), `pool`
 //! (`backends:`, `pools:`), `health` (`health:`), `access` (`control:`, `admin:`); the types are
-//! re-exported here. `file` is the file as serde reads it, with addresses still text.
+//! re-exported here. `file` is the file as serde reads it, with addresses still text; `range` the
+//! range checks every count and duration goes through.
 //!
 //! Parse once: [`Config::from_yaml`] reads the text strictly (`deny_unknown_fields` everywhere, so
 //! a typo is an error, not a silently ignored setting), types the listening addresses
 //! (`SocketAddr`) and allowlists (`AllowList`) as it reads them (durations are typed by serde
 //! already), and then runs [`Config::validate`], which calls each section's rules in turn (counts and durations in
 //! range, unique names, pools that exist, ports not bound twice, backend `HOST:PORT` syntax).
+//! Every count and duration has a range an operator would find sane (`range`: the checks and their
+//! messages; the ranges themselves are beside each section's rules), so that no value `check`
+//! accepts can crash galera-lb or make it useless later (a timeout that overflows, a keepalive the
+//! kernel refuses on every connection, a thread count the system cannot give).
 //! A `Config` that loaded holds typed values only: nothing parses them again. Backend addresses
 //! stay `HOST:PORT` text because host names are resolved at run time. Every error is a
 //! [`ConfigError`] that names the file, the field and the reason; `main` turns it into exit
-//! status 64.
+//! status 64. serde's own messages are passed on without the value they quote (`without_values`):
+//! a secret written where a section or another field belongs is never echoed.
 //!
 //! Secrets (the health-check password, the control and admin tokens) are held in
 //! [`Secret`](crate::core::secret::Secret), whose `Debug` output is masked, and may come from the
@@ -44,6 +50,7 @@ mod health;
 mod limits;
 mod listener;
 mod pool;
+mod range;
 mod runtime;
 pub(crate) mod source;
 
@@ -109,7 +116,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Whether the pool `default` adds the nodes its members report (see [`Discover`]).
     pub discover: Discover,
-    /// How many discovery rounds in a row a discovered node may be missing before it is retired.
+    /// How many discovery rounds in a row a discovered node may be missing before it is retired,
+    /// from 1 to 1000.
     pub discover_retire_after: u32,
     /// Further named pools of backends (a listener picks one with `pool:`).
     pub pools: Vec<PoolConfig>,
@@ -234,15 +242,123 @@ impl Config {
 }
 
 /// serde_yaml's message already carries the path (`listeners[0]: unknown field ...`) and position;
-/// make the position read as `line L column C`.
+/// make the position read as `line L column C`, and take out the value serde quotes (see
+/// [`without_values`]).
 fn describe_yaml_error(e: &serde_yaml::Error) -> String {
-    let message = e.to_string();
+    let message = without_values(&e.to_string());
     match e.location() {
         Some(loc) if !message.contains("line") => {
             format!("{message} (line {} column {})", loc.line(), loc.column())
         }
         _ => message,
     }
+}
+
+/// serde's messages quote the value they could not use: `invalid type: string "hunter2",
+/// expected struct HealthConfig` when a password lands where the `health:` section belongs, on
+/// stderr at start and `check` and in the reload log line. Each value is replaced by its kind
+/// (`a string`, `an integer`, `a number`, `a boolean`, `a character`), an unknown variant loses
+/// its name, and `expected struct NAME` (a type name of ours) reads `expected a mapping`; the field
+/// path, the expected type and the position stay, and they are what a fix needs. Field names
+/// (`unknown field `colour``) are kept: they are keys, not values.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let next = ["invalid type: ", "invalid value: ", "unknown variant `"]
+            .iter()
+            .filter_map(|marker| rest.find(marker).map(|at| (at, *marker)))
+            .min_by_key(|(at, _)| *at);
+        let Some((at, marker)) = next else {
+            out.push_str(rest);
+            break;
+        };
+        let after = &rest[at + marker.len()..];
+        if marker == "unknown variant `" {
+            out.push_str(&rest[..at]);
+            out.push_str("unknown variant");
+            // The variant is written as is, backticks and all; the list of expected ones
+            // that follows never holds "`, expected", so the last one ends the variant.
+            match after
+                .rfind("`, expected")
+                .or_else(|| after.rfind("`, there are no"))
+            {
+                Some(end) => rest = &after[end + 1..],
+                None => break,
+            }
+            continue;
+        }
+        out.push_str(&rest[..at + marker.len()]);
+        match unexpected_value(after) {
+            Some((kind, len)) => {
+                out.push_str(kind);
+                rest = &after[len..];
+            }
+            None => rest = after,
+        }
+    }
+    replace_struct_names(&out)
+}
+
+/// The kind and the length of the value serde's `Unexpected` shows at the start of `text`
+/// (`string "…"` with Rust escapes, `integer `5``, serde_yaml's `integer `5` as u128`,
+/// `floating point `1.5``, `boolean `true``, `character `c``); `None` for the kinds that show
+/// no value (`sequence`, `map`, `unit value`, ...).
+fn unexpected_value(text: &str) -> Option<(&'static str, usize)> {
+    if let Some(quoted) = text.strip_prefix("string \"") {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => return Some(("a string", "string \"".len() + i + 1)),
+                _ => {}
+            }
+        }
+        // No closing quote: drop the rest rather than show part of the value.
+        return Some(("a string", text.len()));
+    }
+    for (prefix, kind) in [
+        ("integer `", "an integer"),
+        ("floating point `", "a number"),
+        ("boolean `", "a boolean"),
+        ("character `", "a character"),
+    ] {
+        let Some(value) = text.strip_prefix(prefix) else {
+            continue;
+        };
+        // A character may itself be a backtick: skip one character before looking for the end.
+        let skip = value.chars().next().map_or(0, char::len_utf8);
+        let mut len = match value[skip..].find('`') {
+            Some(end) => prefix.len() + skip + end + 1,
+            None => text.len(),
+        };
+        for suffix in [" as u128", " as i128"] {
+            if text[len..].starts_with(suffix) {
+                len += suffix.len();
+            }
+        }
+        return Some((kind, len));
+    }
+    None
+}
+
+/// `expected struct HealthConfig` (serde's name for our type) as `expected a mapping`.
+fn replace_struct_names(message: &str) -> String {
+    const STRUCT: &str = "expected struct ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(STRUCT) {
+        out.push_str(&rest[..at]);
+        out.push_str("expected a mapping");
+        let name = &rest[at + STRUCT.len()..];
+        let end = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name.len());
+        rest = &name[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{CheckKind, ConfigError, ProxyProtocol};
+use super::limits::MAX_CONNECTIONS;
+use super::{CheckKind, ConfigError, ProxyProtocol, range};
 
 /// The name of the pool formed by the top-level `backends:` list.
 pub const DEFAULT_POOL: &str = "default";
@@ -19,6 +20,7 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub discover: Discover,
+    /// Discovery rounds a discovered node may be missing before it is retired, from 1 to 1000.
     #[serde(default = "default_retire_after")]
     pub discover_retire_after: u32,
 }
@@ -51,7 +53,7 @@ pub struct BackendConfig {
     /// (HAProxy's `backup` servers are tier 2).
     #[serde(default = "default_tier")]
     pub tier: u8,
-    /// Client connections to this backend; default: unlimited.
+    /// Client connections to this backend, from 1 to 1,000,000; default: unlimited.
     pub max_connections: Option<u32>,
     /// A backup (HAProxy's `backup` server): it gets clients only when no non-backup backend of
     /// the pool is usable, and then only the first usable backup in configuration order (every
@@ -61,7 +63,7 @@ pub struct BackendConfig {
     /// The port the health checks connect to instead of the backend's own (HAProxy's server
     /// `port`; 9200 for Percona's clustercheck with `health.check: http`).
     pub check_port: Option<u16>,
-    /// Follow the host name's DNS records: re-resolve this often, and make every address it
+    /// Follow the host name's DNS records: re-resolve this often (1s to 24h), and make every address it
     /// resolves to a backend of its own (Swarm `tasks.NAME`, Kubernetes headless services).
     /// Default: resolve once, at start and on reload, and use the first address.
     #[serde(default, with = "humantime_serde")]
@@ -93,8 +95,8 @@ pub struct PoolView<'a> {
 
 /// Each backend of one pool (`field[i]`, `field` being `backends` or `pools[N].backends`):
 /// `HOST:PORT` (host names stay text: they are resolved at start, on reload and with
-/// `resolve_every`), listed once, a positive weight, a tier from 1, limits and ports that mean
-/// something.
+/// `resolve_every`), listed once, a positive weight, a tier from 1, limits, ports and
+/// re-resolution intervals within their ranges.
 fn validate_backends(
     backends: &[BackendConfig],
     field: &str,
@@ -132,12 +134,14 @@ fn validate_backends(
                 "tiers start at 1".to_string(),
             ));
         }
-        if backend.max_connections == Some(0) {
-            return Err(ConfigError::invalid(
+        if let Some(max) = backend.max_connections {
+            range::count(
                 file,
-                format!("{field}.max_connections"),
-                "must be at least 1 (or left out)".to_string(),
-            ));
+                &format!("{field}.max_connections"),
+                max,
+                1..=MAX_CONNECTIONS,
+                " (or left out)",
+            )?;
         }
         if backend.check_port == Some(0) {
             return Err(ConfigError::invalid(
@@ -147,12 +151,14 @@ fn validate_backends(
                     .to_string(),
             ));
         }
-        if backend.resolve_every.is_some_and(|every| every.is_zero()) {
-            return Err(ConfigError::invalid(
+        if let Some(every) = backend.resolve_every {
+            range::duration(
                 file,
-                format!("{field}.resolve_every"),
-                "must be longer than 0 (e.g. 5s)".to_string(),
-            ));
+                &format!("{field}.resolve_every"),
+                every,
+                Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
+                " (e.g. 5s), or left out to resolve once",
+            )?;
         }
     }
     Ok(())
@@ -216,7 +222,7 @@ pub(super) fn validate_pools(
 }
 
 /// `discover` and `discover_retire_after` of each pool: `wsrep` discovery needs the wsrep check
-/// (`check` is `health.check`), and a node is retired after at least one round.
+/// (`check` is `health.check`), and a node is retired after 1 to 1000 rounds.
 pub(super) fn validate_discovery(
     pools: &[PoolView<'_>],
     check: CheckKind,
@@ -232,15 +238,16 @@ pub(super) fn validate_discovery(
                 "discover: wsrep needs health.check: wsrep",
             ));
         }
-        if pool.retire_after == 0 {
-            return Err(ConfigError::invalid(
-                file,
-                pool.field
-                    .replace(".backends", ".discover_retire_after")
-                    .replace("backends", "discover_retire_after"),
-                "must be at least 1",
-            ));
-        }
+        range::count(
+            file,
+            &pool
+                .field
+                .replace(".backends", ".discover_retire_after")
+                .replace("backends", "discover_retire_after"),
+            pool.retire_after,
+            1..=1000,
+            "",
+        )?;
     }
     Ok(())
 }

@@ -2,12 +2,16 @@
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, range};
+
+/// The most tokio worker threads `runtime.worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 1024;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Tokio worker threads; default: the number of CPU cores.
+    /// Tokio worker threads, from 1 to 1024 (each is an OS thread with its own stack); default:
+    /// the number of CPU cores.
     pub worker_threads: Option<usize>,
 }
 
@@ -67,16 +71,18 @@ pub(crate) fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, S
 }
 
 impl RuntimeConfig {
-    /// `runtime.worker_threads`, when given, is at least 1.
+    /// `runtime.worker_threads`, when given, is from 1 to 1024.
     pub(super) fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        if self.worker_threads == Some(0) {
-            return Err(ConfigError::invalid(
+        match self.worker_threads {
+            Some(threads) => range::count(
                 file,
                 "runtime.worker_threads",
-                "must be at least 1 (or left out to use one per CPU core)",
-            ));
+                threads,
+                1..=MAX_WORKER_THREADS,
+                " (or left out to use one per CPU core)",
+            ),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

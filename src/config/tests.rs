@@ -128,7 +128,7 @@ fn errors_name_the_file_the_field_and_the_reason() {
         (
             &MINIMAL.replace("round_robin", "fastest"),
             "listeners[0].policy",
-            "unknown variant `fastest`",
+            "unknown variant, expected one of `round_robin`",
         ),
         (
             &format!("{MINIMAL}limits:\n  connect_timeout: soon\n"),
@@ -138,7 +138,7 @@ fn errors_name_the_file_the_field_and_the_reason() {
         (
             &format!("{MINIMAL}limits:\n  park_idle_after: 1ms\n"),
             "limits.park_idle_after",
-            "at least 10ms",
+            "must be from 10ms to 24h",
         ),
         (
             &format!("{MINIMAL}limits:\n  client_idle_timeout: 0s\n"),
@@ -249,7 +249,7 @@ fn errors_name_the_file_the_field_and_the_reason() {
         (
             &MINIMAL.replace("weight: 1", "weight: 1\n    proxy_protocol: v3"),
             "backends[0].proxy_protocol",
-            "unknown variant `v3`, expected one of `off`, `v1`, `v2`",
+            "unknown variant, expected one of `off`, `v1`, `v2`",
         ),
         (
             &MINIMAL.replace("weight: 1", "weight: 1\n    proxy_protocol: true"),
@@ -259,7 +259,7 @@ fn errors_name_the_file_the_field_and_the_reason() {
         (
             &MINIMAL.replace("policy: round_robin", "proxy_protocol: V2"),
             "listeners[0].proxy_protocol",
-            "unknown variant `V2`",
+            "listeners[0].proxy_protocol: unknown variant, expected one of `off`",
         ),
         (
             &MINIMAL.replace("policy: round_robin", "accept_proxy: v1"),
@@ -433,4 +433,147 @@ fn host_port_splitting() {
     assert!(split_host_port("db1:0").is_err());
     assert!(split_host_port(":3306").is_err());
     assert!(split_host_port("db1:99999").is_err());
+}
+
+#[test]
+fn every_count_and_duration_is_accepted_at_both_ends_of_its_range() {
+    let low = format!(
+        "{MINIMAL}runtime:\n  worker_threads: 1\nlimits:\n  max_connections: 1\n  \
+         connect_timeout: 10ms\n  shutdown_grace: 0s\n  park_idle_after: 10ms\n  \
+         client_idle_timeout: 10ms\ntcp:\n  keepalive: 1s\n  backlog: 1\nhealth:\n  \
+         interval: 10ms\n  timeout: 10ms\n  rise: 1\n  fall: 1\n  stale_view_after: 0s\n\
+         control:\n  max_clients: 1\n  max_line: 16\n  idle_timeout: 100ms\n\
+         discover_retire_after: 1\n"
+    )
+    .replace(
+        "    weight: 1",
+        "    weight: 1\n    max_connections: 1\n    resolve_every: 1s",
+    )
+    .replace(
+        "    policy: round_robin",
+        "    policy: round_robin\n    max_connections: 1",
+    );
+    let high = format!(
+        "{MINIMAL}runtime:\n  worker_threads: 1024\nlimits:\n  max_connections: 1000000\n  \
+         connect_timeout: 1h\n  shutdown_grace: 24h\n  park_idle_after: 24h\n  \
+         client_idle_timeout: 30d\ntcp:\n  keepalive: 32767s\n  backlog: 65535\nhealth:\n  \
+         interval: 1h\n  timeout: 1h\n  rise: 1000\n  fall: 1000\n  stale_view_after: 1h\n\
+         control:\n  max_clients: 10000\n  max_line: 65536\n  idle_timeout: 24h\n\
+         discover_retire_after: 1000\n"
+    )
+    .replace(
+        "    weight: 1",
+        "    weight: 1\n    max_connections: 1000000\n    resolve_every: 24h",
+    )
+    .replace(
+        "    policy: round_robin",
+        "    policy: round_robin\n    max_connections: 1000000",
+    );
+    for yaml in [low, high] {
+        if let Err(e) = Config::from_yaml(&yaml, "test.yaml") {
+            panic!("{e}\n{yaml}");
+        }
+    }
+}
+
+#[test]
+fn type_errors_never_echo_the_value() {
+    const SECRET: &str = "Tr0ub4dor&3";
+    let cases = [
+        (
+            "health: 'Tr0ub4dor&3'\n",
+            "health: invalid type: a string, expected a mapping",
+        ),
+        (
+            "health:\n  timeout: 'Tr0ub4dor&3'\n",
+            "health.timeout: invalid value: a string, expected a duration",
+        ),
+        (
+            "health:\n  check: 'Tr0ub4dor&3'\n",
+            "health.check: unknown variant, expected one of `none`, `tcp`",
+        ),
+        (
+            "health:\n  rise: 'Tr0ub4dor&3'\n",
+            "health.rise: invalid type: a string, expected u32",
+        ),
+        (
+            "tcp:\n  nodelay: 'Tr0ub4dor&3'\n",
+            "tcp.nodelay: invalid type: a string, expected a boolean",
+        ),
+        (
+            "control: 'Tr0ub4dor&3'\n",
+            "control: invalid type: a string, expected a mapping",
+        ),
+        (
+            "backends:\n  - 'Tr0ub4dor&3'\n",
+            "backends[0]: invalid type: a string, expected a mapping",
+        ),
+    ];
+    for (section, expected) in cases {
+        let yaml = format!("listeners:\n  - name: rw\n    bind: 127.0.0.1:3306\n{section}");
+        let yaml = if section.starts_with("backends") {
+            yaml
+        } else {
+            format!("{yaml}backends:\n  - address: 127.0.0.1:3316\n")
+        };
+        let message = invalid(&yaml);
+        assert!(!message.contains(SECRET), "{section}: echoed: {message}");
+        assert!(
+            message.contains(expected),
+            "{section}: expected {expected:?} in {message}"
+        );
+        assert!(
+            message.contains(" at line "),
+            "{section}: no position: {message}"
+        );
+    }
+}
+
+#[test]
+fn values_are_taken_out_of_serde_messages_whatever_they_hold() {
+    let cases = [
+        (
+            r#"health: invalid type: string "a\"b\\c, expected x", expected struct HealthConfig at line 4 column 9"#,
+            "health: invalid type: a string, expected a mapping at line 4 column 9",
+        ),
+        (
+            "health.rise: invalid type: integer `123456789012345678901234567890` as u128, expected u32 at line 5 column 9",
+            "health.rise: invalid type: an integer, expected u32 at line 5 column 9",
+        ),
+        (
+            "x: invalid value: integer `-3`, expected u8",
+            "x: invalid value: an integer, expected u8",
+        ),
+        (
+            "x: invalid type: floating point `1.5`, expected u32",
+            "x: invalid type: a number, expected u32",
+        ),
+        (
+            "x: invalid type: boolean `true`, expected a duration",
+            "x: invalid type: a boolean, expected a duration",
+        ),
+        (
+            "x: invalid type: character ```, expected a string",
+            "x: invalid type: a character, expected a string",
+        ),
+        (
+            "health.check: unknown variant `a`, expected x`, expected `none` or `tcp` at line 5 column 10",
+            "health.check: unknown variant, expected `none` or `tcp` at line 5 column 10",
+        ),
+        (
+            r#"x: invalid value: string "unterminated"#,
+            "x: invalid value: a string",
+        ),
+        (
+            "backends[0]: unknown field `colour`, expected one of `address`, `weight` at line 3",
+            "backends[0]: unknown field `colour`, expected one of `address`, `weight` at line 3",
+        ),
+        (
+            "listeners[0].bind: invalid type: sequence, expected a string",
+            "listeners[0].bind: invalid type: sequence, expected a string",
+        ),
+    ];
+    for (message, expected) in cases {
+        assert_eq!(without_values(message), expected, "{message}");
+    }
 }

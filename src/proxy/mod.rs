@@ -16,12 +16,16 @@
 //! gets headers (`proxy_protocol`, the backend's own or its listener's) is sent one right after
 //! the connect, before any client byte.
 //!
+//! The `tcp:` options (TCP_NODELAY, keepalive) are set on both of a session's sockets by
+//! [`sockopt`]; one the kernel refuses is logged and left unset, never a reason to fail a session.
+//!
 //! The copy loop holds no buffer while a connection is idle: it waits for readability, then reads
 //! into a stack buffer and writes straight through; only bytes the destination cannot take at once
 //! are kept on the heap, and only until they are written.
 
 pub(crate) mod listeners;
 pub(crate) mod park;
+mod sockopt;
 pub(crate) mod trim;
 
 use std::future::poll_fn;
@@ -34,7 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -260,9 +264,7 @@ async fn handle(
     ctx: Arc<ProxyContext>,
     slots: (Slot<ActiveCount>, Slot<ListenerState>),
 ) {
-    if let Err(e) = set_stream_options(&client, &ctx.tcp) {
-        debug!(listener = %listener.name, client = %socket_peer, error = %e, "cannot set client socket options");
-    }
+    sockopt::apply(&client, &ctx.tcp, sockopt::Side::Client);
     let destination = client
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -701,10 +703,8 @@ async fn connect_backend(
     } else {
         TcpSocket::new_v6()?
     };
-    socket.set_nodelay(tcp.nodelay)?;
-    if let Some(idle) = tcp.keepalive {
-        SockRef::from(&socket).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-    }
+    // An option the kernel refuses is logged, not a failed connect (see `sockopt`).
+    sockopt::apply(&socket, tcp, sockopt::Side::Backend);
     match tokio::time::timeout(timeout, socket.connect(address)).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
@@ -712,14 +712,6 @@ async fn connect_backend(
             format!("connect timed out after {timeout:?}"),
         )),
     }
-}
-
-fn set_stream_options(stream: &TcpStream, tcp: &TcpConfig) -> io::Result<()> {
-    stream.set_nodelay(tcp.nodelay)?;
-    if let Some(idle) = tcp.keepalive {
-        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-    }
-    Ok(())
 }
 
 /// Copies client→backend and backend→client until both directions have ended. An end of stream

@@ -124,6 +124,25 @@ pub fn config_yaml(data: &[u8]) {
                 assert_eq!(bind.ok(), Some(listener.bind), "listener bind");
                 assert!(config.pools().iter().any(|p| p.name == listener.pool));
             }
+            // Every duration galera-lb adds to an `Instant` or a timeout is in range, and
+            // keepalive is one the kernel takes (whole seconds, 1 to 32767).
+            let (ms, hour) = (Duration::from_millis, Duration::from_secs(3600));
+            assert!((ms(10)..=hour).contains(&config.health.interval));
+            assert!((ms(10)..=hour).contains(&config.health.timeout));
+            assert!((ms(10)..=hour).contains(&config.limits.connect_timeout));
+            assert!(config.limits.shutdown_grace <= 24 * hour);
+            if let Some(idle) = config.tcp.keepalive {
+                assert!(idle.subsec_nanos() == 0 && (1..=32_767).contains(&idle.as_secs()));
+            }
+            assert!(
+                config
+                    .runtime
+                    .worker_threads
+                    .is_none_or(|n| (1..=1024).contains(&n))
+            );
+            if let Some(control) = &config.control {
+                assert!(control.idle_timeout <= 24 * hour);
+            }
             for pool in config.pools() {
                 for backend in pool.backends {
                     let split = split_host_port(&backend.address);

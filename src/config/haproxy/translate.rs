@@ -259,7 +259,8 @@ fn read_setting(line: &Line, s: &mut ProxySettings, in_defaults: bool, notes: &m
                 notes.error(
                     line.number,
                     format!(
-                        "`{}`: '{value}' is not a time (e.g. 5s, 500ms, 1m)",
+                        "`{}`: '{value}' is not a time (e.g. 5s, 500ms, 1m; at most \
+                         2147483647ms, about 24d, as in HAProxy)",
                         line.text
                     ),
                 );
@@ -714,11 +715,11 @@ fn server_options(line: &Line, start: usize, server: &mut Server, notes: &mut No
             },
             "inter" => match parse_time(value).filter(|d| !d.is_zero()) {
                 Some(d) => server.inter = Some(d),
-                None => bad("a time such as 2s"),
+                None => bad("a time such as 2s (at most 2147483647ms, about 24d)"),
             },
             "fastinter" | "downinter" => match parse_time(value) {
                 Some(_) => server.fast_or_down_inter = true,
-                None => bad("a time such as 2s"),
+                None => bad("a time such as 2s (at most 2147483647ms, about 24d)"),
             },
             "rise" | "fall" => match number().filter(|n| *n > 0) {
                 Some(n) if option == "rise" => server.rise = Some(n),
@@ -755,8 +756,13 @@ fn server_options(line: &Line, start: usize, server: &mut Server, notes: &mut No
     }
 }
 
+/// The longest time HAProxy takes (2^31 - 1 ms, about 24.8 days; HAProxy refuses more as a
+/// "timer overflow"). A longer one is refused here too, naming the line, rather than written
+/// into the translation as a value galera-lb would refuse (or could not even read back).
+const MAX_TIME: Duration = Duration::from_millis(2_147_483_647);
+
 /// HAProxy's time format: a number with an optional unit (`us`, `ms` — the default — `s`,
-/// `m`, `h`, `d`).
+/// `m`, `h`, `d`), at most [`MAX_TIME`].
 pub(crate) fn parse_time(text: &str) -> Option<Duration> {
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
@@ -772,7 +778,7 @@ pub(crate) fn parse_time(text: &str) -> Option<Duration> {
         "d" => Duration::from_secs(n.checked_mul(86_400)?),
         _ => return None,
     };
-    Some(duration)
+    (duration <= MAX_TIME).then_some(duration)
 }
 
 /// A duration as galera-lb writes it (`2s`, `1500ms`).
