@@ -17,7 +17,7 @@ use crate::core::secret::Secret;
 pub struct AdminConfig {
     /// `IP:PORT`; loopback by default.
     pub bind: SocketAddr,
-    /// Admin connections open at once (1–65536); when all are taken, a new connection takes
+    /// Admin connections open at once (1–10000); when all are taken, a new connection takes
     /// the slot of the one idle longest, so a fresh request is always answered.
     pub max_clients: u32,
     /// A token every endpoint but `/live` and `/ready` asks for (`Authorization: Bearer TOKEN`),
@@ -268,13 +268,7 @@ impl AdminConfig {
                 format!("{bind} is bound by a listener or the control port"),
             ));
         }
-        if !(1..=65536).contains(&self.max_clients) {
-            return Err(ConfigError::invalid(
-                file,
-                "admin.max_clients",
-                format!("{} is out of range: give 1 to 65536", self.max_clients),
-            ));
-        }
+        range::count(file, "admin.max_clients", self.max_clients, 1..=10_000, "")?;
         self.access_fields().validate(file)
     }
 }
