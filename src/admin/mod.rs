@@ -47,6 +47,7 @@ use tracing::{debug, warn};
 use crate::config::Role;
 use crate::core::access::{Access, Denied, count_denied};
 use crate::core::client_slots::ClientSlots;
+use crate::core::log_limit::LogLimit;
 use crate::core::net;
 use crate::proxy::ListenerState;
 use crate::state::snapshot::{Router, Snapshot};
@@ -82,7 +83,10 @@ pub(crate) async fn serve(
         &stop,
         |stream, peer| {
             if !ctx.access.allow.allows(peer.ip()) {
-                warn!(client = %peer, "admin: address not in admin.allow; closing");
+                static LOG: LogLimit = LogLimit::new();
+                if let Some(suppressed) = LOG.allow() {
+                    warn!(client = %peer, suppressed, "admin: address not in admin.allow; closing");
+                }
                 count_denied("admin", Denied::NotAllowed);
                 drop(stream);
                 return;
@@ -142,12 +146,18 @@ fn refusal(
     match request.headers().get(AUTHORIZATION).and_then(bearer) {
         Some(given) if token.matches(given) => None,
         Some(_) => {
-            warn!(client = %peer, path = %shown, "admin: wrong bearer token; 401");
+            static LOG: LogLimit = LogLimit::new();
+            if let Some(suppressed) = LOG.allow() {
+                warn!(client = %peer, path = %shown, suppressed, "admin: wrong bearer token; 401");
+            }
             count_denied("admin", Denied::WrongToken);
             Some(unauthorized(true))
         }
         None => {
-            warn!(client = %peer, path = %shown, "admin: no bearer token; 401");
+            static LOG: LogLimit = LogLimit::new();
+            if let Some(suppressed) = LOG.allow() {
+                warn!(client = %peer, path = %shown, suppressed, "admin: no bearer token; 401");
+            }
             count_denied("admin", Denied::NoToken);
             Some(unauthorized(false))
         }

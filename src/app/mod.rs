@@ -200,7 +200,7 @@ pub async fn start_from(
             accept_errors: Default::default(),
         });
         info!(
-            address = ?control,
+            address = %bound_address(control),
             token = access.token.is_some(),
             allow = control_config.allow.len(),
             "control port listening"
@@ -224,7 +224,7 @@ pub async fn start_from(
     {
         admin = socket.local_addr().ok();
         info!(
-            address = ?admin,
+            address = %bound_address(admin),
             token = access.token.is_some(),
             allow = admin_config.allow.len(),
             "admin port listening"
@@ -277,10 +277,16 @@ pub async fn start_from(
     };
     background.spawn(task.run(change_rx));
     background.spawn(trim::run(ctx.clone(), stop_background.clone()));
+    let snapshot = router.load_full();
+    let backends = snapshot.backends();
+    let usable = backends.iter().filter(|m| m.is_usable()).count();
     info!(
         listeners = config.listeners.len(),
         check = config.health.check.as_str(),
-        "ready"
+        backends = backends.len(),
+        usable,
+        "ready: {usable} of {} backends usable",
+        backends.len()
     );
     Ok(Running {
         listeners,
@@ -296,6 +302,11 @@ pub async fn start_from(
         ctx,
         shutdown_grace: config.limits.shutdown_grace,
     })
+}
+
+/// A bound port's address for the log (`?` when the socket cannot say).
+fn bound_address(bound: Option<SocketAddr>) -> String {
+    bound.map_or_else(|| "?".to_string(), |address| address.to_string())
 }
 
 /// How many sessions the open-files limit leaves room for, after raising it toward the hard

@@ -2,6 +2,7 @@
 //!
 //! - [`backend`]: a backend's identity (its address) and live state (health, counters: atomics).
 //! - [`limit`]: lock-free connection counts with limits, released by guards.
+//! - [`log_limit`]: at most one log line a second per call site about single clients.
 //! - [`counters`]: the process-wide event counters, a leaf anyone may bump (rendering them is
 //!   `crate::admin::metrics`).
 //! - [`wsrep`]: the wsrep status of a node and the rules that make it usable.
@@ -24,6 +25,7 @@ pub(crate) mod client_slots;
 pub mod counters;
 pub(crate) mod fd_budget;
 pub(crate) mod limit;
+pub(crate) mod log_limit;
 pub mod mysql_packet;
 pub(crate) mod net;
 pub(crate) mod notify;

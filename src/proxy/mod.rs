@@ -51,6 +51,7 @@ use tracing::{debug, warn};
 use crate::config::TcpConfig;
 use crate::core::backend::{BackendState, ConnectError};
 use crate::core::limit::{ActiveCount, Slot, try_acquire};
+use crate::core::log_limit::LogLimit;
 use crate::core::mysql_packet::{self, ServerError};
 use crate::core::net;
 use crate::core::proxy_protocol::{self, Addresses, Header};
@@ -249,8 +250,11 @@ async fn accept_proxy_header(
                 .proxy_header_rejected
                 .with_label_values(&[listener.name.as_str(), refused.reason.as_str()])
                 .inc();
-            warn!(listener = %listener.name, client = %socket_peer, reason = refused.reason.as_str(),
-                "closing a connection without a valid PROXY header (accept_proxy): {}", refused.detail);
+            static LOG: LogLimit = LogLimit::new();
+            if let Some(suppressed) = LOG.allow() {
+                warn!(listener = %listener.name, client = %socket_peer, reason = refused.reason.as_str(), suppressed,
+                    "closing a connection without a valid PROXY header (accept_proxy): {}", refused.detail);
+            }
             None
         }
     }
@@ -648,7 +652,11 @@ async fn send_error(
         .client_errors
         .with_label_values(&[listener.name.as_str(), reason])
         .inc();
-    warn!(listener = %listener.name, client = %peer, code = error.code, "refusing client: {message}");
+    static LOG: LogLimit = LogLimit::new();
+    if let Some(suppressed) = LOG.allow() {
+        warn!(listener = %listener.name, client = %peer, code = error.code, suppressed,
+            "refusing client: {message}");
+    }
     let packet = mysql_packet::err_packet(error, &message);
     let write = async {
         let mut written = 0;

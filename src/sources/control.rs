@@ -57,6 +57,7 @@ use crate::config::ControlConfig;
 use crate::core::access::{Access, Denied, count_denied};
 use crate::core::backend::{AdminState, BackendCounters};
 use crate::core::limit::{ActiveCount, try_acquire};
+use crate::core::log_limit::LogLimit;
 use crate::core::net;
 use crate::core::secret::Secret;
 use crate::state::change::{Change, ControlChange, ControlRequest};
@@ -456,7 +457,10 @@ pub(crate) async fn serve(
 /// looks like a network problem. It takes no client slot, and at most a second.
 fn refuse(mut stream: TcpStream, peer: SocketAddr, tasks: &TaskTracker) {
     let address = peer.ip().to_canonical();
-    warn!(client = %peer, "control: address not in control.allow; closing");
+    static LOG: LogLimit = LogLimit::new();
+    if let Some(suppressed) = LOG.allow() {
+        warn!(client = %peer, suppressed, "control: address not in control.allow; closing");
+    }
     count_denied("control", Denied::NotAllowed);
     tasks.spawn(async move {
         let reply = format!("Error: {address} is not allowed on the control port\n");
@@ -548,7 +552,10 @@ async fn session(
             last_request = Instant::now();
         }
         if buffer.len() > ctx.config.max_line {
-            warn!(client = %peer, limit = ctx.config.max_line, "control: request line too long; closing");
+            static LOG: LogLimit = LogLimit::new();
+            if let Some(suppressed) = LOG.allow() {
+                warn!(client = %peer, limit = ctx.config.max_line, suppressed, "control: request line too long; closing");
+            }
             write_reply(&mut stream, b"Error\n").await?;
             return close_gently(&mut stream).await;
         }
@@ -645,7 +652,10 @@ async fn handle(
         }
     };
     if request.changes_state() && !*authenticated {
-        warn!(client = %peer, request = %logged(), "control: a change without auth; refused");
+        static LOG: LogLimit = LogLimit::new();
+        if let Some(suppressed) = LOG.allow() {
+            warn!(client = %peer, request = %logged(), suppressed, "control: a change without auth; refused");
+        }
         count_denied("control", Denied::NoToken);
         return Reply::Text(
             "Error: this request needs the control token: send auth TOKEN first\n".to_string(),
@@ -685,7 +695,10 @@ async fn handle(
                 return Reply::Text("Ok\n".to_string());
             }
             *authenticated = false;
-            warn!(client = %peer, "control: wrong token; closing");
+            static LOG: LogLimit = LogLimit::new();
+            if let Some(suppressed) = LOG.allow() {
+                warn!(client = %peer, suppressed, "control: wrong token; closing");
+            }
             count_denied("control", Denied::WrongToken);
             return Reply::Close("Error: wrong token\n".to_string());
         }

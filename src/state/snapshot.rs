@@ -280,6 +280,14 @@ impl Snapshot {
             .or_else(|| members().find(|m| Some(m.socket_addr) == socket_addr))
     }
 
+    /// Whether some listener routes by `pool`'s writer: a `role: writer` listener, or a reader
+    /// listener with `exclude_writer`. Only such pools elect one.
+    pub fn uses_writer(&self, pool: &Pool) -> bool {
+        self.routes.iter().any(|route| {
+            route.pool.name == pool.name && (route.role == Role::Writer || route.exclude_writer)
+        })
+    }
+
     /// Every distinct backend, in pool order.
     pub(crate) fn backends(&self) -> Vec<&Member> {
         let mut seen: Vec<&Member> = Vec::new();

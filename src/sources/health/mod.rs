@@ -470,7 +470,16 @@ fn apply(
     let (old, new) = (up_down(was_up), up_down(up));
     let reason = &outcome.reason;
     let agrees = outcome.passed == up;
-    if first || up != was_up {
+    if first {
+        // The first check: there is no earlier state to name.
+        if up {
+            info!(backend = %backend.address, reason = %reason, "backend up");
+        } else {
+            warn!(backend = %backend.address, reason = %reason, detail = %outcome.detail,
+                "backend down");
+        }
+        *logged_reason = Some(reason.clone());
+    } else if up != was_up {
         if up {
             info!(backend = %backend.address, old, new, reason = %reason, "backend up");
         } else if outcome.detail.is_empty() {
@@ -526,6 +535,15 @@ async fn coordinate(
         }
         let snapshot = router.load_full();
         for pool in &snapshot.pools {
+            if !snapshot.uses_writer(pool) {
+                // No listener routes by this pool's writer (round-robin pools, an HAProxy
+                // import): nothing to elect, log or count; a role left from a configuration
+                // that used one is given up.
+                if pool.writer_role.holder().is_some() {
+                    pool.writer_role.hand_to(None);
+                }
+                continue;
+            }
             let Some((old, new)) = pool.elect_writer(settings.config.failback) else {
                 continue;
             };
@@ -602,13 +620,21 @@ mod tests {
     const NOW: Duration = Duration::ZERO;
     const NODES: [u16; 3] = [3316, 3326, 3336];
 
-    /// A monitor of three backends (3316, 3326, 3336) whose checks answer from `script`.
+    /// A monitor of three backends (3316, 3326, 3336) behind a writer listener, whose checks
+    /// answer from `script`.
     async fn monitor(script: &Script) -> (Arc<Router>, HealthMonitor) {
-        let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  \
-                    - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n  \
-                    - address: 127.0.0.1:3336\nhealth:\n  check: wsrep\n  interval: 1s\n  \
-                    timeout: 2s\n  rise: 2\n  fall: 2\n  on_down: shutdown_sessions\n";
-        let config = Config::from_yaml(yaml, "test.yaml").unwrap();
+        monitor_with_role(script, "writer").await
+    }
+
+    /// [`monitor`], the listener with `role`.
+    async fn monitor_with_role(script: &Script, role: &str) -> (Arc<Router>, HealthMonitor) {
+        let yaml = format!(
+            "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\n    role: {role}\nbackends:\n  \
+             - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n  \
+             - address: 127.0.0.1:3336\nhealth:\n  check: wsrep\n  interval: 1s\n  \
+             timeout: 2s\n  rise: 2\n  fall: 2\n  on_down: shutdown_sessions\n"
+        );
+        let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
         let router = Updater::new(&config).await.unwrap().router();
         let settings = HealthSettings {
             config: config.health.clone(),
@@ -654,6 +680,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(writer_port(&router), Some(3316));
         (script, router, monitor)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_no_listener_routes_by_writer_elects_nothing() {
+        let script = Script::default();
+        for (i, port) in NODES.into_iter().enumerate() {
+            script.set(port, synced(i as u32), NOW);
+        }
+        for role in ["any", "reader"] {
+            let (router, monitor) = monitor_with_role(&script, role).await;
+            monitor.first_round(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(NODES.iter().all(|&p| backend(&router, p).is_healthy()));
+            assert_eq!(writer_port(&router), None, "role: {role}");
+            // A node going down changes no writer either.
+            script.set(3316, Outcome::failed("refused", String::new()), NOW);
+            tokio::time::sleep(Duration::from_millis(2300)).await;
+            assert!(!backend(&router, 3316).is_healthy());
+            assert_eq!(writer_port(&router), None, "role: {role}");
+            script.set(3316, synced(0), NOW);
+        }
     }
 
     #[tokio::test(start_paused = true)]
