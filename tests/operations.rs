@@ -5,7 +5,9 @@
 //!   counted for a round-robin configuration (an HAProxy import, say);
 //! - the log reads as an operator expects: no Rust `Some(...)`, no `old="down" new="down"`, a
 //!   `ready` line that says how many backends are usable, and refused clients logged at most
-//!   once a second with a count of the others.
+//!   once a second with a count of the others;
+//! - `galera-lb ctl` drives the control ports of several instances at once, with a token, and
+//!   its exit status says whether every one of them did what it was asked.
 
 #[allow(dead_code)]
 #[path = "support/lb.rs"]
@@ -19,27 +21,46 @@ use std::time::Duration;
 use lb::{LbProcess, closed_address, free_port};
 use support::sandbox;
 
-/// A round-robin listener in front of the sandbox's three nodes and `extra_backend`.
-fn round_robin_config(
+/// A round-robin listener on `port` in front of the sandbox's three nodes and `extra_backend`,
+/// with an admin port and a control port (`control_extra` added to its section).
+struct Setup<'a> {
     port: u16,
     admin_port: u16,
+    control_port: u16,
     extra_backend: SocketAddr,
-    listener: &str,
-) -> String {
-    let cluster = sandbox::cluster();
-    let mut yaml = format!(
-        "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\n    policy: round_robin\n{listener}backends:\n"
-    );
-    for n in 1..=3 {
-        yaml.push_str(&format!("  - address: {}\n", cluster.node_address(n)));
+    listener_extra: &'a str,
+    control_extra: &'a str,
+}
+
+impl Setup<'_> {
+    fn new() -> Setup<'static> {
+        Setup {
+            port: free_port(),
+            admin_port: free_port(),
+            control_port: free_port(),
+            extra_backend: closed_address(),
+            listener_extra: "",
+            control_extra: "",
+        }
     }
-    yaml.push_str(&format!("  - address: {extra_backend}\n"));
-    yaml.push_str(&format!(
-        "health:\n  user: monitor\n  password: monitor\n  interval: 300ms\n  fall: 1\n  rise: 1\n\
-         admin:\n  bind: 127.0.0.1:{admin_port}\ncontrol:\n  bind: 127.0.0.1:{}\n",
-        free_port()
-    ));
-    yaml
+
+    fn yaml(&self) -> String {
+        let cluster = sandbox::cluster();
+        let mut yaml = format!(
+            "listeners:\n  - name: rw\n    bind: 127.0.0.1:{}\n    policy: round_robin\n{}backends:\n",
+            self.port, self.listener_extra
+        );
+        for n in 1..=3 {
+            yaml.push_str(&format!("  - address: {}\n", cluster.node_address(n)));
+        }
+        yaml.push_str(&format!("  - address: {}\n", self.extra_backend));
+        yaml.push_str(&format!(
+            "health:\n  user: monitor\n  password: monitor\n  interval: 300ms\n  fall: 1\n  rise: 1\n\
+             admin:\n  bind: 127.0.0.1:{}\ncontrol:\n  bind: 127.0.0.1:{}\n{}",
+            self.admin_port, self.control_port, self.control_extra
+        ));
+        yaml
+    }
 }
 
 /// Reads the first packet's first five bytes: a greeting (protocol 10) or an ERR packet (0xFF).
@@ -56,8 +77,9 @@ fn first_byte_of_first_packet(port: u16) -> u8 {
 #[test]
 fn a_round_robin_pool_elects_no_writer_and_logs_nothing_about_writers() {
     let _shared = sandbox::shared_lock();
-    let (port, admin_port) = (free_port(), free_port());
-    let lb = LbProcess::start(&round_robin_config(port, admin_port, closed_address(), ""));
+    let setup = Setup::new();
+    let (port, admin_port) = (setup.port, setup.admin_port);
+    let lb = LbProcess::start(&setup.yaml());
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
     for _ in 0..6 {
         assert_eq!(first_byte_of_first_packet(port), 10);
@@ -93,15 +115,13 @@ fn a_round_robin_pool_elects_no_writer_and_logs_nothing_about_writers() {
 #[test]
 fn the_log_reads_as_an_operator_expects() {
     let _shared = sandbox::shared_lock();
-    let (port, admin_port) = (free_port(), free_port());
     // One backend that is down from the first check; the listener takes one client.
-    let yaml = round_robin_config(
-        port,
-        admin_port,
-        closed_address(),
-        "    max_connections: 1\n",
-    );
-    let lb = LbProcess::start(&yaml);
+    let setup = Setup {
+        listener_extra: "    max_connections: 1\n",
+        ..Setup::new()
+    };
+    let port = setup.port;
+    let lb = LbProcess::start(&setup.yaml());
     let log = lb.log();
     assert!(log.contains("ready: 3 of 4 backends usable"), "{log}");
 
@@ -157,4 +177,142 @@ fn the_log_reads_as_an_operator_expects() {
         }
     }
     drop(held);
+}
+
+/// Runs `galera-lb ctl ARGS` and returns its exit code, stdout and stderr.
+fn ctl(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = lb::binary();
+    command
+        .arg("ctl")
+        .args(args)
+        .env_remove("GALERA_LB_CONFIG")
+        .env_remove("GALERA_LB_CONTROL");
+    let run = lb::run_bounded(
+        &mut command,
+        std::process::Stdio::null(),
+        Duration::from_secs(30),
+    );
+    (run.status.code(), run.stdout, run.stderr)
+}
+
+/// The admin state of `backend` in `getinfo json` from `control`.
+fn admin_state(control: SocketAddr, backend: SocketAddr) -> String {
+    let reply = lb::control(control, "getinfo json");
+    let info: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    info["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == backend.to_string())
+        .map(|b| b["admin"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{backend} not in {reply}"))
+}
+
+#[test]
+fn ctl_drains_a_node_on_every_instance_and_says_when_one_fails() {
+    let _shared = sandbox::shared_lock();
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), "s3cret-token\n").unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let setup = Setup {
+            control_extra: "  token: s3cret-token\n",
+            ..Setup::new()
+        };
+        let lb = LbProcess::start(&setup.yaml());
+        instances.push((lb, SocketAddr::from(([127, 0, 0, 1], setup.control_port))));
+    }
+    let node = sandbox::cluster().node_address(2);
+    let (a, b) = (instances[0].1, instances[1].1);
+    let (a_text, b_text) = (a.to_string(), b.to_string());
+    let token = token_file.path().to_str().unwrap();
+    let node_text = node.to_string();
+
+    let (code, out, err) = ctl(&[
+        "--control",
+        &a_text,
+        "--control",
+        &b_text,
+        "--token-file",
+        token,
+        "drain",
+        &node_text,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, format!("{a}: Ok\n{b}: Ok\n"));
+    assert_eq!(admin_state(a, node), "drain");
+    assert_eq!(admin_state(b, node), "drain");
+
+    // Without the token the change is refused, and the exit status says so.
+    let (code, out, _) = ctl(&["--control", &a_text, "ready", &node_text]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("Error"), "{out}");
+    assert_eq!(admin_state(a, node), "drain");
+
+    // One instance unreachable: the other is still changed, and the status is 1.
+    let closed = closed_address().to_string();
+    let (code, out, err) = ctl(&[
+        "--control",
+        &a_text,
+        "--control",
+        &closed,
+        "--token-file",
+        token,
+        "ready",
+        &node_text,
+    ]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains(&format!("{closed}: cannot connect")), "{err}");
+    assert_eq!(admin_state(a, node), "ready");
+
+    // --json: one object per instance; getinfo's reply is its JSON.
+    let (code, out, err) = ctl(&[
+        "--control",
+        &a_text,
+        "--control",
+        &b_text,
+        "--json",
+        "getinfo",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let objects: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0]["control"], a_text.as_str());
+    assert_eq!(objects[1]["ok"], true);
+    assert!(objects[1]["reply"]["pools"].is_array(), "{out}");
+
+    // The rest of the requests, on one instance.
+    let (code, out, _) = ctl(&[
+        "--control",
+        &b_text,
+        "--token-file",
+        token,
+        "ready",
+        &node_text,
+    ]);
+    assert_eq!((code, out.as_str()), (Some(0), "Ok\n"));
+    let (code, out, _) = ctl(&["--control", &b_text, "health"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&node_text) && out.contains("admin=ready"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(&["--control", &b_text, "stats"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("in: "), "{out}");
+    let (code, out, _) = ctl(&[
+        "--control",
+        &b_text,
+        "--token-file",
+        token,
+        "weight",
+        &node_text,
+        "3",
+    ]);
+    assert_eq!((code, out.as_str()), (Some(0), "Ok\n"));
+    let (code, out, _) = ctl(&["--control", &b_text, "--token-file", token, "reload"]);
+    assert_eq!((code, out.as_str()), (Some(0), "Ok\n"));
 }

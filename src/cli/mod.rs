@@ -8,6 +8,7 @@
 //! The hidden `galera-lb generate man|completions SHELL` prints the man page and shell
 //! completions made from the clap definitions below (the Debian package is built with them).
 
+mod ctl;
 pub mod glbd;
 
 use std::ffi::{OsStr, OsString};
@@ -62,6 +63,12 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 64 with the file, field and reason.
     Check,
+    /// Talk to the control port of one or more running instances: getinfo, health, stats,
+    /// drain, maint, ready, weight, remove, reload (`galera-lb ctl --help`).
+    ///
+    /// `galera-lb ctl --control lb1:8011 --control lb2:8011 drain 10.0.0.11:3306` drains a node
+    /// on both instances; the exit status is 0 only when every instance answered Ok.
+    Ctl(ctl::CtlArgs),
     /// Print the galera-lb YAML equivalent of an HAProxy configuration, with comments naming
     /// FILE:LINE; warnings for what is ignored go to stderr. Exit 0, or 64 with the line of each
     /// section a TCP proxy cannot serve (mode http, ACL routing).
@@ -125,6 +132,9 @@ pub fn main() -> ExitCode {
     if let Some(Command::ImportHaproxy { file }) = &cli.command {
         return import_haproxy(file, cli.keep_checks);
     }
+    if let Some(Command::Ctl(args)) = cli.command {
+        return ctl::main(args, cli.config.as_deref());
+    }
     let source = match (&cli.config, &cli.haproxy_config) {
         (_, Some(path)) => Some(ConfigSource::Haproxy {
             path: path.clone(),
@@ -148,7 +158,10 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => ExitCode::from(exit_status(run(config, file, source, || {}))),
-        Command::Glbd { .. } | Command::Generate { .. } | Command::ImportHaproxy { .. } => {
+        Command::Glbd { .. }
+        | Command::Generate { .. }
+        | Command::ImportHaproxy { .. }
+        | Command::Ctl(_) => {
             unreachable!("handled before the configuration is loaded")
         }
     }
