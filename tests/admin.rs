@@ -406,7 +406,8 @@ fn config_file(name: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // /metrics
 
-/// Two listeners on two pools: `rw` on `default` (a, b), `side` on `side` (c).
+/// Two listeners on two pools: `rw` on `default` (a, b), and the writer listener `side` on
+/// `side` (c). Only `side`'s pool elects a writer: no listener routes by `default`'s.
 async fn two_pools() -> (Lb, [SocketAddr; 3]) {
     let backends = [
         echo_backend("a").await,
@@ -418,7 +419,7 @@ async fn two_pools() -> (Lb, [SocketAddr; 3]) {
     let yaml = format!(
         "listeners:\n\
          \x20 - name: rw\n    bind: {l1}\n    policy: round_robin\n\
-         \x20 - name: side\n    bind: {l2}\n    pool: side\n\
+         \x20 - name: side\n    bind: {l2}\n    pool: side\n    role: writer\n\
          backends:\n  - address: {a}\n    weight: 2\n  - address: {b}\n\
          pools:\n  - name: side\n    backends:\n      - address: {c}\n\
          health:\n  check: none\n\
@@ -492,7 +493,8 @@ async fn metrics_show_every_backend_and_listener_and_move_with_traffic() {
         assert_eq!(before.get("galera_lb_backend_weight", &both), weight);
         assert!(before.value("galera_lb_backend_writer", &both).is_some());
     }
-    // Each pool has exactly one writer (here the heavier `a`), and its first election counted.
+    // The pool a writer listener uses has exactly one writer, and its first election counted;
+    // the other elects none.
     let writers = |scrape: &Scrape, pool: &str| -> Vec<String> {
         scrape
             .samples
@@ -503,15 +505,16 @@ async fn metrics_show_every_backend_and_listener_and_move_with_traffic() {
             .collect()
     };
     let before = lb
-        .scrape_until("one writer per pool", |s| {
-            writers(s, "default").len() == 1 && writers(s, "side").len() == 1
-        })
+        .scrape_until("a writer in side", |s| writers(s, "side").len() == 1)
         .await;
-    assert_eq!(writers(&before, "default"), [a.as_str()]);
+    assert!(writers(&before, "default").is_empty());
     assert_eq!(writers(&before, "side"), [c.as_str()]);
-    for pool in ["default", "side"] {
-        assert!(before.get("galera_lb_writer_changes_total", &[("pool", pool)]) >= 1.0);
-    }
+    assert!(before.get("galera_lb_writer_changes_total", &[("pool", "side")]) >= 1.0);
+    assert!(
+        before
+            .value("galera_lb_writer_changes_total", &[("pool", "default")])
+            .is_none_or(|n| n == 0.0)
+    );
     // Every family has HELP and TYPE; the series of a label set appear once.
     for family in before.types.keys() {
         assert!(before.helps.contains(family), "{family} has no HELP");
@@ -816,7 +819,7 @@ async fn status_lists_listeners_and_backends_with_every_documented_field() {
             "{l}"
         );
         assert_eq!(l["pool"], pool);
-        assert_eq!(l["role"], "any");
+        assert_eq!(l["role"], if name == "side" { "writer" } else { "any" });
         assert_eq!(l["active"], active, "{l}");
         assert_eq!(l["accepted"], accepted, "{l}");
     }
@@ -853,7 +856,7 @@ async fn status_lists_listeners_and_backends_with_every_documented_field() {
         "last_check_duration_seconds",
     ]);
     for (address, pool, weight, role) in [
-        (a, "default", 2.0, "writer"),
+        (a, "default", 2.0, "reader"),
         (b, "default", 1.0, "reader"),
         (c, "side", 1.0, "writer"),
     ] {

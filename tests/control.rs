@@ -484,8 +484,9 @@ async fn destinations_are_added_reweighted_drained_and_removed_as_in_glbd() {
     assert!(on_a.echo(b"a is untouched").await);
 
     // Removing what is not there is an error; b comes back with clean counters.
-    assert_eq!(ask(lb.control, &format!("{b}:-1\n")).await, "Error\n");
-    assert_eq!(ask(lb.control, &format!("{b}:-0.5\n")).await, "Error\n");
+    let no_b = format!("Error: no backend {b}\n");
+    assert_eq!(ask(lb.control, &format!("{b}:-1\n")).await, no_b);
+    assert_eq!(ask(lb.control, &format!("{b}:-0.5\n")).await, no_b);
     assert_eq!(ask(lb.control, &format!("{b}:1\n")).await, "Ok\n");
     let info = ask(lb.control, "getinfo\n").await;
     assert_eq!(row(&info, b), (b.to_string(), 1.0, 0.0, 0), "{info}");
@@ -497,28 +498,41 @@ async fn destinations_are_added_reweighted_drained_and_removed_as_in_glbd() {
 }
 
 #[tokio::test]
-async fn replies_to_changes_are_exactly_ok_or_error() {
+async fn replies_to_changes_are_ok_or_error_with_the_reason() {
     let a = greeter("a", "127.0.0.1:0").await;
     let lb = start_lb("round_robin", &[(a, 1.0)], "").await;
+    // `Ok`, or `Error: ` and the reason: `Error` stays the first word for glbd's scripts.
     let cases = [
-        ("127.0.0.1:1:1\n", "Ok\n"),
-        ("127.0.0.1:1:3\n", "Ok\n"),
-        ("127.0.0.1:1:0\n", "Ok\n"),
-        ("127.0.0.1:1:-1\n", "Ok\n"),
-        ("127.0.0.1:1:-1\n", "Error\n"),
-        ("127.0.0.1:notaport\n", "Error\n"),
-        ("127.0.0.1:1:heavy\n", "Error\n"),
-        ("127.0.0.1:1:NaN\n", "Error\n"),
-        ("127.0.0.1:99999\n", "Error\n"),
-        ("no-such-host.invalid:3306\n", "Error\n"),
+        ("127.0.0.1:1:1\n", "Ok"),
+        ("127.0.0.1:1:3\n", "Ok"),
+        ("127.0.0.1:1:0\n", "Ok"),
+        ("127.0.0.1:1:-1\n", "Ok"),
+        ("127.0.0.1:1:-1\n", "Error: no backend 127.0.0.1:1"),
+        ("127.0.0.1:notaport\n", "Error: "),
+        ("127.0.0.1:1:heavy\n", "Error: "),
+        ("127.0.0.1:1:NaN\n", "Error: "),
+        ("127.0.0.1:99999\n", "Error: "),
+        ("no-such-host.invalid:3306\n", "Error: "),
     ];
-    for (request, reply) in cases {
-        // Compare raw bytes: no prompt, no trailing space, no \r.
-        assert_eq!(
-            ask(lb.control, request).await.as_bytes(),
-            reply.as_bytes(),
-            "{request:?}"
+    for (request, start) in cases {
+        // Compare raw bytes: one line, no prompt, no trailing space, no \r.
+        let reply = ask(lb.control, request).await;
+        assert!(reply.starts_with(start), "{request:?}: {reply:?}");
+        assert!(
+            reply.ends_with('\n') && reply.lines().count() == 1,
+            "{reply:?}"
         );
+        assert!(!reply.contains('\r') && !reply.trim_end_matches('\n').ends_with(' '));
+        if start == "Error: " {
+            // The reason names what was wrong with the request.
+            let what = request.trim().rsplit(':').next().unwrap();
+            let what = if what == "3306" {
+                "no-such-host.invalid"
+            } else {
+                what
+            };
+            assert!(reply.contains(what), "{request:?}: {reply:?}");
+        }
     }
     // A refused change leaves the routing as it was.
     let info = ask(lb.control, "getinfo\n").await;
@@ -853,11 +867,25 @@ async fn extensions_health_json_admin_states_reload_and_help() {
     assert!(on_a.echo(b"still fine").await);
 
     // Unknown backends and missing arguments are errors.
-    assert_eq!(ask(lb.control, "drain 127.0.0.1:1\n").await, "Error\n");
-    assert_eq!(ask(lb.control, "drain\n").await, "Error\n");
-    assert_eq!(ask(lb.control, "ready 127.0.0.1:1\n").await, "Error\n");
+    assert_eq!(
+        ask(lb.control, "drain 127.0.0.1:1\n").await,
+        "Error: no backend 127.0.0.1:1\n"
+    );
+    let missing = ask(lb.control, "drain\n").await;
+    assert!(
+        missing.starts_with("Error: ") && missing.contains("HOST:PORT"),
+        "{missing}"
+    );
+    assert_eq!(
+        ask(lb.control, "ready 127.0.0.1:1\n").await,
+        "Error: no backend 127.0.0.1:1\n"
+    );
     // In process there is no file to re-read (tests/reload.rs covers `reload` with a file).
-    assert_eq!(ask(lb.control, "reload\n").await, "Error\n");
+    let reload = ask(lb.control, "reload\n").await;
+    assert!(
+        reload.starts_with("Error: galera-lb runs without a configuration file"),
+        "{reload}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,6 +910,14 @@ async fn raw(control: SocketAddr, bytes: &[u8], half_close: bool) -> (Vec<u8>, b
             Err(_) => panic!("the control port neither answered nor closed: {reply:?}"),
         }
     }
+}
+
+/// One line, `Error: ` and a reason.
+fn is_error_line(reply: &[u8]) -> bool {
+    reply.starts_with(b"Error: ")
+        && reply.len() > 8
+        && reply.ends_with(b"\n")
+        && !reply[..reply.len() - 1].contains(&b'\n')
 }
 
 #[tokio::test]
@@ -915,7 +951,7 @@ async fn bad_input_gets_error_or_a_closed_connection_and_galera_lb_stays_up() {
         b"\x1b[2J\x07\n",
     ] {
         let (reply, _) = raw(control, garbage, true).await;
-        assert_eq!(reply, b"Error\n", "{garbage:?}");
+        assert!(is_error_line(&reply), "{garbage:?}: {reply:?}");
     }
     // Binary bytes with no newline at all, then the end of the stream.
     let binary: Vec<u8> = (0..=255u8)
@@ -923,7 +959,7 @@ async fn bad_input_gets_error_or_a_closed_connection_and_galera_lb_stays_up() {
         .take(700)
         .filter(|b| *b != b'\n')
         .collect();
-    assert_eq!(raw(control, &binary, true).await.0, b"Error\n");
+    assert!(is_error_line(&raw(control, &binary, true).await.0));
 
     // An overlong line (> max_line, 1024): `Error` and the connection closes, or only the close
     // (the reply can be lost to the reset when the port closes with unread input).
@@ -931,7 +967,8 @@ async fn bad_input_gets_error_or_a_closed_connection_and_galera_lb_stays_up() {
         let line = vec![b'a'; size];
         let (reply, reset) = raw(control, &line, false).await;
         assert!(
-            reply == b"Error\n" || (reply.is_empty() && reset),
+            reply == b"Error: the request line is longer than 1024 bytes (control.max_line)\n"
+                || (reply.is_empty() && reset),
             "{size} bytes: {reply:?} reset={reset}"
         );
     }
@@ -939,14 +976,19 @@ async fn bad_input_gets_error_or_a_closed_connection_and_galera_lb_stays_up() {
     let mut line = vec![b'a'; 1500];
     line.push(b'\n');
     let (reply, _) = raw(control, &line, false).await;
-    assert_eq!(reply, b"Error\n");
+    assert!(is_error_line(&reply), "{reply:?}");
+    assert!(
+        reply.len() < 300,
+        "the reason is cut short: {} bytes",
+        reply.len()
+    );
 
     // A bad request in the middle does not spoil the good ones around it.
     let (reply, _) = raw(control, b"getstat\n\xff\xfe\ngetstat\n", true).await;
     let reply = String::from_utf8(reply).unwrap();
     let lines: Vec<&str> = reply.lines().collect();
     assert_eq!(lines.len(), 3, "{reply}");
-    assert_eq!(lines[1], "Error");
+    assert!(lines[1].starts_with("Error: "), "{reply}");
 
     // Still up, still serving control and proxy, the held session untouched.
     assert!(
@@ -1356,9 +1398,15 @@ async fn a_wrong_token_is_refused_counted_and_ends_the_connection() {
             "{wrong:?}"
         );
     }
-    // A malformed auth is a bad request: plain `Error`, not counted as a guess.
-    assert_eq!(ask(lb.control, "auth\n").await, "Error\n");
-    assert_eq!(ask(lb.control, "auth right-token more\n").await, "Error\n");
+    // A malformed auth is a bad request, not counted as a guess; the reply does not repeat it.
+    assert_eq!(
+        ask(lb.control, "auth\n").await,
+        "Error: a malformed request (not repeated: it holds the token)\n"
+    );
+    assert_eq!(
+        ask(lb.control, "auth right-token more\n").await,
+        "Error: a malformed request (not repeated: it holds the token)\n"
+    );
     assert_eq!(denied("wrong_token") - before, 5);
     assert_eq!(totals(&ask(lb.control, "getinfo\n").await).0, 1);
 

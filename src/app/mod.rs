@@ -192,7 +192,9 @@ pub async fn start_from(
             config: control_config.clone(),
             default_port,
             pool: first.pool.clone(),
-            max_connections: budget.sessions,
+            // As configured, as glbd shows its --max_conn (a lower descriptor budget is logged
+            // at start and named in each refusal).
+            max_connections: u64::from(config.limits.max_connections),
             open_connections: ctx.global_active.clone(),
             last_stat: Mutex::new((Instant::now(), router.totals())),
             clients: Default::default(),

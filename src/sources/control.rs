@@ -16,7 +16,9 @@
 //! | `auth TOKEN` | with `control.token` set: allow this connection's changes; `Ok`, or `Error` and the connection closes |
 //! | `help` | this list |
 //!
-//! Replies to changes are exactly `Ok\n` or `Error\n`, as glbd's. A connection answers what it
+//! Replies to changes are `Ok\n`, as glbd's, or `Error: REASON\n`: `Error` stays the first word
+//! (glbd's scripts compare the reply with `Ok`, or look for `Error`), and the reason says why
+//! (`Error: no backend 127.0.0.1:9999`). A connection answers what it
 //! has received and then closes after a short pause without new requests, so that
 //! `echo getinfo | nc 127.0.0.1 8011` returns even with a netcat that never half-closes; a client
 //! that sends `interactive` first keeps the connection for as long as it keeps talking.
@@ -556,7 +558,11 @@ async fn session(
             if let Some(suppressed) = LOG.allow() {
                 warn!(client = %peer, limit = ctx.config.max_line, suppressed, "control: request line too long; closing");
             }
-            write_reply(&mut stream, b"Error\n").await?;
+            let reply = format!(
+                "Error: the request line is longer than {} bytes (control.max_line)\n",
+                ctx.config.max_line
+            );
+            write_reply(&mut stream, reply.as_bytes()).await?;
             return close_gently(&mut stream).await;
         }
         if at_end {
@@ -625,9 +631,18 @@ fn shown_reason(reason: &str, line: &str, token: Option<&Secret>) -> String {
     let holds_token = first.eq_ignore_ascii_case("auth")
         || token.is_some_and(|t| !t.expose().is_empty() && line.contains(t.expose()));
     if holds_token {
-        "(not shown: the request holds the token)".to_string()
+        "a malformed request (not repeated: it holds the token)".to_string()
     } else {
         reason.to_string()
+    }
+}
+
+/// `Error: REASON` on one line, the reason cut at 200 characters (it may quote the request).
+fn error_reply(reason: &str) -> String {
+    let one_line = reason.replace(['\n', '\r'], " ");
+    match one_line.char_indices().nth(200) {
+        Some((cut, _)) => format!("Error: {}...\n", &one_line[..cut]),
+        None => format!("Error: {one_line}\n"),
     }
 }
 
@@ -648,7 +663,7 @@ async fn handle(
         Err(reason) => {
             let reason = shown_reason(&reason, line, ctx.access.token.as_ref());
             info!(client = %peer, request = %logged(), %reason, "control: bad request");
-            return Reply::Text("Error\n".to_string());
+            return Reply::Text(error_reply(&reason));
         }
     };
     if request.changes_state() && !*authenticated {
@@ -710,8 +725,9 @@ async fn handle(
     };
     let (reply, outcome) = oneshot::channel();
     let request = ControlRequest { change, reply };
+    const STOPPING: &str = "Error: galera-lb is shutting down\n";
     if ctx.changes.send(Change::Control(request)).await.is_err() {
-        return Reply::Text("Error\n".to_string());
+        return Reply::Text(STOPPING.to_string());
     }
     match outcome.await {
         Ok(Ok(())) => {
@@ -721,9 +737,9 @@ async fn handle(
         Ok(Err(reason)) => {
             let reason = shown_reason(&reason, line, ctx.access.token.as_ref());
             info!(client = %peer, request = %logged(), %reason, "control: refused");
-            Reply::Text("Error\n".to_string())
+            Reply::Text(error_reply(&reason))
         }
-        Err(_) => Reply::Text("Error\n".to_string()),
+        Err(_) => Reply::Text(STOPPING.to_string()),
     }
 }
 
