@@ -112,6 +112,18 @@ fn duration(text: &str) -> Duration {
     Duration::from_secs(seconds)
 }
 
+/// How long galera-lb may take from SIGTERM to its exit: `limits.shutdown_delay` (the listeners
+/// still accept, `/ready` already says draining) and then `limits.shutdown_grace`.
+fn drain_time(config: &Config) -> Duration {
+    config.limits.shutdown_delay + config.limits.shutdown_grace
+}
+
+/// The packaged unit's `TimeoutStopSec=`.
+fn unit_stop_timeout() -> Duration {
+    let unit = unit_service(&read("deploy/debian/galera-lb.service"));
+    duration(&unit["TimeoutStopSec"][0])
+}
+
 // --- deploy/debian ---------------------------------------------------------------------------
 
 /// A systemd unit's `[Service]` settings (a key given twice keeps every value).
@@ -176,9 +188,11 @@ fn check_debian() {
         "LimitNOFILE={nofile} is too small for {sessions} sessions"
     );
     assert!(
-        duration(one("TimeoutStopSec")) > config.limits.shutdown_grace,
-        "systemd must not kill galera-lb before limits.shutdown_grace is over"
+        duration(one("TimeoutStopSec")) > drain_time(&config),
+        "systemd must not kill galera-lb before limits.shutdown_delay + shutdown_grace are over"
     );
+    // The conffile shows shutdown_delay (commented out: the default is 0s) beside the grace.
+    assert!(read(conffile).contains("# shutdown_delay: "), "{conffile}");
 
     // The package's manifest installs these files where the unit and the README say.
     let manifest: toml_like::Assets = toml_like::assets(&read("Cargo.toml"));
@@ -295,9 +309,7 @@ fn check_swarm() {
     );
     // Several replicas, and time to drain before SIGKILL.
     assert!(service["deploy"]["replicas"].as_u64().unwrap() >= 2);
-    assert!(
-        duration(service["stop_grace_period"].as_str().unwrap()) > config.limits.shutdown_grace
-    );
+    assert!(duration(service["stop_grace_period"].as_str().unwrap()) > drain_time(&config));
 }
 
 // --- deploy/kubernetes -----------------------------------------------------------------------
@@ -318,9 +330,25 @@ fn check_kubernetes() {
     };
     let config_map = by_kind("ConfigMap");
     let deployment = by_kind("Deployment");
-    let service = by_kind("Service");
     let budget = by_kind("PodDisruptionBudget");
-    assert_eq!(documents.len(), 4, "{path}: unexpected documents");
+    let services: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "Service")
+        .collect();
+    assert_eq!(
+        services.len(),
+        2,
+        "{path}: a Service for mysql, one for metrics"
+    );
+    let named = |name: &str| -> &Value {
+        services
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{path}: no Service {name}"))
+    };
+    let service = named("galera-lb");
+    let metrics_service = named("galera-lb-metrics");
+    assert_eq!(documents.len(), 5, "{path}: unexpected documents");
 
     let (key, text) = config_map["data"]
         .as_mapping()
@@ -374,13 +402,32 @@ fn check_kubernetes() {
         };
         assert_eq!(probe_port, admin, "{probe} port");
     }
-    // The Service sends 3306 to the listener.
+    // The Service sends 3306 to the listener, and only that.
     let service_port = &service["spec"]["ports"][0];
     assert_eq!(service_port["port"].as_u64(), Some(listener));
     assert_eq!(
         ports[service_port["targetPort"].as_str().unwrap()],
         listener
     );
+    assert_eq!(service["spec"]["ports"].as_sequence().unwrap().len(), 1);
+    // The metrics Service: a port named metrics to the admin port of the same pods.
+    assert_eq!(&metrics_service["spec"]["selector"], labels);
+    let metrics_port = &metrics_service["spec"]["ports"][0];
+    assert_eq!(metrics_port["name"].as_str(), Some("metrics"));
+    assert_eq!(metrics_port["port"].as_u64(), Some(admin));
+    assert_eq!(
+        ports[metrics_port["targetPort"].as_str().unwrap()],
+        admin,
+        "{path}: galera-lb-metrics targets the admin port"
+    );
+    // A pinned image, not pulled again at every start: the tag is this version.
+    let image = container["image"].as_str().unwrap();
+    assert_eq!(
+        image.rsplit_once(':').map(|(_, tag)| tag),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{path}: image {image} is not tagged with Cargo.toml's version"
+    );
+    assert_eq!(container["imagePullPolicy"].as_str(), Some("IfNotPresent"));
     // The ConfigMap is the file --config names.
     let mount = &container["volumeMounts"][0];
     let volume = &pod["spec"]["volumes"][0];
@@ -408,11 +455,28 @@ fn check_kubernetes() {
     }
     // Nodes from the headless Service's DNS records, followed over time.
     assert!(config.backends.iter().all(|b| b.resolve_every.is_some()));
-    // Time to drain before SIGKILL; no root, no capabilities.
+    // The drain: galera-lb keeps accepting while kube-proxy catches up with the endpoint's
+    // removal, then open sessions finish, all before the kubelet's SIGKILL, which counts from
+    // the deletion (a preStop hook's time included).
+    assert!(
+        config.limits.shutdown_delay >= Duration::from_secs(2),
+        "{path}: limits.shutdown_delay covers kube-proxy's catching up"
+    );
+    let pre_stop = &container["lifecycle"]["preStop"];
+    let pre_stop_sleep = pre_stop["sleep"]["seconds"].as_u64().unwrap_or(0);
+    assert!(
+        pre_stop.is_null() || pre_stop_sleep > 0,
+        "{path}: a preStop hook other than sleep: count its time below"
+    );
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .unwrap();
-    assert!(Duration::from_secs(grace) > config.limits.shutdown_grace);
+    assert!(
+        Duration::from_secs(grace)
+            >= Duration::from_secs(pre_stop_sleep) + drain_time(&config) + Duration::from_secs(5),
+        "{path}: terminationGracePeriodSeconds {grace} does not cover the drain"
+    );
+    // No root, no capabilities.
     assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         container["securityContext"]["capabilities"]["drop"][0].as_str(),
@@ -475,6 +539,22 @@ fn check_keepalived() {
     // A host whose galera-lb is not ready drops below the other.
     let weight: i64 = keepalived_value(&texts[0], "weight").parse().unwrap();
     assert!(priority(0).max(priority(1)) + weight < priority(0).min(priority(1)));
+    // Draining: /ready fails at once; the address has moved after `fall` failed checks
+    // `interval` apart and one advert; the listeners accept until then. The whole drain fits
+    // the packaged unit's TimeoutStopSec.
+    let script = |key: &str| -> u64 {
+        let text = &texts[0];
+        let block = &text[text.find("vrrp_script galera_lb_ready {").unwrap()..];
+        keepalived_value(block, key).parse().unwrap()
+    };
+    let advert: u64 = value(0, "advert_int").parse().unwrap();
+    let moved = Duration::from_secs(script("interval") * script("fall") + advert);
+    assert!(
+        config.limits.shutdown_delay >= moved,
+        "{config_path}: limits.shutdown_delay {:?} ends before keepalived moves the address ({moved:?})",
+        config.limits.shutdown_delay
+    );
+    assert!(drain_time(&config) < unit_stop_timeout());
     // Each names the other as its peer.
     assert_eq!(value(0, "unicast_src_ip"), peer(&texts[1]));
     assert_eq!(value(1, "unicast_src_ip"), peer(&texts[0]));
