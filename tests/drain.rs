@@ -5,7 +5,8 @@
 //!   churn that has not moved elsewhere yet is never refused; then they close, the admin port
 //!   still answers through `limits.shutdown_grace`, and the process exits. The real binary,
 //!   fake echo backends (a connect churn of a few hundred connections a second is what is
-//!   measured, not MySQL), and a poller of `/ready` every 5 ms.
+//!   measured, not MySQL), and a poller of `/ready` every 5 ms; then the same with MySQL
+//!   clients (connect, query, disconnect) in front of the real Galera sandbox.
 //! - Nothing is left behind: after `Running::drain`, every task galera-lb started (accept
 //!   loops, sessions, the updater, health checks, discovery, the control and admin ports and
 //!   their connections, the heap trimmer) has finished; the runtime's own count of alive tasks
@@ -14,6 +15,7 @@
 #[allow(dead_code)]
 #[path = "support/lb.rs"]
 mod lb;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use galera_lb::config::Config;
 use lb::{LbProcess, NO_CHECKS, echo_backend, free_port};
+use support::load::{self, Load, LoadSpec, describe, errors_between, started_between};
+use support::sandbox;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -377,4 +381,88 @@ async fn after_drain_no_task_is_left_alive() {
         "tasks still alive after drain (of {started} started)"
     );
     drop((sessions, control, admin));
+}
+
+/// The same drain with MySQL clients in front of the real cluster: no attempt that starts during
+/// `limits.shutdown_delay` fails, and the attempts that started before it end well too.
+#[test]
+fn sigterm_under_a_mysql_load_on_the_sandbox_fails_no_client_during_the_delay() {
+    let cluster = sandbox::cluster();
+    let _shared = sandbox::shared_lock();
+    cluster.sql(1, load::SCHEMA);
+    let delay = Duration::from_secs(2);
+    let (listener, admin) = (loopback_port(), loopback_port());
+    let mut yaml = format!(
+        "listeners:\n  - name: rr\n    bind: {listener}\n    policy: round_robin\nbackends:\n"
+    );
+    for address in &cluster.addresses {
+        yaml.push_str(&format!("  - address: {address}\n"));
+    }
+    yaml.push_str(&format!(
+        "health:\n  check: wsrep\n  user: monitor\n  password: monitor\n\
+         admin:\n  bind: {admin}\nlimits:\n  shutdown_delay: 2s\n  shutdown_grace: 2s\n"
+    ));
+    let mut lb = LbProcess::start(&yaml);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probe(admin, "/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready: {}", lb.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reads = Load::start(LoadSpec::reads("rr", listener.port()));
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    lb.signal(libc::SIGTERM);
+    let mut to_503 = None;
+    while to_503.is_none() && signalled.elapsed() < delay {
+        if let Some((503, body)) = probe(admin, "/ready") {
+            assert!(body.contains("draining"), "{body:?}");
+            to_503 = Some(signalled.elapsed());
+        }
+    }
+    let status = lb.wait_exit(delay + Duration::from_secs(10));
+    // Some attempts after the listener closed.
+    std::thread::sleep(
+        (signalled + delay + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
+    );
+    let attempts = reads.finish();
+    assert!(status.success(), "{status}; log:\n{}", lb.log());
+
+    let delay_end = signalled + delay - Duration::from_millis(100);
+    let before = started_between(&attempts, signalled - Duration::from_secs(1), signalled);
+    let during = started_between(&attempts, signalled, delay_end);
+    let failed = errors_between(&attempts, signalled - Duration::from_secs(1), delay_end);
+    let after = started_between(
+        &attempts,
+        signalled + delay + Duration::from_millis(300),
+        load::far_future(),
+    );
+    eprintln!(
+        "/ready 503 {:?} after SIGTERM; {} MySQL clients in the second before it, {} during the \
+         delay, {} failed; {} after it, {} failed",
+        to_503,
+        before.len(),
+        during.len(),
+        failed.len(),
+        after.len(),
+        after.iter().filter(|a| !a.ok()).count()
+    );
+    let to_503 = to_503.expect("/ready answers 503 during the delay");
+    assert!(
+        to_503 < Duration::from_millis(150),
+        "/ready 503 only {to_503:?} after SIGTERM"
+    );
+    assert!(
+        during.len() > 50,
+        "only {} clients during the delay",
+        during.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "clients failed around SIGTERM, before the delay was over:\n{}",
+        describe(&failed, signalled, 10)
+    );
+    assert!(
+        !after.is_empty() && after.iter().all(|a| !a.ok()),
+        "the listener closes when the delay is over"
+    );
 }
