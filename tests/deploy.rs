@@ -1,8 +1,11 @@
 //! Every file in `deploy/` agrees with galera-lb: each embedded or referenced galera-lb
 //! configuration parses and validates with the crate's own parser ([`Config::from_yaml`]), and
 //! the ports, probes, grace periods and file-descriptor limits around it match that
-//! configuration and galera-lb's defaults. YAML files are read with serde_yaml, several
-//! documents per file where Kubernetes has them. A file this test has no check for fails it.
+//! configuration and galera-lb's defaults (a drain, `limits.shutdown_delay` +
+//! `limits.shutdown_grace`, ends before whatever stops galera-lb kills it), and the Debian
+//! package's control fields, changelog and maintainer scripts are what Debian users expect.
+//! YAML files are read with serde_yaml, several documents per file where Kubernetes has them. A
+//! file this test has no check for fails it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -194,22 +197,51 @@ fn check_debian() {
     // The conffile shows shutdown_delay (commented out: the default is 0s) beside the grace.
     assert!(read(conffile).contains("# shutdown_delay: "), "{conffile}");
 
-    // The package's manifest installs these files where the unit and the README say.
-    let manifest: toml_like::Assets = toml_like::assets(&read("Cargo.toml"));
+    // The package's manifest installs these files where the unit and the README say; the
+    // conffile may hold a password: not world-readable (postinst gives it to the group).
+    let cargo_toml = read("Cargo.toml");
+    let manifest: toml_like::Assets = toml_like::assets(&cargo_toml);
     assert!(manifest.contains(
         "deploy/debian/galera-lb.yaml",
-        "etc/galera-lb/galera-lb.yaml"
+        "etc/galera-lb/galera-lb.yaml",
+        "640"
     ));
-    assert!(manifest.contains("target/release/galera-lb", "usr/bin/"));
+    assert!(manifest.contains("target/release/galera-lb", "usr/bin/", "755"));
+    check_debian_control(&cargo_toml);
+    // lintian overrides: installed where lintian reads them, each for this package and
+    // explained by the comment above it.
+    assert!(manifest.contains(
+        "deploy/debian/lintian-overrides",
+        "usr/share/lintian/overrides/galera-lb",
+        "644"
+    ));
+    let overrides = read("deploy/debian/lintian-overrides");
+    let mut explained = false;
+    for line in overrides.lines() {
+        if line.starts_with('#') {
+            explained = true;
+        } else if line.is_empty() {
+            continue;
+        } else {
+            assert!(line.starts_with("galera-lb: "), "lintian-overrides: {line}");
+            assert!(explained, "lintian-overrides: no comment says why: {line}");
+            explained = false;
+        }
+    }
 
     for script in ["postinst", "prerm", "postrm"] {
         let path = format!("deploy/debian/{script}");
         let text = read(&path);
         assert!(text.starts_with("#!/bin/sh\n"), "{path}");
         assert!(text.contains("\nset -e\n"), "{path}");
-        assert!(
-            text.contains("\n#DEBHELPER#\n"),
-            "{path}: cargo-deb's snippets go there"
+        // cargo-deb replaces the token wherever it is, a comment included.
+        assert_eq!(
+            (
+                text.matches("#DEBHELPER#").count(),
+                text.contains("\n#DEBHELPER#\n")
+            ),
+            (1, true),
+            "{path}: cargo-deb's snippets go on a line of their own, the token nowhere else"
         );
         let status = std::process::Command::new("sh")
             .args(["-n", &path])
@@ -218,31 +250,121 @@ fn check_debian() {
             .unwrap();
         assert!(status.success(), "{path} is not valid sh");
     }
-    assert!(read("deploy/debian/postinst").contains("useradd --system"));
-    assert!(read("deploy/debian/postrm").contains("userdel galera-lb"));
+    let postinst = read("deploy/debian/postinst");
+    assert!(postinst.contains("useradd --system"));
+    for line in [
+        "chown root:galera-lb \"$conffile\"",
+        "chmod 0640 \"$conffile\"",
+        "conffile=/etc/galera-lb/galera-lb.yaml",
+        "dpkg-statoverride --list \"$conffile\"",
+    ] {
+        assert!(postinst.contains(line), "postinst: no {line}");
+    }
+    // Debian keeps system users on purge: files they own may outlive the package.
+    let postrm = read("deploy/debian/postrm");
+    for removal in ["userdel", "groupdel", "deluser --", "delgroup --"] {
+        let commands: Vec<&str> = postrm.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(
+            !commands.iter().any(|l| l.contains(removal)),
+            "postrm removes the system user ({removal})"
+        );
+    }
     assert!(read("deploy/debian/prerm").contains("update-alternatives --remove glbd"));
 }
 
-/// Just enough of Cargo.toml's `[package.metadata.deb]` assets to find a source and target.
+/// What Debian users see of the package: a short description of at most 80 characters, a
+/// maintainer with an address, and a Debian changelog whose top entry is this version, by that
+/// maintainer.
+fn check_debian_control(cargo_toml: &str) {
+    let short = env!("CARGO_PKG_DESCRIPTION");
+    assert!(
+        short.len() <= 80,
+        "Cargo.toml's description is the package's short description: {} characters, at most 80",
+        short.len()
+    );
+    assert!(
+        !short.ends_with('.') && !short.starts_with("A ") && !short.starts_with("galera-lb"),
+        "a short description is a noun phrase, not a sentence: {short:?}"
+    );
+    let maintainer = toml_like::value(cargo_toml, "maintainer");
+    let (name, address) = maintainer
+        .strip_suffix('>')
+        .and_then(|m| m.split_once(" <"))
+        .unwrap_or_else(|| panic!("maintainer {maintainer:?} is not `Name <address>`"));
+    assert!(!name.is_empty() && address.contains('@') && !address.ends_with("@localhost"));
+
+    let path = toml_like::value(cargo_toml, "changelog");
+    assert_eq!(path, "deploy/debian/changelog");
+    let changelog = read(&path);
+    let first = changelog.lines().next().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        first.starts_with(&format!("galera-lb ({version}) ")) && first.contains("; urgency="),
+        "{path}: the top entry is `galera-lb ({version}) DISTRIBUTION; urgency=...`, not {first:?}"
+    );
+    let trailer = changelog
+        .lines()
+        .find(|l| l.starts_with(" -- "))
+        .unwrap_or_else(|| panic!("{path}: no ` -- Maintainer <address>  date` line"));
+    let (who, date) = trailer[4..]
+        .split_once(">  ")
+        .expect("two spaces before the date");
+    assert_eq!(
+        format!("{who}>"),
+        maintainer,
+        "{path}: the entry's maintainer"
+    );
+    // RFC 2822, as `date -R` writes it: `Thu, 03 Dec 2026 02:17:20 +0000`.
+    let fields: Vec<&str> = date.split(' ').collect();
+    assert!(
+        fields.len() == 6 && fields[0].ends_with(',') && fields[5].len() == 5,
+        "{path}: the date {date:?} is not `date -R`'s"
+    );
+    for line in changelog.lines().filter(|l| !l.starts_with(" -- ")) {
+        assert!(line.len() <= 80, "{path}: line longer than 80: {line}");
+    }
+}
+
+/// Just enough of Cargo.toml's `[package.metadata.deb]` to find an asset's source, target and
+/// mode, and a `key = "value"` line.
 mod toml_like {
-    pub struct Assets(Vec<(String, String)>);
+    pub struct Assets(Vec<(String, String, String)>);
 
     impl Assets {
-        pub fn contains(&self, source: &str, target: &str) -> bool {
-            self.0.iter().any(|(s, t)| s == source && t == target)
+        pub fn contains(&self, source: &str, target: &str, mode: &str) -> bool {
+            self.0
+                .iter()
+                .any(|(s, t, m)| s == source && t == target && m == mode)
         }
     }
 
-    pub fn assets(cargo_toml: &str) -> Assets {
-        let section = cargo_toml
+    /// The value of `key = "value"` in `[package.metadata.deb]`.
+    pub fn value(cargo_toml: &str, key: &str) -> String {
+        section(cargo_toml)
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} = \"")))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("Cargo.toml: no {key} in [package.metadata.deb]"))
+            .to_string()
+    }
+
+    fn section(cargo_toml: &str) -> &str {
+        cargo_toml
             .split("[package.metadata.deb]")
             .nth(1)
-            .expect("Cargo.toml has [package.metadata.deb]");
+            .expect("Cargo.toml has [package.metadata.deb]")
+    }
+
+    pub fn assets(cargo_toml: &str) -> Assets {
         let mut assets = Vec::new();
-        for line in section.lines().map(str::trim) {
+        for line in section(cargo_toml).lines().map(str::trim) {
             if let Some(inner) = line.strip_prefix("[\"") {
-                let fields: Vec<&str> = inner.split("\", \"").collect();
-                assets.push((fields[0].to_string(), fields[1].to_string()));
+                let fields: Vec<&str> = inner.trim_end_matches("\"],").split("\", \"").collect();
+                assets.push((
+                    fields[0].to_string(),
+                    fields[1].to_string(),
+                    fields[2].to_string(),
+                ));
             }
         }
         Assets(assets)
@@ -576,6 +698,8 @@ fn every_deploy_file_agrees_with_galera_lb() {
         ("deploy/keepalived/", check_keepalived),
     ];
     let covered: &[&str] = &[
+        "deploy/debian/changelog",
+        "deploy/debian/lintian-overrides",
         "deploy/debian/galera-lb.service",
         "deploy/debian/galera-lb.yaml",
         "deploy/debian/postinst",
