@@ -10,9 +10,10 @@
 #
 # PID 1: galera-lb is the entrypoint itself, with no init in front of it. That is safe because it
 # installs its own SIGTERM and SIGINT handlers before it starts anything (the kernel delivers
-# only handled signals to a namespace's PID 1): on either it stops accepting, drains open
-# connections for limits.shutdown_grace (30s; give `docker stop -t` / stop_grace_period more),
-# then exits 0. It starts no child processes, so there are no zombies to reap (`docker run
+# only handled signals to a namespace's PID 1): on either it drains (/ready answers 503, the
+# listeners accept for limits.shutdown_delay more, 0s by default, then open connections get
+# limits.shutdown_grace, 30s; give `docker stop -t` / stop_grace_period more than both), then
+# exits 0. It starts no child processes, so there are no zombies to reap (`docker run
 # --init` adds tini anyway, if wanted). scripts/package-test checks this by running galera-lb as
 # PID 1 of a new PID namespace and sending SIGTERM.
 #

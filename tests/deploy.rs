@@ -1,8 +1,11 @@
 //! Every file in `deploy/` agrees with galera-lb: each embedded or referenced galera-lb
 //! configuration parses and validates with the crate's own parser ([`Config::from_yaml`]), and
 //! the ports, probes, grace periods and file-descriptor limits around it match that
-//! configuration and galera-lb's defaults. YAML files are read with serde_yaml, several
-//! documents per file where Kubernetes has them. A file this test has no check for fails it.
+//! configuration and galera-lb's defaults (a drain, `limits.shutdown_delay` +
+//! `limits.shutdown_grace`, ends before whatever stops galera-lb kills it), and the Debian
+//! package's control fields, changelog and maintainer scripts are what Debian users expect.
+//! YAML files are read with serde_yaml, several documents per file where Kubernetes has them. A
+//! file this test has no check for fails it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +115,18 @@ fn duration(text: &str) -> Duration {
     Duration::from_secs(seconds)
 }
 
+/// How long galera-lb may take from SIGTERM to its exit: `limits.shutdown_delay` (the listeners
+/// still accept, `/ready` already says draining) and then `limits.shutdown_grace`.
+fn drain_time(config: &Config) -> Duration {
+    config.limits.shutdown_delay + config.limits.shutdown_grace
+}
+
+/// The packaged unit's `TimeoutStopSec=`.
+fn unit_stop_timeout() -> Duration {
+    let unit = unit_service(&read("deploy/debian/galera-lb.service"));
+    duration(&unit["TimeoutStopSec"][0])
+}
+
 // --- deploy/debian ---------------------------------------------------------------------------
 
 /// A systemd unit's `[Service]` settings (a key given twice keeps every value).
@@ -176,26 +191,57 @@ fn check_debian() {
         "LimitNOFILE={nofile} is too small for {sessions} sessions"
     );
     assert!(
-        duration(one("TimeoutStopSec")) > config.limits.shutdown_grace,
-        "systemd must not kill galera-lb before limits.shutdown_grace is over"
+        duration(one("TimeoutStopSec")) > drain_time(&config),
+        "systemd must not kill galera-lb before limits.shutdown_delay + shutdown_grace are over"
     );
+    // The conffile shows shutdown_delay (commented out: the default is 0s) beside the grace.
+    assert!(read(conffile).contains("# shutdown_delay: "), "{conffile}");
 
-    // The package's manifest installs these files where the unit and the README say.
-    let manifest: toml_like::Assets = toml_like::assets(&read("Cargo.toml"));
+    // The package's manifest installs these files where the unit and the README say; the
+    // conffile may hold a password: not world-readable (postinst gives it to the group).
+    let cargo_toml = read("Cargo.toml");
+    let manifest: toml_like::Assets = toml_like::assets(&cargo_toml);
     assert!(manifest.contains(
         "deploy/debian/galera-lb.yaml",
-        "etc/galera-lb/galera-lb.yaml"
+        "etc/galera-lb/galera-lb.yaml",
+        "640"
     ));
-    assert!(manifest.contains("target/release/galera-lb", "usr/bin/"));
+    assert!(manifest.contains("target/release/galera-lb", "usr/bin/", "755"));
+    check_debian_control(&cargo_toml);
+    // lintian overrides: installed where lintian reads them, each for this package and
+    // explained by the comment above it.
+    assert!(manifest.contains(
+        "deploy/debian/lintian-overrides",
+        "usr/share/lintian/overrides/galera-lb",
+        "644"
+    ));
+    let overrides = read("deploy/debian/lintian-overrides");
+    let mut explained = false;
+    for line in overrides.lines() {
+        if line.starts_with('#') {
+            explained = true;
+        } else if line.is_empty() {
+            continue;
+        } else {
+            assert!(line.starts_with("galera-lb: "), "lintian-overrides: {line}");
+            assert!(explained, "lintian-overrides: no comment says why: {line}");
+            explained = false;
+        }
+    }
 
     for script in ["postinst", "prerm", "postrm"] {
         let path = format!("deploy/debian/{script}");
         let text = read(&path);
         assert!(text.starts_with("#!/bin/sh\n"), "{path}");
         assert!(text.contains("\nset -e\n"), "{path}");
-        assert!(
-            text.contains("\n#DEBHELPER#\n"),
-            "{path}: cargo-deb's snippets go there"
+        // cargo-deb replaces the token wherever it is, a comment included.
+        assert_eq!(
+            (
+                text.matches("#DEBHELPER#").count(),
+                text.contains("\n#DEBHELPER#\n")
+            ),
+            (1, true),
+            "{path}: cargo-deb's snippets go on a line of their own, the token nowhere else"
         );
         let status = std::process::Command::new("sh")
             .args(["-n", &path])
@@ -204,31 +250,121 @@ fn check_debian() {
             .unwrap();
         assert!(status.success(), "{path} is not valid sh");
     }
-    assert!(read("deploy/debian/postinst").contains("useradd --system"));
-    assert!(read("deploy/debian/postrm").contains("userdel galera-lb"));
+    let postinst = read("deploy/debian/postinst");
+    assert!(postinst.contains("useradd --system"));
+    for line in [
+        "chown root:galera-lb \"$conffile\"",
+        "chmod 0640 \"$conffile\"",
+        "conffile=/etc/galera-lb/galera-lb.yaml",
+        "dpkg-statoverride --list \"$conffile\"",
+    ] {
+        assert!(postinst.contains(line), "postinst: no {line}");
+    }
+    // Debian keeps system users on purge: files they own may outlive the package.
+    let postrm = read("deploy/debian/postrm");
+    for removal in ["userdel", "groupdel", "deluser --", "delgroup --"] {
+        let commands: Vec<&str> = postrm.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(
+            !commands.iter().any(|l| l.contains(removal)),
+            "postrm removes the system user ({removal})"
+        );
+    }
     assert!(read("deploy/debian/prerm").contains("update-alternatives --remove glbd"));
 }
 
-/// Just enough of Cargo.toml's `[package.metadata.deb]` assets to find a source and target.
+/// What Debian users see of the package: a short description of at most 80 characters, a
+/// maintainer with an address, and a Debian changelog whose top entry is this version, by that
+/// maintainer.
+fn check_debian_control(cargo_toml: &str) {
+    let short = env!("CARGO_PKG_DESCRIPTION");
+    assert!(
+        short.len() <= 80,
+        "Cargo.toml's description is the package's short description: {} characters, at most 80",
+        short.len()
+    );
+    assert!(
+        !short.ends_with('.') && !short.starts_with("A ") && !short.starts_with("galera-lb"),
+        "a short description is a noun phrase, not a sentence: {short:?}"
+    );
+    let maintainer = toml_like::value(cargo_toml, "maintainer");
+    let (name, address) = maintainer
+        .strip_suffix('>')
+        .and_then(|m| m.split_once(" <"))
+        .unwrap_or_else(|| panic!("maintainer {maintainer:?} is not `Name <address>`"));
+    assert!(!name.is_empty() && address.contains('@') && !address.ends_with("@localhost"));
+
+    let path = toml_like::value(cargo_toml, "changelog");
+    assert_eq!(path, "deploy/debian/changelog");
+    let changelog = read(&path);
+    let first = changelog.lines().next().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        first.starts_with(&format!("galera-lb ({version}) ")) && first.contains("; urgency="),
+        "{path}: the top entry is `galera-lb ({version}) DISTRIBUTION; urgency=...`, not {first:?}"
+    );
+    let trailer = changelog
+        .lines()
+        .find(|l| l.starts_with(" -- "))
+        .unwrap_or_else(|| panic!("{path}: no ` -- Maintainer <address>  date` line"));
+    let (who, date) = trailer[4..]
+        .split_once(">  ")
+        .expect("two spaces before the date");
+    assert_eq!(
+        format!("{who}>"),
+        maintainer,
+        "{path}: the entry's maintainer"
+    );
+    // RFC 2822, as `date -R` writes it: `Thu, 03 Dec 2026 02:17:20 +0000`.
+    let fields: Vec<&str> = date.split(' ').collect();
+    assert!(
+        fields.len() == 6 && fields[0].ends_with(',') && fields[5].len() == 5,
+        "{path}: the date {date:?} is not `date -R`'s"
+    );
+    for line in changelog.lines().filter(|l| !l.starts_with(" -- ")) {
+        assert!(line.len() <= 80, "{path}: line longer than 80: {line}");
+    }
+}
+
+/// Just enough of Cargo.toml's `[package.metadata.deb]` to find an asset's source, target and
+/// mode, and a `key = "value"` line.
 mod toml_like {
-    pub struct Assets(Vec<(String, String)>);
+    pub struct Assets(Vec<(String, String, String)>);
 
     impl Assets {
-        pub fn contains(&self, source: &str, target: &str) -> bool {
-            self.0.iter().any(|(s, t)| s == source && t == target)
+        pub fn contains(&self, source: &str, target: &str, mode: &str) -> bool {
+            self.0
+                .iter()
+                .any(|(s, t, m)| s == source && t == target && m == mode)
         }
     }
 
-    pub fn assets(cargo_toml: &str) -> Assets {
-        let section = cargo_toml
+    /// The value of `key = "value"` in `[package.metadata.deb]`.
+    pub fn value(cargo_toml: &str, key: &str) -> String {
+        section(cargo_toml)
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} = \"")))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("Cargo.toml: no {key} in [package.metadata.deb]"))
+            .to_string()
+    }
+
+    fn section(cargo_toml: &str) -> &str {
+        cargo_toml
             .split("[package.metadata.deb]")
             .nth(1)
-            .expect("Cargo.toml has [package.metadata.deb]");
+            .expect("Cargo.toml has [package.metadata.deb]")
+    }
+
+    pub fn assets(cargo_toml: &str) -> Assets {
         let mut assets = Vec::new();
-        for line in section.lines().map(str::trim) {
+        for line in section(cargo_toml).lines().map(str::trim) {
             if let Some(inner) = line.strip_prefix("[\"") {
-                let fields: Vec<&str> = inner.split("\", \"").collect();
-                assets.push((fields[0].to_string(), fields[1].to_string()));
+                let fields: Vec<&str> = inner.trim_end_matches("\"],").split("\", \"").collect();
+                assets.push((
+                    fields[0].to_string(),
+                    fields[1].to_string(),
+                    fields[2].to_string(),
+                ));
             }
         }
         Assets(assets)
@@ -295,9 +431,7 @@ fn check_swarm() {
     );
     // Several replicas, and time to drain before SIGKILL.
     assert!(service["deploy"]["replicas"].as_u64().unwrap() >= 2);
-    assert!(
-        duration(service["stop_grace_period"].as_str().unwrap()) > config.limits.shutdown_grace
-    );
+    assert!(duration(service["stop_grace_period"].as_str().unwrap()) > drain_time(&config));
 }
 
 // --- deploy/kubernetes -----------------------------------------------------------------------
@@ -318,9 +452,25 @@ fn check_kubernetes() {
     };
     let config_map = by_kind("ConfigMap");
     let deployment = by_kind("Deployment");
-    let service = by_kind("Service");
     let budget = by_kind("PodDisruptionBudget");
-    assert_eq!(documents.len(), 4, "{path}: unexpected documents");
+    let services: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "Service")
+        .collect();
+    assert_eq!(
+        services.len(),
+        2,
+        "{path}: a Service for mysql, one for metrics"
+    );
+    let named = |name: &str| -> &Value {
+        services
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{path}: no Service {name}"))
+    };
+    let service = named("galera-lb");
+    let metrics_service = named("galera-lb-metrics");
+    assert_eq!(documents.len(), 5, "{path}: unexpected documents");
 
     let (key, text) = config_map["data"]
         .as_mapping()
@@ -374,13 +524,32 @@ fn check_kubernetes() {
         };
         assert_eq!(probe_port, admin, "{probe} port");
     }
-    // The Service sends 3306 to the listener.
+    // The Service sends 3306 to the listener, and only that.
     let service_port = &service["spec"]["ports"][0];
     assert_eq!(service_port["port"].as_u64(), Some(listener));
     assert_eq!(
         ports[service_port["targetPort"].as_str().unwrap()],
         listener
     );
+    assert_eq!(service["spec"]["ports"].as_sequence().unwrap().len(), 1);
+    // The metrics Service: a port named metrics to the admin port of the same pods.
+    assert_eq!(&metrics_service["spec"]["selector"], labels);
+    let metrics_port = &metrics_service["spec"]["ports"][0];
+    assert_eq!(metrics_port["name"].as_str(), Some("metrics"));
+    assert_eq!(metrics_port["port"].as_u64(), Some(admin));
+    assert_eq!(
+        ports[metrics_port["targetPort"].as_str().unwrap()],
+        admin,
+        "{path}: galera-lb-metrics targets the admin port"
+    );
+    // A pinned image, not pulled again at every start: the tag is this version.
+    let image = container["image"].as_str().unwrap();
+    assert_eq!(
+        image.rsplit_once(':').map(|(_, tag)| tag),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{path}: image {image} is not tagged with Cargo.toml's version"
+    );
+    assert_eq!(container["imagePullPolicy"].as_str(), Some("IfNotPresent"));
     // The ConfigMap is the file --config names.
     let mount = &container["volumeMounts"][0];
     let volume = &pod["spec"]["volumes"][0];
@@ -408,11 +577,28 @@ fn check_kubernetes() {
     }
     // Nodes from the headless Service's DNS records, followed over time.
     assert!(config.backends.iter().all(|b| b.resolve_every.is_some()));
-    // Time to drain before SIGKILL; no root, no capabilities.
+    // The drain: galera-lb keeps accepting while kube-proxy catches up with the endpoint's
+    // removal, then open sessions finish, all before the kubelet's SIGKILL, which counts from
+    // the deletion (a preStop hook's time included).
+    assert!(
+        config.limits.shutdown_delay >= Duration::from_secs(2),
+        "{path}: limits.shutdown_delay covers kube-proxy's catching up"
+    );
+    let pre_stop = &container["lifecycle"]["preStop"];
+    let pre_stop_sleep = pre_stop["sleep"]["seconds"].as_u64().unwrap_or(0);
+    assert!(
+        pre_stop.is_null() || pre_stop_sleep > 0,
+        "{path}: a preStop hook other than sleep: count its time below"
+    );
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .unwrap();
-    assert!(Duration::from_secs(grace) > config.limits.shutdown_grace);
+    assert!(
+        Duration::from_secs(grace)
+            >= Duration::from_secs(pre_stop_sleep) + drain_time(&config) + Duration::from_secs(5),
+        "{path}: terminationGracePeriodSeconds {grace} does not cover the drain"
+    );
+    // No root, no capabilities.
     assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         container["securityContext"]["capabilities"]["drop"][0].as_str(),
@@ -475,6 +661,22 @@ fn check_keepalived() {
     // A host whose galera-lb is not ready drops below the other.
     let weight: i64 = keepalived_value(&texts[0], "weight").parse().unwrap();
     assert!(priority(0).max(priority(1)) + weight < priority(0).min(priority(1)));
+    // Draining: /ready fails at once; the address has moved after `fall` failed checks
+    // `interval` apart and one advert; the listeners accept until then. The whole drain fits
+    // the packaged unit's TimeoutStopSec.
+    let script = |key: &str| -> u64 {
+        let text = &texts[0];
+        let block = &text[text.find("vrrp_script galera_lb_ready {").unwrap()..];
+        keepalived_value(block, key).parse().unwrap()
+    };
+    let advert: u64 = value(0, "advert_int").parse().unwrap();
+    let moved = Duration::from_secs(script("interval") * script("fall") + advert);
+    assert!(
+        config.limits.shutdown_delay >= moved,
+        "{config_path}: limits.shutdown_delay {:?} ends before keepalived moves the address ({moved:?})",
+        config.limits.shutdown_delay
+    );
+    assert!(drain_time(&config) < unit_stop_timeout());
     // Each names the other as its peer.
     assert_eq!(value(0, "unicast_src_ip"), peer(&texts[1]));
     assert_eq!(value(1, "unicast_src_ip"), peer(&texts[0]));
@@ -496,6 +698,8 @@ fn every_deploy_file_agrees_with_galera_lb() {
         ("deploy/keepalived/", check_keepalived),
     ];
     let covered: &[&str] = &[
+        "deploy/debian/changelog",
+        "deploy/debian/lintian-overrides",
         "deploy/debian/galera-lb.service",
         "deploy/debian/galera-lb.yaml",
         "deploy/debian/postinst",

@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `/metrics` | Prometheus text format (see [`crate::core::counters`]) |
 //! | `/status` | JSON: listeners (policy, role, connections) and backends (address, pool, weight, admin state, health, reason, role, wsrep state, connections, bytes, last check time and duration) |
-//! | `/ready` | 200 `ready` once the first health round has run and every listener has a usable backend; 503 with the reason otherwise |
-//! | `/live` | 200 `live` while the process serves HTTP |
+//! | `/ready` | 200 `ready` once the first health round has run and every listener has a usable backend; 503 with the reason otherwise, and 503 `not ready: draining ...` from SIGTERM/SIGINT on |
+//! | `/live` | 200 `live` while the process serves HTTP, draining included |
 //! | `/` | an HTML status page that refreshes itself every 2 s; no external assets |
 //!
 //! Everything is read from the routing snapshot and the backends' atomics when asked: serving
@@ -17,6 +17,10 @@
 //! `WWW-Authenticate: Bearer`. `/live` and `/ready` stay open because orchestrators' probes
 //! (kubelet, Docker's HEALTHCHECK, a load balancer's check) rarely can send a token, and they
 //! tell no more than "up" and "ready, or why not".
+//!
+//! Shutdown: the port keeps answering until the drain is over (`limits.shutdown_delay`, then
+//! `limits.shutdown_grace`; see `crate::Running::drain`), so probes see `/ready` fail and `/live`
+//! pass while the proxy drains, and `/metrics` and `/status` can be read meanwhile.
 //!
 //! Bounds: at most `admin.max_clients` connections; a new one takes the slot of the connection
 //! idle longest (`crate::core::client_slots`), so clients that hold connections open cannot keep
@@ -64,6 +68,8 @@ pub(crate) struct AdminContext {
     pub accept_errors: AtomicU64,
     /// `admin.max_clients` connection slots, the idlest evicted for a new one.
     pub slots: Arc<ClientSlots>,
+    /// Cancelled when galera-lb starts to drain (SIGTERM/SIGINT): from then on it is not ready.
+    pub draining: CancellationToken,
 }
 
 /// The endpoints that need no token: liveness and readiness probes.
@@ -213,9 +219,9 @@ fn respond(request: &Request<Incoming>, ctx: &AdminContext) -> Response<Full<Byt
         "/status" => with_type(
             StatusCode::OK,
             "application/json",
-            status_json(&ctx.router.load_full(), &listeners),
+            status_json(&ctx.router.load_full(), &listeners, &ctx.draining),
         ),
-        "/ready" => match readiness(&ctx.router.load_full()) {
+        "/ready" => match readiness(&ctx.router.load_full(), &ctx.draining) {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -226,7 +232,7 @@ fn respond(request: &Request<Incoming>, ctx: &AdminContext) -> Response<Full<Byt
         "/" => with_type(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            status_page(&ctx.router.load_full(), &listeners),
+            status_page(&ctx.router.load_full(), &listeners, &ctx.draining),
         ),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -251,9 +257,18 @@ fn with_type(status: StatusCode, content_type: &str, body: String) -> Response<F
     response
 }
 
-/// Ready when every listener has a backend it can send a client to (for a writer listener, a
-/// writable one). The first health round has run before the admin port opens.
-pub(crate) fn readiness(snapshot: &Snapshot) -> Result<(), String> {
+/// What `/ready` says from SIGTERM/SIGINT on: orchestrators and keepalived move new clients
+/// elsewhere while the listeners still accept (`limits.shutdown_delay`) and open sessions finish.
+pub(crate) const DRAINING: &str = "draining: shutting down (SIGTERM/SIGINT received); new \
+    clients belong elsewhere";
+
+/// Ready when galera-lb is not draining and every listener has a backend it can send a client to
+/// (for a writer listener, a writable one). The first health round has run before the admin port
+/// opens.
+pub(crate) fn readiness(snapshot: &Snapshot, draining: &CancellationToken) -> Result<(), String> {
+    if draining.is_cancelled() {
+        return Err(DRAINING.to_string());
+    }
     let not_ready: Vec<String> =
         snapshot
             .routes
@@ -278,7 +293,11 @@ fn unix_seconds(time: SystemTime) -> f64 {
 }
 
 /// The `/status` document.
-pub(crate) fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
+pub(crate) fn status_json(
+    snapshot: &Snapshot,
+    listeners: &[Arc<ListenerState>],
+    draining: &CancellationToken,
+) -> String {
     let listeners: Vec<_> = snapshot
         .routes
         .iter()
@@ -325,12 +344,13 @@ pub(crate) fn status_json(snapshot: &Snapshot, listeners: &[Arc<ListenerState>])
             }));
         }
     }
-    let ready = readiness(snapshot);
+    let ready = readiness(snapshot, draining);
     format!(
         "{}\n",
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "ready": ready.is_ok(),
+            "draining": draining.is_cancelled(),
             "not_ready_reason": ready.err(),
             "listeners": listeners,
             "backends": backends,
@@ -355,7 +375,11 @@ fn bytes(n: u64) -> String {
 }
 
 /// The `/` page: one table of backends, one of listeners, refreshed by the browser.
-pub(crate) fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>]) -> String {
+pub(crate) fn status_page(
+    snapshot: &Snapshot,
+    listeners: &[Arc<ListenerState>],
+    draining: &CancellationToken,
+) -> String {
     let mut html = String::from(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
          <title>galera-lb</title><style>\
@@ -367,7 +391,7 @@ pub(crate) fn status_page(snapshot: &Snapshot, listeners: &[Arc<ListenerState>])
          .writer{font-weight:bold}\
          </style></head><body>",
     );
-    let ready = readiness(snapshot);
+    let ready = readiness(snapshot, draining);
     let _ = write!(
         html,
         "<h1>galera-lb {}</h1><p id=\"ready\">{}</p>",

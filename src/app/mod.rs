@@ -64,6 +64,8 @@ pub struct Running {
     pub listener_states: Vec<Arc<ListenerState>>,
     /// Sends changes to the updater task (reload requests, for one).
     pub changes: mpsc::Sender<Change>,
+    /// Cancelled as the drain begins: the admin port's `/ready` answers 503 `draining` from then.
+    draining: CancellationToken,
     stop_accepting: CancellationToken,
     accept_loops: TaskTracker,
     /// Stops the updater, health checks, discovery, the control and the admin port.
@@ -72,6 +74,7 @@ pub struct Running {
     /// discovery, the control and admin ports and their connections, the heap trimmer.
     background: TaskTracker,
     ctx: Arc<ProxyContext>,
+    shutdown_delay: Duration,
     shutdown_grace: Duration,
 }
 
@@ -143,6 +146,7 @@ pub async fn start_from(
     });
     let stop_background = CancellationToken::new();
     let background = TaskTracker::new();
+    let draining = CancellationToken::new();
     let mut health = HealthMonitor::start(
         HealthSettings {
             config: config.health.clone(),
@@ -248,6 +252,7 @@ pub async fn start_from(
             access,
             accept_errors: Default::default(),
             slots: ClientSlots::new("admin", admin_config.max_clients as usize),
+            draining: draining.clone(),
         });
         crate::core::counters::metrics()
             .clients_evicted
@@ -297,11 +302,13 @@ pub async fn start_from(
         router,
         listener_states,
         changes,
+        draining,
         stop_accepting,
         accept_loops,
         stop_background,
         background,
         ctx,
+        shutdown_delay: config.limits.shutdown_delay,
         shutdown_grace: config.limits.shutdown_grace,
     })
 }
@@ -362,9 +369,25 @@ fn descriptor_budget(config: &Config) -> SessionBudget {
 }
 
 impl Running {
-    /// Stops accepting at once, waits up to the shutdown grace period for open connections to
-    /// finish, then closes the rest.
+    /// Drains, in this order:
+    ///
+    /// 1. at once, the admin port's `/ready` answers 503 `draining` (probes and keepalived see
+    ///    it while everything still works);
+    /// 2. for `limits.shutdown_delay` (0 by default), the listeners still accept, so clients
+    ///    routed here before the probes notice are served, not refused;
+    /// 3. the listeners close, and open connections get up to `limits.shutdown_grace` to
+    ///    finish; the rest are closed;
+    /// 4. the background tasks stop: the admin port (which answered through 1 to 3), the
+    ///    control port, health checks, discovery and the updater.
     pub async fn drain(self) {
+        self.draining.cancel();
+        if !self.shutdown_delay.is_zero() {
+            info!(
+                delay = ?self.shutdown_delay,
+                "/ready answers 503 draining; still accepting for limits.shutdown_delay"
+            );
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
         self.stop_accepting.cancel();
         self.accept_loops.close();
         self.accept_loops.wait().await;

@@ -224,8 +224,9 @@ field and the reason); 1 for other start\-up failures, such as a port in use.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
-Stop accepting at once, let open sessions finish for \fIlimits.shutdown_grace\fR, close the
-rest and exit 0.
+Drain: the admin port's /ready answers 503 at once; the listeners keep accepting for
+\fIlimits.shutdown_delay\fR (0 by default), then close; open sessions may finish for
+\fIlimits.shutdown_grace\fR; the rest are closed and galera\-lb exits 0.
 .TP
 \fBSIGHUP\fR
 Re\-read the configuration file; an invalid one is refused and the running configuration stays.
@@ -450,7 +451,7 @@ fn run(
         let shutdown = async {
             on_ready();
             let name = signals.recv().await;
-            tracing::info!("received {name}: no new connections; draining open ones");
+            tracing::info!("received {name}: draining (/ready answers 503)");
         };
         tracing::info!(config = %file, version = env!("CARGO_PKG_VERSION"), "galera-lb starting");
         crate::run_from(&config, &file, source, shutdown)

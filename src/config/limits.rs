@@ -18,8 +18,14 @@ pub struct LimitsConfig {
     /// from 10ms to 1h.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// On SIGTERM/SIGINT: how long open connections may take to finish before they are closed,
-    /// from 0s to 24h.
+    /// On SIGTERM/SIGINT: how long the listeners keep accepting while the admin port's `/ready`
+    /// already answers 503 `draining`, so that keepalived, Kubernetes or an outer load balancer
+    /// moves new clients elsewhere before any is refused; from 0s (the default: stop accepting at
+    /// once) to 10m. `shutdown_grace` starts when it is over.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// On SIGTERM/SIGINT, once `shutdown_delay` is over and the listeners are closed: how long
+    /// open connections may take to finish before they are closed, from 0s to 24h.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// A session that has moved no bytes for this long (10ms to 24h) is parked: it gives up its
@@ -38,6 +44,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(1),
+            shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             park_idle_after: Some(Duration::from_secs(2)),
             client_idle_timeout: None,
@@ -103,6 +110,13 @@ impl LimitsConfig {
             self.connect_timeout,
             ms(10)..=hours(1),
             " (e.g. 1s)",
+        )?;
+        range::duration(
+            file,
+            "limits.shutdown_delay",
+            self.shutdown_delay,
+            Duration::ZERO..=Duration::from_secs(600),
+            " (e.g. 5s; 0s stops accepting at once)",
         )?;
         range::duration(
             file,
