@@ -268,6 +268,107 @@ fn a_port_in_use_is_reported_with_its_holder() {
     );
 }
 
+/// The admin and control ports in use are reported as those ports, with advice for them (it
+/// used to read "listener 'admin'" and advise stopping mariadb).
+#[test]
+fn an_admin_or_control_port_in_use_is_reported_as_that_port() {
+    for section in ["admin", "control"] {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap();
+        let yaml = simple_config(
+            free_port(),
+            "round_robin",
+            &[echo_backend("hello")],
+            &format!("{NO_CHECKS}{section}:\n  bind: {taken}\n"),
+        );
+        let (code, stderr) = run_refused(&yaml);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot listen on {taken} for the {section} port ({section}.bind): the address is already in use"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("give {section}.bind another port")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("listener") && !stderr.contains("mariadb"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A port below 1024 refused for want of privilege says how to allow it. Runs galera-lb as
+/// `nobody` (through setpriv); skipped where that cannot be done.
+#[test]
+fn a_privileged_port_refused_says_how_to_allow_it() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run galera-lb as nobody");
+        return;
+    }
+    let config = write_config(&simple_config(
+        1023,
+        "round_robin",
+        &[echo_backend("hello")],
+        NO_CHECKS,
+    ));
+    let mut permissions = std::fs::metadata(config.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+    std::fs::set_permissions(config.path(), permissions).unwrap();
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_galera-lb"))
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Permission denied") && stderr.contains("galera-lb: cannot read") {
+        eprintln!("skipped: nobody cannot run the test binary here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:1023 for listener 'rw'")
+            && stderr.contains("permission denied"),
+        "{stderr}"
+    );
+    for advice in [
+        "CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "setcap cap_net_bind_service=+ep",
+    ] {
+        assert!(stderr.contains(advice), "no {advice:?} in: {stderr}");
+    }
+}
+
+/// `--help` and the man page point at files an installed galera-lb has, not at the repository.
+#[test]
+fn help_and_man_page_point_at_installed_files() {
+    let help = String::from_utf8(binary().arg("--help").output().unwrap().stdout).unwrap();
+    let man = String::from_utf8(binary().args(["generate", "man"]).output().unwrap().stdout)
+        .unwrap()
+        .replace("\\-", "-");
+    for (what, text) in [("--help", &help), ("the man page", &man)] {
+        for repository_path in ["config/galera-lb.yaml", "scripts/sandbox"] {
+            assert!(
+                !text
+                    .replace("/usr/share/doc/galera-lb/examples/galera-lb.yaml", "")
+                    .contains(repository_path),
+                "{what} names {repository_path}:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("/usr/share/doc/galera-lb/examples/galera-lb.yaml"),
+            "{what}:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn json_logs_on_request() {
     let port = free_port();

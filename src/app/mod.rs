@@ -107,12 +107,16 @@ pub async fn start_from(
         sockets.push((listener, listeners::bind(listener, &config.tcp)?));
     }
     let admin_socket = match &config.admin {
-        Some(admin) => Some(net::bind("admin", admin.bind, config.tcp.listen_options())?),
+        Some(admin) => Some(net::bind(
+            net::Port::Admin,
+            admin.bind,
+            config.tcp.listen_options(),
+        )?),
         None => None,
     };
     let control_socket = match &config.control {
         Some(control) => Some(net::bind(
-            "control",
+            net::Port::Control,
             control.bind,
             config.tcp.listen_options(),
         )?),

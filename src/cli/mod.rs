@@ -27,12 +27,14 @@ const EXIT_CONFIG: u8 = 64;
 
 /// A Galera-aware TCP load balancer for MariaDB Galera Cluster and Percona XtraDB Cluster.
 ///
-/// Without --config it runs the built-in default: 127.0.0.1:3306 in front of the local sandbox
-/// cluster that `scripts/sandbox start` runs on 127.0.0.1:3316, 3326 and 3336.
+/// Without --config it runs a built-in default meant for development: 127.0.0.1:3306 in front of
+/// a local three-node test cluster on 127.0.0.1:3316, 3326 and 3336. Every configuration field,
+/// with its default, is documented in galera-lb's example configuration,
+/// /usr/share/doc/galera-lb/examples/galera-lb.yaml, and in its README.
 #[derive(Debug, Parser)]
 #[command(name = "galera-lb", version, about, long_about)]
 struct Cli {
-    /// The YAML configuration file (see config/galera-lb.yaml for every field).
+    /// The YAML configuration file (every field: /usr/share/doc/galera-lb/examples/galera-lb.yaml).
     #[arg(
         short,
         long,
@@ -207,7 +209,7 @@ fn man_page(command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
 /// The sections of galera-lb(1) that clap has no definitions for (roff).
 const MAN_EXTRA: &str = r#".SH EXIT STATUS
 0 after a clean shutdown; 64 for an invalid configuration (the message names the file, the
-field and the reason); 1 for other start\-up failures, such as a port in use.
+field and the reason); 1 for other start\-up failures, such as a port in use or refused.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
@@ -232,6 +234,12 @@ when it drains.
 .TP
 \fI/etc/galera\-lb/galera\-lb.yaml\fR
 The configuration of the packaged service (galera\-lb.service).
+.TP
+\fI/usr/share/doc/galera\-lb/examples/galera\-lb.yaml\fR
+Every configuration field, with its default and what it does.
+.TP
+\fI/usr/share/doc/galera\-lb/README.md\fR
+The configuration reference and operations guide.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBglbd\fR(8): galera\-lb runs with glbd's command line when it is called
 \fBglbd\fR or as \fBgalera\-lb glbd\fR.
