@@ -1,6 +1,11 @@
 //! Wiring: [`start`] builds every part from a [`Config`] and connects them; [`Running::drain`]
 //! stops them in order; [`run`] does both around a shutdown future.
 //!
+//! [`prepare`] is start-up without the sockets: it reads the secrets and builds the first routing
+//! (resolving the backends' host names). `start` begins with it and `galera-lb check` runs only
+//! it, so `check` fails exactly where the start would, with the same message (exit 64 with the
+//! file, the field and the reason).
+//!
 //! This is the only place that knows every layer. It implements the updater's
 //! [`Effects`](crate::state::updater::Effects) (what a routing change means for health checks,
 //! listeners and discovery) in [`effects`], so that the state layer never imports the layers
@@ -75,6 +80,25 @@ pub struct Running {
     shutdown_grace: Duration,
 }
 
+/// What start-up reads and resolves before it opens a socket (see [`prepare`]).
+pub struct Prepared {
+    secrets: Secrets,
+    updater: Updater,
+}
+
+/// Start-up without the sockets: reads the secrets and builds the first routing, resolving the
+/// backends' host names; a failure is exit 64 with the file, the field and the reason.
+/// `galera-lb check` runs this and nothing else.
+pub async fn prepare(config: &Config, config_file: &str) -> Result<Prepared, RunError> {
+    let secrets = config
+        .resolve_secrets(config_file)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let updater = Updater::new(config)
+        .await
+        .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
+    Ok(Prepared { secrets, updater })
+}
+
 /// Resolves the backends, binds every listener, runs the first health checks and starts
 /// accepting. `config_file` names the configuration in messages; when it is a file, reloads
 /// re-read it.
@@ -91,17 +115,16 @@ pub async fn start_from(
     config_file: &str,
     source: Option<ConfigSource>,
 ) -> Result<Running, RunError> {
-    let Secrets {
-        health_password: password,
-        control: control_access,
-        admin: admin_access,
-    } = config
-        .resolve_secrets(config_file)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let Prepared {
+        secrets:
+            Secrets {
+                health_password: password,
+                control: control_access,
+                admin: admin_access,
+            },
+        updater,
+    } = prepare(config, config_file).await?;
     let budget = descriptor_budget(config);
-    let updater = Updater::new(config)
-        .await
-        .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
     let mut sockets = Vec::new();
     for listener in &config.listeners {
         sockets.push((listener, listeners::bind(listener, &config.tcp)?));

@@ -62,8 +62,14 @@ struct Cli {
 enum Command {
     /// Run the load balancer (the default).
     Run,
-    /// Validate the configuration and exit: 0 when valid, 64 with the file, field and reason.
-    Check,
+    /// Check the configuration as a start would, without opening a port: read the file and the
+    /// secrets it names, resolve the backends. Exit 0 when galera-lb would start, 64 with the
+    /// file, field and reason.
+    Check {
+        /// The configuration file (the same as --config FILE).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Print the galera-lb YAML equivalent of an HAProxy configuration, with comments naming
     /// FILE:LINE; warnings for what is ignored go to stderr. Exit 0, or 64 with the line of each
     /// section a TCP proxy cannot serve (mode http, ACL routing).
@@ -127,7 +133,12 @@ pub fn main() -> ExitCode {
     if let Some(Command::ImportHaproxy { file }) = &cli.command {
         return import_haproxy(file, cli.keep_checks);
     }
-    let source = match (&cli.config, &cli.haproxy_config) {
+    // `check FILE` names the file as `--config FILE` does (and wins over GALERA_LB_CONFIG).
+    let config_path = match &cli.command {
+        Some(Command::Check { file: Some(file) }) => Some(file),
+        _ => cli.config.as_ref(),
+    };
+    let source = match (config_path, &cli.haproxy_config) {
         (_, Some(path)) => Some(ConfigSource::Haproxy {
             path: path.clone(),
             options: HaproxyOptions {
@@ -145,13 +156,39 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
-            println!("{file}: configuration is valid");
-            ExitCode::SUCCESS
-        }
+        Command::Check { .. } => check(&config, &file),
         Command::Run => ExitCode::from(exit_status(run(config, file, source, || {}))),
         Command::Glbd { .. } | Command::Generate { .. } | Command::ImportHaproxy { .. } => {
             unreachable!("handled before the configuration is loaded")
+        }
+    }
+}
+
+/// `galera-lb check`: start-up without the sockets ([`crate::prepare`]), on a small runtime of
+/// its own.
+fn check(config: &Config, file: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("galera-lb: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::prepare(config, file)) {
+        Ok(_) => {
+            println!("{file}: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(crate::RunError::Config(message)) => {
+            eprintln!("galera-lb: invalid configuration: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("galera-lb: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -209,7 +246,8 @@ fn man_page(command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
 /// The sections of galera-lb(1) that clap has no definitions for (roff).
 const MAN_EXTRA: &str = r#".SH EXIT STATUS
 0 after a clean shutdown; 64 for an invalid configuration (the message names the file, the
-field and the reason); 1 for other start\-up failures, such as a port in use or refused.
+field and the reason), such as a password or token that cannot be read; 1 for other start\-up
+failures, such as a port in use or refused. \fBcheck\fR exits as the start would: 0 or 64.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
@@ -424,9 +462,6 @@ fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), Failure> {
     init_logging(&config);
-    if let Err(e) = config.health.resolve_password(&file) {
-        return Err(Failure::Config(e.to_string()));
-    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("galera-lb-worker");
     if let Some(threads) = config.runtime.worker_threads {
