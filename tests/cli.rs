@@ -46,9 +46,11 @@ fn write_config(yaml: &str) -> tempfile::NamedTempFile {
 
 #[test]
 fn check_accepts_the_examples_and_refuses_bad_files_with_64() {
-    // Not config/docker.yaml: its backend names (galera1...) resolve only inside its compose
-    // network, and `check` resolves them as the start does.
-    for example in ["config/galera-lb.yaml", "config/sandbox.yaml"] {
+    for example in [
+        "config/galera-lb.yaml",
+        "config/sandbox.yaml",
+        "config/docker.yaml",
+    ] {
         // `check` reads the secrets as start-up does: the examples name this variable.
         let out = binary()
             .args(["check", "--config", example])
@@ -296,14 +298,153 @@ fn bad_access_settings_exit_64_naming_the_field_and_never_the_token() {
     }
 }
 
+/// A backend name that does not resolve is no reason not to start (DNS may not be up yet at
+/// boot; a Swarm or Kubernetes service may not exist yet): galera-lb starts with it down and
+/// `check` says so with a warning, exit 0. It used to be exit 64 for both.
 #[test]
-fn an_unresolvable_backend_name_is_a_configuration_error() {
-    let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  - address: no-such-node.invalid:3306\n";
-    let (code, stderr) = run_refused(yaml);
-    assert_eq!(code, Some(64));
+fn an_unresolvable_backend_name_is_a_warning_at_check_and_start() {
+    let yaml = simple_config(
+        free_port(),
+        "round_robin",
+        &[echo_backend("hello")],
+        "  - address: no-such-node.invalid:3306\nhealth:\n  check: tcp\n",
+    );
+    let (code, stderr, _config) = check_file(&yaml);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stderr.contains("backends[0].address") && stderr.contains("no-such-node.invalid"),
+        stderr.contains("warning: ")
+            && stderr
+                .contains("backends[1].address: no-such-node.invalid:3306 does not resolve now")
+            && stderr.contains("it starts as down and is resolved again every 1s"),
         "{stderr}"
+    );
+    let lb = LbProcess::start(&yaml);
+    assert!(
+        lb.log()
+            .contains("no-such-node.invalid:3306 does not resolve now"),
+        "{}",
+        lb.log()
+    );
+}
+
+/// A line in /etc/hosts for the length of a test, taken out again when dropped (also when the
+/// test panics).
+struct HostsEntry {
+    name: String,
+}
+
+impl HostsEntry {
+    const HOSTS: &str = "/etc/hosts";
+
+    /// Whether this process may write /etc/hosts (root, mostly).
+    fn writable() -> bool {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(Self::HOSTS)
+            .is_ok()
+    }
+
+    fn add(name: &str, ip: &str) -> HostsEntry {
+        let entry = HostsEntry {
+            name: name.to_string(),
+        };
+        let mut text = std::fs::read_to_string(Self::HOSTS).unwrap();
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!("{ip} {name}\n"));
+        std::fs::write(Self::HOSTS, text).unwrap();
+        entry
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(Self::HOSTS) {
+            let kept: String = text
+                .lines()
+                .filter(|line| line.split_whitespace().nth(1) != Some(self.name.as_str()))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let _ = std::fs::write(Self::HOSTS, kept);
+        }
+    }
+}
+
+/// The greetings of `clients` new connections through `port`.
+fn greetings(port: u16, clients: usize) -> Vec<String> {
+    (0..clients)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            String::from_utf8_lossy(&read_greeting(&mut stream)).into_owned()
+        })
+        .collect()
+}
+
+/// A backend whose name resolves only after galera-lb started: it starts down, its reason
+/// `unresolved`, while the other backend serves; once the name resolves (a line added to
+/// /etc/hosts) it is resolved again within the back-off, checked, and gets clients. galera-lb
+/// used to refuse to start (exit 64). Needs to write /etc/hosts: skipped otherwise.
+#[test]
+fn a_backend_that_resolves_after_the_start_comes_up_and_gets_clients() {
+    if !HostsEntry::writable() {
+        eprintln!("skipped: /etc/hosts is not writable (run the test as root)");
+        return;
+    }
+    let name = format!("galera-lb-test-{}.invalid", std::process::id());
+    let (port, admin_port) = (free_port(), free_port());
+    let later = echo_backend("later");
+    let yaml = simple_config(
+        port,
+        "round_robin",
+        &[echo_backend("early")],
+        &format!(
+            "  - address: {name}:{}\nhealth:\n  check: tcp\n  interval: 200ms\n\
+             admin:\n  bind: 127.0.0.1:{admin_port}\n",
+            later.port()
+        ),
+    );
+    let lb = LbProcess::start(&yaml);
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let backend = |status: &serde_json::Value| {
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["address"].as_str().unwrap().starts_with(&name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    let unresolved = backend(&lb::status(admin));
+    assert_eq!(unresolved["health"], "down", "{unresolved}");
+    assert!(
+        unresolved["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unresolved"),
+        "{unresolved}"
+    );
+    assert!(
+        greetings(port, 4).iter().all(|g| g == "early\n"),
+        "the other backend serves"
+    );
+
+    let _entry = HostsEntry::add(&name, "127.0.0.1");
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !greetings(port, 4).iter().any(|g| g == "later\n") {
+        assert!(
+            Instant::now() < deadline,
+            "{name} resolves, but gets no clients: {}\nlog:\n{}",
+            backend(&lb::status(admin)),
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let resolved = backend(&lb::status(admin));
+    assert_eq!(resolved["health"], "up", "{resolved}");
+    assert_eq!(
+        resolved["socket_address"],
+        format!("127.0.0.1:{}", later.port())
     );
 }
 

@@ -3,8 +3,9 @@
 //!
 //! [`prepare`] is start-up without the sockets: it reads the secrets and builds the first routing
 //! (resolving the backends' host names). `start` begins with it and `galera-lb check` runs only
-//! it, so `check` fails exactly where the start would, with the same message (exit 64 with the
-//! file, the field and the reason).
+//! it, so `check` fails exactly where the start would (exit 64 with the file, the field and the
+//! reason) and warns where the start would (a backend whose name does not resolve yet starts as
+//! down and is resolved again, see `crate::state::snapshot`).
 //!
 //! This is the only place that knows every layer. It implements the updater's
 //! [`Effects`](crate::state::updater::Effects) (what a routing change means for health checks,
@@ -45,8 +46,8 @@ use effects::AppEffects;
 /// Why galera-lb could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The configuration names something that cannot be used (a host name that does not
-    /// resolve, a password variable that is not set): reported like an invalid configuration.
+    /// The configuration names something that cannot be used (a password variable that is not
+    /// set, a token file that cannot be read): reported like an invalid configuration.
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -84,11 +85,15 @@ pub struct Running {
 pub struct Prepared {
     secrets: Secrets,
     updater: Updater,
+    /// What the start goes on despite, one line each, naming the file and the field (a backend
+    /// whose host name does not resolve now).
+    pub warnings: Vec<String>,
 }
 
-/// Start-up without the sockets: reads the secrets and builds the first routing, resolving the
-/// backends' host names; a failure is exit 64 with the file, the field and the reason.
-/// `galera-lb check` runs this and nothing else.
+/// Start-up without the sockets: reads the secrets (exit 64 with the file, the field and the
+/// reason when one cannot be read) and builds the first routing, resolving the backends' host
+/// names (one that does not resolve is a warning: it starts as down). `galera-lb check` runs
+/// this and nothing else.
 pub async fn prepare(config: &Config, config_file: &str) -> Result<Prepared, RunError> {
     let secrets = config
         .resolve_secrets(config_file)
@@ -96,7 +101,16 @@ pub async fn prepare(config: &Config, config_file: &str) -> Result<Prepared, Run
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
-    Ok(Prepared { secrets, updater })
+    let warnings = updater
+        .unresolved()
+        .iter()
+        .map(|unresolved| format!("{config_file}: {unresolved}"))
+        .collect();
+    Ok(Prepared {
+        secrets,
+        updater,
+        warnings,
+    })
 }
 
 /// Resolves the backends, binds every listener, runs the first health checks and starts
@@ -123,7 +137,11 @@ pub async fn start_from(
                 admin: admin_access,
             },
         updater,
+        warnings,
     } = prepare(config, config_file).await?;
+    for warning in &warnings {
+        warn!("{warning}");
+    }
     let budget = descriptor_budget(config);
     let mut sockets = Vec::new();
     for listener in &config.listeners {

@@ -63,8 +63,8 @@ enum Command {
     /// Run the load balancer (the default).
     Run,
     /// Check the configuration as a start would, without opening a port: read the file and the
-    /// secrets it names, resolve the backends. Exit 0 when galera-lb would start, 64 with the
-    /// file, field and reason.
+    /// secrets it names, resolve the backends. Exit 0 when galera-lb would start (a backend name
+    /// that does not resolve yet is a warning), 64 with the file, field and reason.
     Check {
         /// The configuration file (the same as --config FILE).
         #[arg(value_name = "FILE")]
@@ -165,7 +165,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `galera-lb check`: start-up without the sockets ([`crate::prepare`]), on a small runtime of
-/// its own.
+/// its own; what the start would warn about is printed as a warning.
 fn check(config: &Config, file: &str) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -178,7 +178,10 @@ fn check(config: &Config, file: &str) -> ExitCode {
         }
     };
     match runtime.block_on(crate::prepare(config, file)) {
-        Ok(_) => {
+        Ok(prepared) => {
+            for warning in &prepared.warnings {
+                eprintln!("galera-lb: warning: {warning}");
+            }
             println!("{file}: configuration is valid");
             ExitCode::SUCCESS
         }
@@ -247,7 +250,9 @@ fn man_page(command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
 const MAN_EXTRA: &str = r#".SH EXIT STATUS
 0 after a clean shutdown; 64 for an invalid configuration (the message names the file, the
 field and the reason), such as a password or token that cannot be read; 1 for other start\-up
-failures, such as a port in use or refused. \fBcheck\fR exits as the start would: 0 or 64.
+failures, such as a port in use or refused. A backend whose host name does not resolve is no
+failure: galera\-lb starts with it down and resolves it again. \fBcheck\fR exits as the start
+would: 0 (with a warning for such a backend) or 64.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
