@@ -52,4 +52,4 @@ pub mod proxy;
 pub mod sources;
 pub mod state;
 
-pub use app::{RunError, Running, run, run_from, start, start_from};
+pub use app::{Prepared, RunError, Running, prepare, run, run_from, start, start_from};

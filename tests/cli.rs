@@ -51,8 +51,10 @@ fn check_accepts_the_examples_and_refuses_bad_files_with_64() {
         "config/sandbox.yaml",
         "config/docker.yaml",
     ] {
+        // `check` reads the secrets as start-up does: the examples name this variable.
         let out = binary()
             .args(["check", "--config", example])
+            .env("GALERA_LB_MONITOR_PASSWORD", "monitor")
             .output()
             .unwrap();
         assert!(
@@ -134,25 +136,78 @@ fn help_and_version() {
     );
 }
 
+/// Runs `galera-lb check` with the file as an argument after `check` (the form without `-c`).
+fn check_file(yaml: &str) -> (Option<i32>, String, tempfile::NamedTempFile) {
+    let config = write_config(yaml);
+    let out = binary()
+        .arg("check")
+        .arg(config.path())
+        .env_remove("GALERA_LB_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, config)
+}
+
+/// `check` is start-up without the sockets: a health password that cannot be read stops both,
+/// with exit 64 and the same message (`check` used to say "configuration is valid").
 #[test]
-fn a_missing_password_variable_is_a_configuration_error() {
+fn a_secret_that_cannot_be_read_fails_check_as_it_fails_the_start() {
+    for (health, expected) in [
+        (
+            "  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
+            "health.password: environment variable GALERA_LB_TEST_SURELY_UNSET is not set",
+        ),
+        (
+            "  password_file: /nonexistent/galera-lb-test.password\n",
+            "health.password: cannot read /nonexistent/galera-lb-test.password",
+        ),
+    ] {
+        let yaml = simple_config(
+            free_port(),
+            "round_robin",
+            &[echo_backend("hello")],
+            &format!("health:\n  check: none\n{health}"),
+        );
+        let (code, stderr) = run_refused(&yaml);
+        assert_eq!(code, Some(64), "start: {stderr}");
+        assert!(stderr.contains(expected), "start: {stderr}");
+        let (code, check_stderr, config) = check_file(&yaml);
+        assert_eq!(code, Some(64), "check: {check_stderr}");
+        assert!(
+            check_stderr.contains(&format!("{}: {expected}", config.path().display())),
+            "check: {check_stderr}"
+        );
+    }
+}
+
+/// `galera-lb check FILE` works like `galera-lb check -c FILE` (it used to be clap's exit 2).
+#[test]
+fn check_takes_the_file_as_its_argument() {
     let yaml = simple_config(
         free_port(),
         "round_robin",
         &[echo_backend("hello")],
-        "health:\n  check: none\n  password_env: GALERA_LB_TEST_SURELY_UNSET\n",
+        NO_CHECKS,
     );
-    let (code, stderr) = run_refused(&yaml);
-    assert_eq!(code, Some(64));
+    let (code, stderr, config) = check_file(&yaml);
+    assert_eq!(code, Some(0), "{stderr}");
+    let out = binary().arg("check").arg(config.path()).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{}: configuration is valid", config.path().display())
+    );
+    let (code, stderr, config) = check_file("listeners: []\n");
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(
-        stderr.contains("health.password") && stderr.contains("GALERA_LB_TEST_SURELY_UNSET"),
+        stderr.contains(&config.path().display().to_string()),
         "{stderr}"
     );
 }
 
 /// Bad access settings for the control and admin ports: exit 64, naming the file, the field and
-/// the reason, and never printing a token. Some are caught by `check` (the file alone), the rest
-/// at start (environment variables, token files).
+/// the reason, and never printing a token, at start and at `check` alike: `check` reads the
+/// environment variables and token files as start-up does (it used to pass them, exit 0).
 #[test]
 fn bad_access_settings_exit_64_naming_the_field_and_never_the_token() {
     let token_file = write_config("two words\n");
@@ -162,57 +217,49 @@ fn bad_access_settings_exit_64_naming_the_field_and_never_the_token() {
         &[echo_backend("hello")],
         NO_CHECKS,
     );
-    let cases: &[(String, &str, &str, bool)] = &[
+    let cases: &[(String, &str, &str)] = &[
         (
             "control:\n  allow: [127.0.0.1, 10.0.0.0/33]\n".to_string(),
             "control.allow[1]",
             "prefix length must be 0 to 32",
-            true,
         ),
         (
             "admin:\n  allow: [localhost]\n".to_string(),
             "admin.allow[0]",
             "not an IPv4 or IPv6 address",
-            true,
         ),
         (
             "admin:\n  allow: ['::1', '10.1.2.3/8']\n".to_string(),
             "admin.allow[1]",
             "write 10.0.0.0/8 for the block",
-            true,
         ),
         (
             "control:\n  token: hunter2x\n  token_env: X\n".to_string(),
             "control.token",
             "set only one of token, token_env and token_file",
-            true,
         ),
         (
             "admin:\n  token: 'hunter2 x'\n".to_string(),
             "admin.token",
             "printable ASCII without spaces",
-            true,
         ),
         (
             "control:\n  token_env: GALERA_LB_TEST_SURELY_UNSET_TOKEN\n".to_string(),
             "control.token_env",
             "GALERA_LB_TEST_SURELY_UNSET_TOKEN is not set",
-            false,
         ),
         (
             "admin:\n  token_file: /nonexistent/galera-lb.token\n".to_string(),
             "admin.token_file",
             "cannot read /nonexistent/galera-lb.token",
-            false,
         ),
         (
             format!("control:\n  token_file: {}\n", token_file.path().display()),
             "control.token_file",
             "the token must be printable ASCII without spaces",
-            false,
         ),
     ];
-    for (section, field, reason, by_check) in cases {
+    for (section, field, reason) in cases {
         let yaml = format!("{base}{section}");
         let (code, stderr) = run_refused(&yaml);
         assert_eq!(code, Some(64), "{section}: {stderr}");
@@ -237,19 +284,169 @@ fn bad_access_settings_exit_64_naming_the_field_and_never_the_token() {
             .arg(config.path())
             .output()
             .unwrap();
-        let expected = if *by_check { Some(64) } else { Some(0) };
-        assert_eq!(out.status.code(), expected, "check: {section}");
+        let check_stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "check: {section}: {check_stderr}"
+        );
+        assert!(
+            check_stderr.contains(&format!("{}: {field}: ", config.path().display()))
+                && check_stderr.contains(reason),
+            "check: {section}: not the file, {field} and {reason:?} in: {check_stderr}"
+        );
     }
 }
 
+/// A backend name that does not resolve is no reason not to start (DNS may not be up yet at
+/// boot; a Swarm or Kubernetes service may not exist yet): galera-lb starts with it down and
+/// `check` says so with a warning, exit 0. It used to be exit 64 for both.
 #[test]
-fn an_unresolvable_backend_name_is_a_configuration_error() {
-    let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\nbackends:\n  - address: no-such-node.invalid:3306\n";
-    let (code, stderr) = run_refused(yaml);
-    assert_eq!(code, Some(64));
+fn an_unresolvable_backend_name_is_a_warning_at_check_and_start() {
+    let yaml = simple_config(
+        free_port(),
+        "round_robin",
+        &[echo_backend("hello")],
+        "  - address: no-such-node.invalid:3306\nhealth:\n  check: tcp\n",
+    );
+    let (code, stderr, _config) = check_file(&yaml);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stderr.contains("backends[0].address") && stderr.contains("no-such-node.invalid"),
+        stderr.contains("warning: ")
+            && stderr
+                .contains("backends[1].address: no-such-node.invalid:3306 does not resolve now")
+            && stderr.contains("it starts as down and is resolved again every 1s"),
         "{stderr}"
+    );
+    let lb = LbProcess::start(&yaml);
+    assert!(
+        lb.log()
+            .contains("no-such-node.invalid:3306 does not resolve now"),
+        "{}",
+        lb.log()
+    );
+}
+
+/// A line in /etc/hosts for the length of a test, taken out again when dropped (also when the
+/// test panics).
+struct HostsEntry {
+    name: String,
+}
+
+impl HostsEntry {
+    const HOSTS: &str = "/etc/hosts";
+
+    /// Whether this process may write /etc/hosts (root, mostly).
+    fn writable() -> bool {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(Self::HOSTS)
+            .is_ok()
+    }
+
+    fn add(name: &str, ip: &str) -> HostsEntry {
+        let entry = HostsEntry {
+            name: name.to_string(),
+        };
+        let mut text = std::fs::read_to_string(Self::HOSTS).unwrap();
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!("{ip} {name}\n"));
+        std::fs::write(Self::HOSTS, text).unwrap();
+        entry
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(Self::HOSTS) {
+            let kept: String = text
+                .lines()
+                .filter(|line| line.split_whitespace().nth(1) != Some(self.name.as_str()))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let _ = std::fs::write(Self::HOSTS, kept);
+        }
+    }
+}
+
+/// The greetings of `clients` new connections through `port`.
+fn greetings(port: u16, clients: usize) -> Vec<String> {
+    (0..clients)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            String::from_utf8_lossy(&read_greeting(&mut stream)).into_owned()
+        })
+        .collect()
+}
+
+/// A backend whose name resolves only after galera-lb started: it starts down, its reason
+/// `unresolved`, while the other backend serves; once the name resolves (a line added to
+/// /etc/hosts) it is resolved again within the back-off, checked, and gets clients. galera-lb
+/// used to refuse to start (exit 64). Needs to write /etc/hosts (scripts/test runs as root):
+/// fails, never skips, otherwise.
+#[test]
+fn a_backend_that_resolves_after_the_start_comes_up_and_gets_clients() {
+    assert!(
+        HostsEntry::writable(),
+        "this test adds a line to /etc/hosts and cannot write it: run the tests as root \
+         (scripts/test does)"
+    );
+    let name = format!("galera-lb-test-{}.invalid", std::process::id());
+    let (port, admin_port) = (free_port(), free_port());
+    let later = echo_backend("later");
+    let yaml = simple_config(
+        port,
+        "round_robin",
+        &[echo_backend("early")],
+        &format!(
+            "  - address: {name}:{}\nhealth:\n  check: tcp\n  interval: 200ms\n\
+             admin:\n  bind: 127.0.0.1:{admin_port}\n",
+            later.port()
+        ),
+    );
+    let lb = LbProcess::start(&yaml);
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let backend = |status: &serde_json::Value| {
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["address"].as_str().unwrap().starts_with(&name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    let unresolved = backend(&lb::status(admin));
+    assert_eq!(unresolved["health"], "down", "{unresolved}");
+    assert!(
+        unresolved["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unresolved"),
+        "{unresolved}"
+    );
+    assert!(
+        greetings(port, 4).iter().all(|g| g == "early\n"),
+        "the other backend serves"
+    );
+
+    let _entry = HostsEntry::add(&name, "127.0.0.1");
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !greetings(port, 4).iter().any(|g| g == "later\n") {
+        assert!(
+            Instant::now() < deadline,
+            "{name} resolves, but gets no clients: {}\nlog:\n{}",
+            backend(&lb::status(admin)),
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let resolved = backend(&lb::status(admin));
+    assert_eq!(resolved["health"], "up", "{resolved}");
+    assert_eq!(
+        resolved["socket_address"],
+        format!("127.0.0.1:{}", later.port())
     );
 }
 
@@ -266,6 +463,107 @@ fn a_port_in_use_is_reported_with_its_holder() {
         stderr.contains(&format!("pid {}", std::process::id())),
         "{stderr}"
     );
+}
+
+/// The admin and control ports in use are reported as those ports, with advice for them (it
+/// used to read "listener 'admin'" and advise stopping mariadb).
+#[test]
+fn an_admin_or_control_port_in_use_is_reported_as_that_port() {
+    for section in ["admin", "control"] {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap();
+        let yaml = simple_config(
+            free_port(),
+            "round_robin",
+            &[echo_backend("hello")],
+            &format!("{NO_CHECKS}{section}:\n  bind: {taken}\n"),
+        );
+        let (code, stderr) = run_refused(&yaml);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot listen on {taken} for the {section} port ({section}.bind): the address is already in use"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("give {section}.bind another port")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("listener") && !stderr.contains("mariadb"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A port below 1024 refused for want of privilege says how to allow it. Runs galera-lb as
+/// `nobody` (through setpriv); skipped where that cannot be done.
+#[test]
+fn a_privileged_port_refused_says_how_to_allow_it() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run galera-lb as nobody");
+        return;
+    }
+    let config = write_config(&simple_config(
+        1023,
+        "round_robin",
+        &[echo_backend("hello")],
+        NO_CHECKS,
+    ));
+    let mut permissions = std::fs::metadata(config.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+    std::fs::set_permissions(config.path(), permissions).unwrap();
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_galera-lb"))
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Permission denied") && stderr.contains("galera-lb: cannot read") {
+        eprintln!("skipped: nobody cannot run the test binary here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:1023 for listener 'rw'")
+            && stderr.contains("permission denied"),
+        "{stderr}"
+    );
+    for advice in [
+        "CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "setcap cap_net_bind_service=+ep",
+    ] {
+        assert!(stderr.contains(advice), "no {advice:?} in: {stderr}");
+    }
+}
+
+/// `--help` and the man page point at files an installed galera-lb has, not at the repository.
+#[test]
+fn help_and_man_page_point_at_installed_files() {
+    let help = String::from_utf8(binary().arg("--help").output().unwrap().stdout).unwrap();
+    let man = String::from_utf8(binary().args(["generate", "man"]).output().unwrap().stdout)
+        .unwrap()
+        .replace("\\-", "-");
+    for (what, text) in [("--help", &help), ("the man page", &man)] {
+        for repository_path in ["config/galera-lb.yaml", "scripts/sandbox"] {
+            assert!(
+                !text
+                    .replace("/usr/share/doc/galera-lb/examples/galera-lb.yaml", "")
+                    .contains(repository_path),
+                "{what} names {repository_path}:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("/usr/share/doc/galera-lb/examples/galera-lb.yaml"),
+            "{what}:\n{text}"
+        );
+    }
 }
 
 #[test]

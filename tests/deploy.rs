@@ -45,8 +45,8 @@ fn deploy_files() -> Vec<String> {
     files
 }
 
-/// Parses and validates a galera-lb configuration as `galera-lb check` does (secrets named by
-/// `*_env` and `*_file` are only read when galera-lb starts).
+/// Parses and validates a galera-lb configuration as loading does (secrets named by `*_env` and
+/// `*_file` are read by `galera-lb check` and the start, not here).
 fn galera_lb_config(text: &str, source: &str) -> Config {
     Config::from_yaml(text, source)
         .unwrap_or_else(|e| panic!("{source}: galera-lb refuses it: {e}"))

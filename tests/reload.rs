@@ -557,11 +557,6 @@ fn an_invalid_file_is_refused_with_the_reason_and_the_old_configuration_keeps_ru
         ),
         ("an empty file", String::new(), "reload refused"),
         (
-            "a host name that does not resolve",
-            good.replace(&b.to_string(), "no-such-host.invalid:3306"),
-            "no-such-host.invalid",
-        ),
-        (
             "a listener on a port in use",
             config(
                 &[("rw", port), ("extra", taken)],
@@ -626,6 +621,44 @@ fn an_invalid_file_is_refused_with_the_reason_and_the_old_configuration_keeps_ru
     assert!(on_a.works());
     process.signal(libc::SIGTERM);
     assert!(process.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// A reload that brings a backend whose name does not resolve is applied, as a start would be
+/// (it used to be refused): that backend is down, reason `unresolved`, the log says so, and the
+/// others serve.
+#[test]
+fn a_reload_with_a_name_that_does_not_resolve_is_applied_with_that_backend_down() {
+    let (a, b) = (echo_backend("a"), echo_backend("b"));
+    let (port, control_port) = (free_port(), free_port());
+    let good = config(
+        &[("rw", port)],
+        &[(a, 1.0), (b, 1.0)],
+        NO_CHECKS,
+        control_port,
+    );
+    let (process, ctl) = start(&good, control_port);
+    rewrite(
+        &process,
+        &good.replace(&b.to_string(), "no-such-host.invalid:3306"),
+    );
+    assert_eq!(control(ctl, "reload\n"), "Ok\n", "{}", process.log());
+    let log = process.log();
+    assert!(
+        log.contains(
+            "reload: {}: backends[1].address: no-such-host.invalid:3306 does not resolve now"
+                .replace("{}", &process.config_path().display().to_string())
+                .as_str()
+        ),
+        "{log}"
+    );
+    let health = control(ctl, "health\n");
+    assert!(
+        health.contains(
+            "default no-such-host.invalid:3306 down admin=ready role=reader reason=unresolved: "
+        ),
+        "{health}"
+    );
+    assert!(reached(port, 4).iter().all(|name| name == "a"));
 }
 
 #[test]

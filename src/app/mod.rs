@@ -1,6 +1,12 @@
 //! Wiring: [`start`] builds every part from a [`Config`] and connects them; [`Running::drain`]
 //! stops them in order; [`run`] does both around a shutdown future.
 //!
+//! [`prepare`] is start-up without the sockets: it reads the secrets and builds the first routing
+//! (resolving the backends' host names). `start` begins with it and `galera-lb check` runs only
+//! it, so `check` fails exactly where the start would (exit 64 with the file, the field and the
+//! reason) and warns where the start would (a backend whose name does not resolve yet starts as
+//! down and is resolved again, see `crate::state::snapshot`).
+//!
 //! This is the only place that knows every layer. It implements the updater's
 //! [`Effects`](crate::state::updater::Effects) (what a routing change means for health checks,
 //! listeners and discovery) in [`effects`], so that the state layer never imports the layers
@@ -40,8 +46,8 @@ use effects::AppEffects;
 /// Why galera-lb could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The configuration names something that cannot be used (a host name that does not
-    /// resolve, a password variable that is not set): reported like an invalid configuration.
+    /// The configuration names something that cannot be used (a password variable that is not
+    /// set, a token file that cannot be read): reported like an invalid configuration.
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -78,6 +84,38 @@ pub struct Running {
     shutdown_grace: Duration,
 }
 
+/// What start-up reads and resolves before it opens a socket (see [`prepare`]).
+pub struct Prepared {
+    secrets: Secrets,
+    updater: Updater,
+    /// What the start goes on despite, one line each, naming the file and the field (a backend
+    /// whose host name does not resolve now).
+    pub warnings: Vec<String>,
+}
+
+/// Start-up without the sockets: reads the secrets (exit 64 with the file, the field and the
+/// reason when one cannot be read) and builds the first routing, resolving the backends' host
+/// names (one that does not resolve is a warning: it starts as down). `galera-lb check` runs
+/// this and nothing else.
+pub async fn prepare(config: &Config, config_file: &str) -> Result<Prepared, RunError> {
+    let secrets = config
+        .resolve_secrets(config_file)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let updater = Updater::new(config)
+        .await
+        .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
+    let warnings = updater
+        .unresolved()
+        .iter()
+        .map(|unresolved| format!("{config_file}: {unresolved}"))
+        .collect();
+    Ok(Prepared {
+        secrets,
+        updater,
+        warnings,
+    })
+}
+
 /// Resolves the backends, binds every listener, runs the first health checks and starts
 /// accepting. `config_file` names the configuration in messages; when it is a file, reloads
 /// re-read it.
@@ -94,28 +132,35 @@ pub async fn start_from(
     config_file: &str,
     source: Option<ConfigSource>,
 ) -> Result<Running, RunError> {
-    let Secrets {
-        health_password: password,
-        control: control_access,
-        admin: admin_access,
-    } = config
-        .resolve_secrets(config_file)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let Prepared {
+        secrets:
+            Secrets {
+                health_password: password,
+                control: control_access,
+                admin: admin_access,
+            },
+        updater,
+        warnings,
+    } = prepare(config, config_file).await?;
+    for warning in &warnings {
+        warn!("{warning}");
+    }
     let budget = descriptor_budget(config);
-    let updater = Updater::new(config)
-        .await
-        .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
     let mut sockets = Vec::new();
     for listener in &config.listeners {
         sockets.push((listener, listeners::bind(listener, &config.tcp)?));
     }
     let admin_socket = match &config.admin {
-        Some(admin) => Some(net::bind("admin", admin.bind, config.tcp.listen_options())?),
+        Some(admin) => Some(net::bind(
+            net::Port::Admin,
+            admin.bind,
+            config.tcp.listen_options(),
+        )?),
         None => None,
     };
     let control_socket = match &config.control {
         Some(control) => Some(net::bind(
-            "control",
+            net::Port::Control,
             control.bind,
             config.tcp.listen_options(),
         )?),

@@ -28,12 +28,14 @@ const EXIT_CONFIG: u8 = 64;
 
 /// A Galera-aware TCP load balancer for MariaDB Galera Cluster and Percona XtraDB Cluster.
 ///
-/// Without --config it runs the built-in default: 127.0.0.1:3306 in front of the local sandbox
-/// cluster that `scripts/sandbox start` runs on 127.0.0.1:3316, 3326 and 3336.
+/// Without --config it runs a built-in default meant for development: 127.0.0.1:3306 in front of
+/// a local three-node test cluster on 127.0.0.1:3316, 3326 and 3336. Every configuration field,
+/// with its default, is documented in galera-lb's example configuration,
+/// /usr/share/doc/galera-lb/examples/galera-lb.yaml, and in its README.
 #[derive(Debug, Parser)]
 #[command(name = "galera-lb", version, about, long_about)]
 struct Cli {
-    /// The YAML configuration file (see config/galera-lb.yaml for every field).
+    /// The YAML configuration file (every field: /usr/share/doc/galera-lb/examples/galera-lb.yaml).
     #[arg(
         short,
         long,
@@ -61,8 +63,14 @@ struct Cli {
 enum Command {
     /// Run the load balancer (the default).
     Run,
-    /// Validate the configuration and exit: 0 when valid, 64 with the file, field and reason.
-    Check,
+    /// Check the configuration as a start would, without opening a port: read the file and the
+    /// secrets it names, resolve the backends. Exit 0 when galera-lb would start (a backend name
+    /// that does not resolve yet is a warning), 64 with the file, field and reason.
+    Check {
+        /// The configuration file (the same as --config FILE).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Talk to the control port of one or more running instances: getinfo, health, stats,
     /// drain, maint, ready, weight, remove, reload (`galera-lb ctl --help`).
     ///
@@ -135,7 +143,12 @@ pub fn main() -> ExitCode {
     if let Some(Command::Ctl(args)) = cli.command {
         return ctl::main(args, cli.config.as_deref());
     }
-    let source = match (&cli.config, &cli.haproxy_config) {
+    // `check FILE` names the file as `--config FILE` does (and wins over GALERA_LB_CONFIG).
+    let config_path = match &cli.command {
+        Some(Command::Check { file: Some(file) }) => Some(file),
+        _ => cli.config.as_ref(),
+    };
+    let source = match (config_path, &cli.haproxy_config) {
         (_, Some(path)) => Some(ConfigSource::Haproxy {
             path: path.clone(),
             options: HaproxyOptions {
@@ -153,16 +166,45 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
-            println!("{file}: configuration is valid");
-            ExitCode::SUCCESS
-        }
+        Command::Check { .. } => check(&config, &file),
         Command::Run => ExitCode::from(exit_status(run(config, file, source, || {}))),
         Command::Glbd { .. }
         | Command::Generate { .. }
         | Command::ImportHaproxy { .. }
         | Command::Ctl(_) => {
             unreachable!("handled before the configuration is loaded")
+        }
+    }
+}
+
+/// `galera-lb check`: start-up without the sockets ([`crate::prepare`]), on a small runtime of
+/// its own; what the start would warn about is printed as a warning.
+fn check(config: &Config, file: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("galera-lb: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::prepare(config, file)) {
+        Ok(prepared) => {
+            for warning in &prepared.warnings {
+                eprintln!("galera-lb: warning: {warning}");
+            }
+            println!("{file}: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(crate::RunError::Config(message)) => {
+            eprintln!("galera-lb: invalid configuration: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("galera-lb: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -220,7 +262,10 @@ fn man_page(command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
 /// The sections of galera-lb(1) that clap has no definitions for (roff).
 const MAN_EXTRA: &str = r#".SH EXIT STATUS
 0 after a clean shutdown; 64 for an invalid configuration (the message names the file, the
-field and the reason); 1 for other start\-up failures, such as a port in use.
+field and the reason), such as a password or token that cannot be read; 1 for other start\-up
+failures, such as a port in use or refused. A backend whose host name does not resolve is no
+failure: galera\-lb starts with it down and resolves it again. \fBcheck\fR exits as the start
+would: 0 (with a warning for such a backend) or 64.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
@@ -246,6 +291,12 @@ when it drains.
 .TP
 \fI/etc/galera\-lb/galera\-lb.yaml\fR
 The configuration of the packaged service (galera\-lb.service).
+.TP
+\fI/usr/share/doc/galera\-lb/examples/galera\-lb.yaml\fR
+Every configuration field, with its default and what it does.
+.TP
+\fI/usr/share/doc/galera\-lb/README.md\fR
+The configuration reference and operations guide.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBglbd\fR(8): galera\-lb runs with glbd's command line when it is called
 \fBglbd\fR or as \fBgalera\-lb glbd\fR.
@@ -430,9 +481,6 @@ fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), Failure> {
     init_logging(&config);
-    if let Err(e) = config.health.resolve_password(&file) {
-        return Err(Failure::Config(e.to_string()));
-    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("galera-lb-worker");
     if let Some(threads) = config.runtime.worker_threads {

@@ -26,14 +26,13 @@
 //! file, an environment variable (`*_env`) or a file of their own (`*_file`). Loading checks what
 //! the file says about them (at most one source, a token a client can send, a variable name that
 //! is not empty) but reads no environment variable and no other file: [`Config::resolve_secrets`]
-//! does that when galera-lb starts, and [`HealthConfig::resolve_password`] again on every reload
-//! (so a changed password file is picked up), each failure a [`ConfigError`] naming the file, the
-//! field and the reason (exit 64 at start; a refused reload keeps the running configuration).
-//! They stay out of loading on purpose: `galera-lb check` runs the same [`Config::load`] as
-//! start-up and reload, so a file is refused by all three with the same message, and it can do
-//! that where the service's secrets are not: the Debian package's file passes `check` as
-//! installed, before its `password_file` exists, and CI checks the examples without their
-//! variables. Loading stays a pure function of the text, which the config fuzzer relies on.
+//! does that when galera-lb starts and when `galera-lb check` runs (both through
+//! `crate::app::prepare`, so `check` fails where the start would), and
+//! [`HealthConfig::resolve_password`] again on every reload (so a changed password file is picked
+//! up), each failure a [`ConfigError`] naming the file, the field and the reason (exit 64 at
+//! start and at `check`; a refused reload keeps the running configuration). They stay out of
+//! loading on purpose: loading stays a pure function of the text, which the config fuzzer and
+//! the tests that load the examples without their variables rely on.
 //!
 //! The documented example with every field lives in `config/galera-lb.yaml`; the built-in default
 //! (the local sandbox, see `scripts/sandbox`) is [`DEFAULT_CONFIG_YAML`].

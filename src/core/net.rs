@@ -2,7 +2,9 @@
 //! control port and the admin port.
 //!
 //! [`bind`] opens a socket with SO_REUSEADDR, optional SO_REUSEPORT and a backlog, and turns
-//! "address in use" into a message that says who holds the port. [`accept_loop`] accepts until
+//! "address in use" into a message that says who holds the port, and "permission denied" on a
+//! port below 1024 into one that says how to allow it. Each message names the port by what it is
+//! for ([`Port`]: a listener, the control port, the admin port) and advises for that. [`accept_loop`] accepts until
 //! stopped; out of descriptors, it answers one waiting client through a spare descriptor kept
 //! for that, and backs off instead of spinning, so every port behaves the same when galera-lb
 //! runs out of descriptors.
@@ -17,13 +19,76 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// What a listening socket is for: messages name it so, and give advice that fits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Port {
+    /// A proxy listener, by name.
+    Listener(String),
+    /// The glbd-compatible control port (`control.bind`).
+    Control,
+    /// The admin HTTP port (`admin.bind`).
+    Admin,
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Port::Listener(name) => write!(f, "listener '{name}'"),
+            Port::Control => f.write_str("the control port (control.bind)"),
+            Port::Admin => f.write_str("the admin port (admin.bind)"),
+        }
+    }
+}
+
+impl Port {
+    /// How to move it elsewhere, as the end of a sentence.
+    fn elsewhere(&self) -> &'static str {
+        match self {
+            Port::Listener(_) => "give this listener another `bind`",
+            Port::Control => "give control.bind another port",
+            Port::Admin => "give admin.bind another port",
+        }
+    }
+
+    /// Who else may be on the port, and how to stop it.
+    fn usual_holder(&self) -> &'static str {
+        match self {
+            Port::Listener(_) => {
+                " (Debian's mariadb-server package starts a server on 3306: `systemctl stop \
+                 mariadb`)"
+            }
+            Port::Control => " (a glbd still running? `systemctl stop glbd`)",
+            Port::Admin => "",
+        }
+    }
+}
+
 /// Why a listening socket could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address} for listener '{listener}': {reason}")]
+#[error("cannot listen on {address} for {port}: {reason}")]
 pub struct BindError {
-    pub listener: String,
+    pub port: Port,
     pub address: SocketAddr,
     pub reason: String,
+}
+
+/// The advice for a port below 1024 refused for want of privilege.
+fn privileged_port_advice(port: &Port) -> String {
+    let binary = std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "/usr/bin/galera-lb".to_string());
+    format!(
+        "permission denied: a port below 1024 needs the CAP_NET_BIND_SERVICE capability. For \
+         the galera-lb service, grant it in a drop-in (`systemctl edit galera-lb`): [Service] \
+         CapabilityBoundingSet=CAP_NET_BIND_SERVICE and \
+         AmbientCapabilities=CAP_NET_BIND_SERVICE; run by hand, `setcap \
+         cap_net_bind_service=+ep {binary}` (as root); or {} from 1024 up",
+        match port {
+            Port::Listener(_) => "give this listener a port",
+            Port::Control => "give control.bind a port",
+            Port::Admin => "give admin.bind a port",
+        }
+    )
 }
 
 /// How a listening socket is opened.
@@ -34,9 +99,9 @@ pub struct ListenOptions {
     pub backlog: u32,
 }
 
-/// Opens a listening socket for `listener` (a name, for messages) on `address`.
+/// Opens a listening socket for `port` (what it is for, in messages) on `address`.
 pub(crate) fn bind(
-    listener: &str,
+    port: Port,
     address: SocketAddr,
     options: ListenOptions,
 ) -> Result<TcpListener, BindError> {
@@ -59,7 +124,7 @@ pub(crate) fn bind(
         Ok(socket.into())
     };
     let error = |reason: String| BindError {
-        listener: listener.to_string(),
+        port: port.clone(),
         address,
         reason,
     };
@@ -69,10 +134,12 @@ pub(crate) fn bind(
                 .map(|who| format!(" by {who}"))
                 .unwrap_or_default();
             error(format!(
-                "the address is already in use{holder}. Stop that program (Debian's \
-                 mariadb-server package starts a server on 3306: `systemctl stop mariadb`) or \
-                 give this listener another `bind`"
+                "the address is already in use{holder}. Stop that program{} or {}",
+                port.usual_holder(),
+                port.elsewhere()
             ))
+        } else if e.kind() == io::ErrorKind::PermissionDenied && address.port() < 1024 {
+            error(privileged_port_advice(&port))
         } else {
             error(e.to_string())
         }
@@ -222,7 +289,7 @@ mod tests {
         // SAFETY: setrlimit reads the struct we pass.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
         let listener = bind(
-            "test",
+            Port::Listener("test".into()),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             ListenOptions {
                 reuse_port: false,

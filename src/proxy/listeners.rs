@@ -44,7 +44,11 @@ pub(crate) fn bind(
     tcp: &TcpConfig,
 ) -> Result<(TcpListener, SocketAddr), BindError> {
     let address = listener.bind;
-    let socket = net::bind(&listener.name, address, tcp.listen_options())?;
+    let socket = net::bind(
+        net::Port::Listener(listener.name.clone()),
+        address,
+        tcp.listen_options(),
+    )?;
     let local = socket.local_addr().unwrap_or(address);
     Ok((socket, local))
 }

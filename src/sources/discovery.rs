@@ -9,7 +9,13 @@
 //!
 //! [`follow_dns`] runs for a backend with `resolve_every`: it re-resolves the host name and tells
 //! the updater when the set of addresses changes, so that each address is a backend of its own
-//! (Docker Swarm's `tasks.SERVICE`, a Kubernetes headless service).
+//! (Docker Swarm's `tasks.SERVICE`, a Kubernetes headless service). A name that did not resolve
+//! when the routing was built starts with no addresses, so its first answer is a change.
+//!
+//! [`resolve_until_found`] runs for a configured backend (without `resolve_every`) whose name did
+//! not resolve when the routing was built (DNS not up yet at boot, a service not created yet): it
+//! tries again after 1 s, doubling the pause up to 30 s, and tells the updater once the name
+//! resolves; then the backend is checked like any other.
 //!
 //! Neither changes routing itself: both send a [`Change`] to the updater, the snapshot's only
 //! writer.
@@ -22,11 +28,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{Config, Discover};
 use crate::state::change::Change;
-use crate::state::snapshot::{Origin, Router, resolve_all};
+use crate::state::snapshot::{
+    Origin, RESOLVE_RETRY_FIRST, RESOLVE_RETRY_MAX, Router, resolve_all, resolve_first,
+};
 
 /// Discovery state for one pool, kept between rounds.
 #[derive(Debug, Default)]
@@ -152,8 +160,41 @@ pub(crate) async fn follow_dns(
     }
 }
 
+/// Resolves the configured backend `name` (`HOST:PORT`) until it resolves, pausing from
+/// [`RESOLVE_RETRY_FIRST`] doubling to [`RESOLVE_RETRY_MAX`], then sends its address to the
+/// updater and ends; or until `stop`.
+pub(crate) async fn resolve_until_found(
+    name: String,
+    changes: mpsc::Sender<Change>,
+    stop: CancellationToken,
+) {
+    let mut pause = RESOLVE_RETRY_FIRST;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        match resolve_first(&name, "backend").await {
+            Ok(address) => {
+                info!(backend = %name, %address, "the backend's name resolves now; checking it");
+                let change = Change::Resolved {
+                    name,
+                    addresses: vec![address],
+                };
+                let _ = changes.send(change).await;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(backend = %name, error = %e, next = ?pause * 2, "still does not resolve")
+            }
+        }
+        pause = (pause * 2).min(RESOLVE_RETRY_MAX);
+    }
+}
+
 /// Starts `discover: wsrep` for the pools that ask for it and `resolve_every` for the backends
-/// that have it, on `tasks`; they report through `changes` until `stop`.
+/// that have it, and resolves again the configured names that did not resolve (see
+/// [`resolve_until_found`]), on `tasks`; they report through `changes` until `stop`.
 pub(crate) fn start(
     config: &Config,
     router: &Arc<Router>,
@@ -186,7 +227,7 @@ pub(crate) fn start(
                 .pools
                 .iter()
                 .flat_map(|p| p.members.iter())
-                .filter(|m| m.origin == Origin::Dns(backend.address.clone()))
+                .filter(|m| m.origin == Origin::Dns(backend.address.clone()) && !m.unresolved)
                 .map(|m| m.socket_addr)
                 .collect();
             current.sort();
@@ -195,6 +236,18 @@ pub(crate) fn start(
                 backend.address.clone(),
                 every,
                 current,
+                changes.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    let mut retried: Vec<&str> = Vec::new();
+    for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
+        let name = member.backend.address.as_str();
+        if member.unresolved && member.origin == Origin::Configured && !retried.contains(&name) {
+            retried.push(name);
+            tasks.spawn(resolve_until_found(
+                name.to_string(),
                 changes.clone(),
                 stop.clone(),
             ));

@@ -297,6 +297,7 @@ mod tests {
                     check_port: None,
                     origin: crate::state::snapshot::Origin::Configured,
                     proxy_protocol: None,
+                    unresolved: false,
                 }
             })
             .collect()

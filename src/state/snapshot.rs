@@ -8,10 +8,18 @@
 //! All changes go through the [`Updater`], the only writer, which builds a whole new snapshot and
 //! swaps it in. It keeps a registry of [`BackendState`]s by address, so a backend that stays across
 //! a change (even with a new weight or in another pool) keeps its health and counters.
+//!
+//! A configured host name that does not resolve when a snapshot is built is no error: the
+//! backend is a member that is down, its reason `unresolved: ...`, with no address to connect to
+//! ([`Member::unresolved`]), and the build reports it ([`Unresolved`]). `crate::sources::discovery`
+//! resolves it again (on `resolve_every`, or with a back-off from [`RESOLVE_RETRY_FIRST`] to
+//! [`RESOLVE_RETRY_MAX`]) and sends [`Change::Resolved`](crate::state::change::Change) once it
+//! does. A name that resolved before and fails at a later build keeps its last address.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -19,7 +27,7 @@ use crate::config::{
     CheckKind, Config, InitialState, PolicyKind, ProxyProtocol, Role, SessionAction,
     split_host_port,
 };
-use crate::core::backend::{AdminState, BackendCounters, BackendState};
+use crate::core::backend::{AdminState, BackendCounters, BackendState, HealthReport};
 use crate::state::balance::{Policy, build_policy};
 use crate::state::writer::{WriterRole, WriterRoles};
 
@@ -40,6 +48,46 @@ pub struct Member {
     pub origin: Origin,
     /// The backend's own `proxy_protocol`; `None` follows the listener's.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Its host name did not resolve: `socket_addr` is a placeholder (the unspecified address
+    /// and the configured port), so it is never in service, never checked, never the writer.
+    pub unresolved: bool,
+}
+
+/// The first pause before a configured host name that did not resolve is resolved again (for
+/// a backend without `resolve_every`); it doubles up to [`RESOLVE_RETRY_MAX`].
+pub(crate) const RESOLVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between two attempts to resolve a name that does not resolve.
+pub(crate) const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A configured backend whose host name did not resolve when the routing was built: a member that
+/// is down (reason `unresolved`) until the name resolves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unresolved {
+    /// Where it is configured (`backends[1].address`).
+    pub field: String,
+    /// `HOST:PORT` as configured.
+    pub address: String,
+    /// What the resolver said.
+    pub reason: String,
+    /// The backend's `resolve_every`: how often it is resolved again (else the back-off).
+    pub every: Option<Duration>,
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} does not resolve now ({}); it starts as down and is resolved again ",
+            self.field, self.address, self.reason
+        )?;
+        match self.every {
+            Some(every) => write!(f, "every {every:?} (resolve_every)"),
+            None => write!(
+                f,
+                "every {RESOLVE_RETRY_FIRST:?}, doubling to {RESOLVE_RETRY_MAX:?}, until it does"
+            ),
+        }
+    }
 }
 
 /// Where a pool member comes from.
@@ -58,7 +106,8 @@ pub enum Origin {
 impl Member {
     /// Healthy, not drained by its admin state and with a weight above 0.
     pub(crate) fn is_in_service(&self) -> bool {
-        self.backend.is_healthy()
+        !self.unresolved
+            && self.backend.is_healthy()
             && self.weight > 0.0
             && self.backend.admin_state() == AdminState::Ready
     }
@@ -149,7 +198,7 @@ impl Pool {
         let current = self.writer();
         let eligible = |i: usize| {
             let member = &self.members[i];
-            member.weight > 0.0 && member.backend.is_writable()
+            !member.unresolved && member.weight > 0.0 && member.backend.is_writable()
         };
         let best = self.writer_order().into_iter().find(|&i| eligible(i));
         let keep = current.filter(|&w| eligible(w));
@@ -367,6 +416,11 @@ pub struct Updater {
     learnt: Learnt,
     backends: HashMap<String, Arc<BackendState>>,
     writer_roles: WriterRoles,
+    /// The last address each configured host name (without `resolve_every`) resolved to: used
+    /// when it fails to resolve at a later build.
+    last_resolved: HashMap<String, SocketAddr>,
+    /// The configured backends whose names did not resolve at the last build.
+    unresolved: Vec<Unresolved>,
 }
 
 impl Updater {
@@ -375,7 +429,16 @@ impl Updater {
         let mut backends = HashMap::new();
         let mut writer_roles = WriterRoles::default();
         let learnt = Learnt::default();
-        let snapshot = build(config, &learnt, &mut backends, &mut writer_roles, 0).await?;
+        let mut last_resolved = HashMap::new();
+        let (snapshot, unresolved) = build(
+            config,
+            &learnt,
+            &mut backends,
+            &mut writer_roles,
+            &mut last_resolved,
+            0,
+        )
+        .await?;
         Ok(Updater {
             router: Arc::new(Router {
                 current: ArcSwap::from_pointee(snapshot),
@@ -385,11 +448,19 @@ impl Updater {
             learnt,
             backends,
             writer_roles,
+            last_resolved,
+            unresolved,
         })
     }
 
     pub fn router(&self) -> Arc<Router> {
         self.router.clone()
+    }
+
+    /// The configured backends whose host names did not resolve at the last build (each is a
+    /// member that is down until its name resolves).
+    pub fn unresolved(&self) -> &[Unresolved] {
+        &self.unresolved
     }
 
     /// Replaces the routing with one built from `config`; backends that stay keep their state.
@@ -460,12 +531,16 @@ impl Updater {
         self.rebuild().await
     }
 
-    /// Sets the addresses a `resolve_every` host name resolves to now.
+    /// Sets the addresses a `resolve_every` host name resolves to now, or the address a
+    /// configured name that did not resolve resolves to at last.
     pub(crate) async fn set_resolved(
         &mut self,
         name: &str,
         addresses: Vec<SocketAddr>,
     ) -> Result<(), BuildError> {
+        if let Some(first) = addresses.first() {
+            self.last_resolved.insert(name.to_string(), *first);
+        }
         self.learnt.resolved.insert(name.to_string(), addresses);
         self.rebuild().await
     }
@@ -473,14 +548,16 @@ impl Updater {
     async fn rebuild(&mut self) -> Result<(), BuildError> {
         let generation = self.router.load().generation + 1;
         let mut registry = self.backends.clone();
-        let snapshot = build(
+        let (snapshot, unresolved) = build(
             &self.config,
             &self.learnt,
             &mut registry,
             &mut self.writer_roles,
+            &mut self.last_resolved,
             generation,
         )
         .await?;
+        self.unresolved = unresolved;
         self.writer_roles
             .retain(|name| snapshot.pools.iter().any(|p| p.name == name));
         let in_use: Vec<&str> = snapshot
@@ -512,13 +589,48 @@ impl Updater {
     }
 }
 
+/// The reason a lookup failed, or the error when it is not about resolving.
+fn unresolved_reason(error: BuildError) -> Result<String, BuildError> {
+    match error {
+        BuildError::Resolve { reason, .. } => Ok(reason),
+        other => Err(other),
+    }
+}
+
+/// Marks `state` down with the reason `unresolved: REASON` (for a member whose name did not
+/// resolve).
+fn mark_unresolved(state: &BackendState, reason: &str) {
+    state.set_healthy(false);
+    state.set_writable(false);
+    state.set_report(HealthReport {
+        reason: format!("unresolved: {reason}"),
+        ..HealthReport::default()
+    });
+}
+
+/// Clears the `unresolved` reason of a backend whose name resolves now (its checks, if any,
+/// report from here on).
+fn clear_unresolved(state: &BackendState) {
+    if state.report().reason.starts_with("unresolved: ") {
+        state.set_report(HealthReport::default());
+    }
+}
+
+/// Where an unresolved member "is": the unspecified address and the configured port.
+fn placeholder(address: &str) -> SocketAddr {
+    let port = split_host_port(address).map_or(0, |(_, port)| port);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
 async fn build(
     config: &Config,
     learnt: &Learnt,
     registry: &mut HashMap<String, Arc<BackendState>>,
     writer_roles: &mut WriterRoles,
+    last_resolved: &mut HashMap<String, SocketAddr>,
     generation: u64,
-) -> Result<Snapshot, BuildError> {
+) -> Result<(Snapshot, Vec<Unresolved>), BuildError> {
+    let mut unresolved = Vec::new();
     let healthy_at_start =
         config.health.check == CheckKind::None || config.health.initial == InitialState::Up;
     let mut state_of = |address: &str| {
@@ -544,7 +656,33 @@ async fn build(
             if backend.resolve_every.is_some() {
                 let addresses = match learnt.resolved.get(&backend.address) {
                     Some(addresses) => addresses.clone(),
-                    None => resolve_all(&backend.address, &field).await?,
+                    None => match resolve_all(&backend.address, &field).await {
+                        Ok(addresses) => addresses,
+                        Err(e) => {
+                            let reason = unresolved_reason(e)?;
+                            let state = state_of(&backend.address);
+                            mark_unresolved(&state, &reason);
+                            members.push(Member {
+                                backend: state,
+                                socket_addr: placeholder(&backend.address),
+                                weight,
+                                tier: backend.tier,
+                                max_connections: backend.max_connections,
+                                backup: backend.backup,
+                                check_port: backend.check_port,
+                                origin: Origin::Dns(backend.address.clone()),
+                                proxy_protocol: backend.proxy_protocol,
+                                unresolved: true,
+                            });
+                            unresolved.push(Unresolved {
+                                field,
+                                address: backend.address.clone(),
+                                reason,
+                                every: backend.resolve_every,
+                            });
+                            continue;
+                        }
+                    },
                 };
                 for socket_addr in addresses {
                     let identity = socket_addr.to_string();
@@ -561,12 +699,50 @@ async fn build(
                         check_port: backend.check_port,
                         origin: Origin::Dns(backend.address.clone()),
                         proxy_protocol: backend.proxy_protocol,
+                        unresolved: false,
                     });
                 }
             } else {
-                let socket_addr = resolve_first(&backend.address, &field).await?;
+                let resolved = match resolve_first(&backend.address, &field).await {
+                    Ok(socket_addr) => {
+                        last_resolved.insert(backend.address.clone(), socket_addr);
+                        Ok(socket_addr)
+                    }
+                    Err(e) => {
+                        let reason = unresolved_reason(e)?;
+                        match last_resolved.get(&backend.address) {
+                            Some(last) => {
+                                tracing::warn!(
+                                    backend = %backend.address,
+                                    error = %reason,
+                                    address = %last,
+                                    "cannot resolve the backend's name again; keeping its last address"
+                                );
+                                Ok(*last)
+                            }
+                            None => Err(reason),
+                        }
+                    }
+                };
+                let state = state_of(&backend.address);
+                let (socket_addr, is_unresolved) = match resolved {
+                    Ok(socket_addr) => {
+                        clear_unresolved(&state);
+                        (socket_addr, false)
+                    }
+                    Err(reason) => {
+                        mark_unresolved(&state, &reason);
+                        unresolved.push(Unresolved {
+                            field,
+                            address: backend.address.clone(),
+                            reason,
+                            every: None,
+                        });
+                        (placeholder(&backend.address), true)
+                    }
+                };
                 members.push(Member {
-                    backend: state_of(&backend.address),
+                    backend: state,
                     socket_addr,
                     weight,
                     tier: backend.tier,
@@ -575,6 +751,7 @@ async fn build(
                     check_port: backend.check_port,
                     origin: Origin::Configured,
                     proxy_protocol: backend.proxy_protocol,
+                    unresolved: is_unresolved,
                 });
             }
         }
@@ -595,6 +772,7 @@ async fn build(
                     check_port: None,
                     origin: Origin::Control,
                     proxy_protocol: None,
+                    unresolved: false,
                 });
             }
         }
@@ -622,6 +800,7 @@ async fn build(
                 check_port: None,
                 origin: Origin::Discovered,
                 proxy_protocol: None,
+                unresolved: false,
             });
         }
         pools.push(Arc::new(Pool::new(
@@ -661,11 +840,14 @@ async fn build(
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Snapshot {
-        generation,
-        pools,
-        routes,
-    })
+    Ok((
+        Snapshot {
+            generation,
+            pools,
+            routes,
+        },
+        unresolved,
+    ))
 }
 
 /// Resolves `HOST:PORT` to its first address in the resolver's order of preference (an IP
@@ -861,11 +1043,103 @@ health:
     }
 
     #[tokio::test]
-    async fn unresolvable_names_are_reported_with_their_field() {
-        let yaml = TWO_POOLS.replace("localhost:3336", "no-such-host.invalid:3336");
-        let error = Updater::new(&config(&yaml)).await.unwrap_err().to_string();
-        assert!(error.contains("pools[0].backends[1].address"), "{error}");
-        assert!(error.contains("no-such-host.invalid"), "{error}");
+    async fn an_unresolvable_name_is_a_member_that_is_down_until_it_resolves() {
+        let yaml = TWO_POOLS
+            .replace("localhost:3336", "no-such-host.invalid:3336")
+            .replace("health:\n  check: none\n", "health:\n  initial: up\n");
+        let mut updater = Updater::new(&config(&yaml)).await.unwrap();
+        let unresolved = updater.unresolved().to_vec();
+        assert_eq!(unresolved.len(), 1);
+        assert_eq!(unresolved[0].field, "pools[0].backends[1].address");
+        assert_eq!(unresolved[0].address, "no-such-host.invalid:3336");
+        let message = unresolved[0].to_string();
+        assert!(
+            message.starts_with(
+                "pools[0].backends[1].address: no-such-host.invalid:3336 does not resolve now ("
+            ) && message.ends_with(
+                "it starts as down and is resolved again every 1s, doubling to 30s, until it does"
+            ),
+            "{message}"
+        );
+        let snapshot = updater.router().load_full();
+        let ro = snapshot.route("ro").unwrap();
+        let member = &ro.pool.members[1];
+        assert!(member.unresolved && !member.is_usable());
+        assert_eq!(member.socket_addr, "0.0.0.0:3336".parse().unwrap());
+        assert_eq!(member.backend.health_str(), "down");
+        assert!(member.backend.report().reason.starts_with("unresolved: "));
+        // Never picked, never the writer: the other member serves.
+        for _ in 0..4 {
+            assert_eq!(ro.pick(LOCAL, &[]), Ok(0));
+        }
+        member.backend.set_healthy(true);
+        member.backend.set_writable(true);
+        assert_eq!(ro.pick(LOCAL, &[0]), Err(NoMember::AllTried));
+        ro.pool.members[0].backend.set_writable(false);
+        assert_eq!(ro.pool.elect_writer(false), None);
+
+        // Resolved at last: a member like any other, with the address it resolved to.
+        let found: SocketAddr = "127.0.0.9:3336".parse().unwrap();
+        updater
+            .set_resolved("no-such-host.invalid:3336", vec![found])
+            .await
+            .unwrap();
+        assert!(updater.unresolved().is_empty());
+        let snapshot = updater.router().load_full();
+        let member = &snapshot.route("ro").unwrap().pool.members[1];
+        assert!(!member.unresolved);
+        assert_eq!(member.socket_addr, found);
+        assert_eq!(
+            member.backend.report().reason,
+            "",
+            "the checks report from here on"
+        );
+        // A later build where it fails to resolve again keeps that address.
+        updater.set_weight("127.0.0.1:3399", 1.0).await.unwrap();
+        let snapshot = updater.router().load_full();
+        assert_eq!(
+            snapshot.route("ro").unwrap().pool.members[1].socket_addr,
+            found
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_followed_name_waits_for_its_first_answer() {
+        let yaml = "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+backends:
+  - address: 127.0.0.1:3316
+  - address: tasks.no-such-service.invalid:3306
+    resolve_every: 5s
+health:
+  check: none
+";
+        let mut updater = Updater::new(&config(yaml)).await.unwrap();
+        assert_eq!(updater.unresolved()[0].every, Some(Duration::from_secs(5)));
+        assert!(
+            updater.unresolved()[0]
+                .to_string()
+                .ends_with("resolved again every 5s (resolve_every)")
+        );
+        let snapshot = updater.router().load_full();
+        let members = &snapshot.pools[0].members;
+        assert_eq!(members.len(), 2);
+        assert!(members[1].unresolved);
+        let addresses: Vec<SocketAddr> = vec![
+            "127.0.0.5:3306".parse().unwrap(),
+            "127.0.0.6:3306".parse().unwrap(),
+        ];
+        updater
+            .set_resolved("tasks.no-such-service.invalid:3306", addresses.clone())
+            .await
+            .unwrap();
+        let snapshot = updater.router().load_full();
+        let members = &snapshot.pools[0].members;
+        let followed: Vec<SocketAddr> = members[1..].iter().map(|m| m.socket_addr).collect();
+        assert_eq!(followed, addresses);
+        assert!(members.iter().all(|m| !m.unresolved));
     }
 
     const ROLES: &str = "

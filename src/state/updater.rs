@@ -220,6 +220,9 @@ impl<E: Effects> UpdaterTask<E> {
             .await
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let after = self.router().load_full();
+        for unresolved in self.updater.unresolved() {
+            warn!("reload: {}: {unresolved}", path.display());
+        }
 
         // Backends that are gone lose their sessions, as with a removal over the control port.
         for member in before.backends() {

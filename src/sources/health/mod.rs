@@ -222,7 +222,11 @@ impl HealthMonitor {
         if self.settings.config.check == CheckKind::None {
             // No checks: every backend counts as usable, also one that was down when a reload
             // turned the checks off.
+            // Not one whose name does not resolve: it has nowhere to take clients to.
             for member in snapshot.pools.iter().flat_map(|p| p.members.iter()) {
+                if member.unresolved {
+                    continue;
+                }
                 member.backend.set_healthy(true);
                 member.backend.set_writable(true);
             }
@@ -230,7 +234,8 @@ impl HealthMonitor {
         let mut by_backend: HashMap<(String, SocketAddr), (Arc<BackendState>, ProxyProtocol)> =
             HashMap::new();
         for pool in &snapshot.pools {
-            for member in &pool.members {
+            // A member whose name does not resolve is not checked: it has no address yet.
+            for member in pool.members.iter().filter(|m| !m.unresolved) {
                 let header = check_header(snapshot, pool, member);
                 let entry = by_backend
                     .entry((member.backend.address.clone(), member.check_addr()))
