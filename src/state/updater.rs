@@ -24,7 +24,7 @@ use crate::config::diff::{self, ConfigDiff};
 use crate::config::source::ConfigSource;
 use crate::core::backend::AdminState;
 use crate::state::change::{Change, ControlChange, ControlRequest};
-use crate::state::snapshot::{Router, Snapshot, Updater, resolve_first};
+use crate::state::snapshot::{Delta, Router, Snapshot, Updater, resolve_first};
 
 /// What a routing change means for the parts of galera-lb above the state layer. The updater
 /// task calls these, in this order, and nothing else.
@@ -34,8 +34,9 @@ pub(crate) trait Effects: Send {
     type Prepared: Send;
 
     /// The routing is now `snapshot` (a backend came, went or changed): follow it (health
-    /// checks for new backends, none for gone ones, and a writer election).
-    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>);
+    /// checks for new backends, none for gone ones, and a writer election). `delta` says which
+    /// backends came and went since the previous call, when the updater knows.
+    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>, delta: Delta);
 
     /// An admin state changed: elect the writers again (a drained writer gives its role up).
     fn elect_writers(&mut self);
@@ -119,12 +120,19 @@ impl<E: Effects> UpdaterTask<E> {
 
     fn after_change(&mut self, result: Result<(), String>, what: &str) {
         match result {
-            Ok(()) => self.effects.routing_changed(&self.router().load_full()),
+            Ok(()) => self.routing_changed(),
             Err(e) => {
                 warn!(error = %e, "cannot apply a {what} change; keeping the current routing")
             }
         }
     }
+    /// Tells the effects about the routing as it is now, and what changed since they last heard.
+    fn routing_changed(&mut self) {
+        let delta = self.updater.take_delta();
+        self.effects
+            .routing_changed(&self.router().load_full(), delta);
+    }
+
     async fn apply_control(&mut self, change: ControlChange) -> Result<(), String> {
         match change {
             ControlChange::Destination { address, weight } => {
@@ -146,7 +154,7 @@ impl<E: Effects> UpdaterTask<E> {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                self.effects.routing_changed(&self.router().load_full());
+                self.routing_changed();
                 Ok(())
             }
             ControlChange::Admin { state, address } => {
@@ -160,7 +168,7 @@ impl<E: Effects> UpdaterTask<E> {
                 // A drained writer must give its role up: let the coordinator elect.
                 self.effects.elect_writers();
                 if state == AdminState::Ready {
-                    self.effects.routing_changed(&snapshot);
+                    self.effects.routing_changed(&snapshot, Delta::none());
                 }
                 Ok(())
             }
@@ -174,10 +182,9 @@ impl<E: Effects> UpdaterTask<E> {
     async fn identity(&self, address: &str) -> String {
         // The same choice of address as building a member makes.
         let socket = resolve_first(address, "control").await.ok();
-        let snapshot = self.router().load_full();
-        snapshot
-            .find(address, socket)
-            .map_or_else(|| address.to_string(), |m| m.backend.address.clone())
+        self.updater
+            .identity(address, socket)
+            .unwrap_or_else(|| address.to_string())
     }
 
     /// Re-reads the configuration file and applies the difference; on any problem the running
@@ -225,7 +232,7 @@ impl<E: Effects> UpdaterTask<E> {
             }
         }
         self.effects.reload_applied(prepared, &new, &diff);
-        self.effects.routing_changed(&after);
+        self.routing_changed();
         if !diff.needs_restart.is_empty() {
             warn!(sections = ?diff.needs_restart, "reload: these sections changed but take effect only at the next start");
         }
@@ -271,7 +278,7 @@ mod tests {
     impl Effects for FakeEffects {
         type Prepared = ();
 
-        fn routing_changed(&mut self, snapshot: &Arc<Snapshot>) {
+        fn routing_changed(&mut self, snapshot: &Arc<Snapshot>, _: Delta) {
             let mut recorded = self.recorded.lock().unwrap();
             recorded.calls.push("routing_changed".into());
             let weights = snapshot.pools[0].members.iter().map(|m| m.weight).collect();
