@@ -5,9 +5,12 @@
 //! policy built for its pool. It lives behind one [`ArcSwap`] in [`Router`]: a connection does one
 //! `load()`, one pick and is done with it; nothing on that path takes a lock.
 //!
-//! All changes go through the [`Updater`], the only writer, which builds a whole new snapshot and
-//! swaps it in. It keeps a registry of [`BackendState`]s by address, so a backend that stays across
-//! a change (even with a new weight or in another pool) keeps its health and counters.
+//! All changes go through the [`Updater`], the only writer, which builds a new snapshot and swaps
+//! it in: from the configuration and what it has learnt, or, for a backend only the control port
+//! added, from the current snapshot with one pool's member list copied and changed (the same
+//! result, without a rebuild's pass over every backend). It keeps a registry of [`BackendState`]s
+//! by address, so a backend that stays across a change (even with a new weight or in another
+//! pool) keeps its health and counters, and it says what came and went ([`Delta`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -602,7 +605,8 @@ impl Updater {
                 added: false,
             });
             self.backends.remove(address);
-            self.retire(address, &state);
+            self.retire(&state);
+            crate::core::counters::metrics().forget("backend", address);
             self.replace_pool(&snapshot, pool, members);
             return Ok(Some(state));
         }
@@ -773,17 +777,20 @@ impl Updater {
             }
             keep
         });
-        for (address, state) in gone {
-            self.retire(&address, &state);
+        for (_, state) in &gone {
+            self.retire(state);
         }
+        let addresses: HashSet<&str> = gone.iter().map(|(a, _)| a.as_str()).collect();
+        crate::core::counters::metrics().forget_all("backend", &addresses);
         self.router.current.store(Arc::new(snapshot));
         self.delta = Delta::Any;
         Ok(())
     }
 
-    /// A backend has left every pool: its counters go to the retired totals and its series
-    /// are deleted.
-    fn retire(&self, address: &str, state: &BackendState) {
+    /// A backend has left every pool: its counters go to the retired totals. The caller
+    /// deletes its series (this covers the series of a backend that had no check task; one
+    /// that had forgets its own when it stops after this change).
+    fn retire(&self, state: &BackendState) {
         let mut counters = state.counters();
         counters.active = 0;
         *self
@@ -791,10 +798,7 @@ impl Updater {
             .retired
             .lock()
             .unwrap_or_else(|e| e.into_inner()) += counters;
-        // Its check task, if any, stops after this change and forgets its own series then;
-        // this covers the series of a backend that had none.
         state.retire();
-        crate::core::counters::metrics().forget("backend", address);
     }
 }
 

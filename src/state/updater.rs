@@ -3,7 +3,8 @@
 //! Discovery, DNS following, the control port and reloads (SIGHUP or `reload`) all send a
 //! [`Change`] here. The task applies it through the [`Updater`] (which builds and swaps the
 //! routing snapshot), then tells the layers above through [`Effects`] what happened: health
-//! checks follow the new snapshot, and a reload also opens, closes or re-binds listeners and
+//! checks follow the new snapshot (only the backends that came and went, when the updater knows
+//! them: see [`Delta`]), and a reload also opens, closes or re-binds listeners and
 //! restarts health checks and discovery when their settings changed. One task, one change at a
 //! time: changes never race. `Effects` is how the state layer reaches up without importing the
 //! layers above it (`crate::app` implements it), and how tests drive the task with no sockets.
