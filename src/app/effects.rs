@@ -23,7 +23,7 @@ use crate::proxy::listeners::{self, ListenerSet};
 use crate::sources::discovery;
 use crate::sources::health::{HealthMonitor, HealthSettings};
 use crate::state::change::Change;
-use crate::state::snapshot::{Router, Snapshot};
+use crate::state::snapshot::{Delta, Router, Snapshot};
 use crate::state::updater::Effects;
 
 /// The parts of galera-lb that follow routing changes.
@@ -65,8 +65,8 @@ pub(crate) struct Prepared {
 impl Effects for AppEffects {
     type Prepared = Prepared;
 
-    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>) {
-        self.health.sync(snapshot);
+    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>, delta: Delta) {
+        self.health.follow(snapshot, delta);
     }
 
     fn elect_writers(&mut self) {

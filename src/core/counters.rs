@@ -129,17 +129,31 @@ impl Metrics {
     /// Deletes every series whose label `label` is `value` (a backend that was removed, say), so
     /// that a scrape shows only what exists.
     pub(crate) fn forget(&self, label: &str, value: &str) {
-        forget_in(&self.check_duration, label, value);
-        forget_in(&self.check_failures, label, value);
-        forget_in(&self.client_errors, label, value);
-        forget_in(&self.writer_changes, label, value);
-        forget_in(&self.idle_timeouts, label, value);
-        forget_in(&self.proxy_header_rejected, label, value);
+        self.forget_all(label, &std::collections::HashSet::from([value]));
+    }
+
+    /// [`Metrics::forget`] for many values at once: one pass over each metric's series, however
+    /// many values go (a reload that drops thousands of backends must not collect every series
+    /// once per backend).
+    pub(crate) fn forget_all(&self, label: &str, values: &std::collections::HashSet<&str>) {
+        if values.is_empty() {
+            return;
+        }
+        forget_in(&self.check_duration, label, values);
+        forget_in(&self.check_failures, label, values);
+        forget_in(&self.client_errors, label, values);
+        forget_in(&self.writer_changes, label, values);
+        forget_in(&self.idle_timeouts, label, values);
+        forget_in(&self.proxy_header_rejected, label, values);
     }
 }
 
-/// Removes the series of `vec` whose label `label` is `value`, whatever its other labels.
-fn forget_in<T: MetricVecBuilder>(vec: &MetricVec<T>, label: &str, value: &str) {
+/// Removes the series of `vec` whose label `label` is one of `values`, whatever its other labels.
+fn forget_in<T: MetricVecBuilder>(
+    vec: &MetricVec<T>,
+    label: &str,
+    values: &std::collections::HashSet<&str>,
+) {
     let doomed: Vec<HashMap<String, String>> = vec
         .collect()
         .iter()
@@ -147,7 +161,7 @@ fn forget_in<T: MetricVecBuilder>(vec: &MetricVec<T>, label: &str, value: &str) 
         .filter(|m| {
             m.get_label()
                 .iter()
-                .any(|pair| pair.name() == label && pair.value() == value)
+                .any(|pair| pair.name() == label && values.contains(pair.value()))
         })
         .map(|m| {
             m.get_label()

@@ -3,7 +3,8 @@
 //! Discovery, DNS following, the control port and reloads (SIGHUP or `reload`) all send a
 //! [`Change`] here. The task applies it through the [`Updater`] (which builds and swaps the
 //! routing snapshot), then tells the layers above through [`Effects`] what happened: health
-//! checks follow the new snapshot, and a reload also opens, closes or re-binds listeners and
+//! checks follow the new snapshot (only the backends that came and went, when the updater knows
+//! them: see [`Delta`]), and a reload also opens, closes or re-binds listeners and
 //! restarts health checks and discovery when their settings changed. One task, one change at a
 //! time: changes never race. `Effects` is how the state layer reaches up without importing the
 //! layers above it (`crate::app` implements it), and how tests drive the task with no sockets.
@@ -25,7 +26,7 @@ use crate::config::source::ConfigSource;
 use crate::core::backend::AdminState;
 use crate::core::bounded_read::FileReader;
 use crate::state::change::{Change, ControlChange, ControlRequest};
-use crate::state::snapshot::{Router, Snapshot, Updater, resolve_first};
+use crate::state::snapshot::{Delta, Router, Snapshot, Updater, resolve_first};
 
 /// What a routing change means for the parts of galera-lb above the state layer. The updater
 /// task calls these, in this order, and nothing else.
@@ -35,8 +36,9 @@ pub(crate) trait Effects: Send {
     type Prepared: Send;
 
     /// The routing is now `snapshot` (a backend came, went or changed): follow it (health
-    /// checks for new backends, none for gone ones, and a writer election).
-    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>);
+    /// checks for new backends, none for gone ones, and a writer election). `delta` says which
+    /// backends came and went since the previous call, when the updater knows.
+    fn routing_changed(&mut self, snapshot: &Arc<Snapshot>, delta: Delta);
 
     /// An admin state changed: elect the writers again (a drained writer gives its role up).
     fn elect_writers(&mut self);
@@ -122,12 +124,19 @@ impl<E: Effects> UpdaterTask<E> {
 
     fn after_change(&mut self, result: Result<(), String>, what: &str) {
         match result {
-            Ok(()) => self.effects.routing_changed(&self.router().load_full()),
+            Ok(()) => self.routing_changed(),
             Err(e) => {
                 warn!(error = %e, "cannot apply a {what} change; keeping the current routing")
             }
         }
     }
+    /// Tells the effects about the routing as it is now, and what changed since they last heard.
+    fn routing_changed(&mut self) {
+        let delta = self.updater.take_delta();
+        self.effects
+            .routing_changed(&self.router().load_full(), delta);
+    }
+
     async fn apply_control(&mut self, change: ControlChange) -> Result<(), String> {
         match change {
             ControlChange::Destination { address, weight } => {
@@ -149,7 +158,7 @@ impl<E: Effects> UpdaterTask<E> {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                self.effects.routing_changed(&self.router().load_full());
+                self.routing_changed();
                 Ok(())
             }
             ControlChange::Admin { state, address } => {
@@ -163,7 +172,7 @@ impl<E: Effects> UpdaterTask<E> {
                 // A drained writer must give its role up: let the coordinator elect.
                 self.effects.elect_writers();
                 if state == AdminState::Ready {
-                    self.effects.routing_changed(&snapshot);
+                    self.effects.routing_changed(&snapshot, Delta::none());
                 }
                 Ok(())
             }
@@ -177,10 +186,9 @@ impl<E: Effects> UpdaterTask<E> {
     async fn identity(&self, address: &str) -> String {
         // The same choice of address as building a member makes.
         let socket = resolve_first(address, "control").await.ok();
-        let snapshot = self.router().load_full();
-        snapshot
-            .find(address, socket)
-            .map_or_else(|| address.to_string(), |m| m.backend.address.clone())
+        self.updater
+            .identity(address, socket)
+            .unwrap_or_else(|| address.to_string())
     }
 
     /// Re-reads the configuration file and applies the difference; on any problem the running
@@ -231,7 +239,7 @@ impl<E: Effects> UpdaterTask<E> {
             }
         }
         self.effects.reload_applied(prepared, &new, &diff);
-        self.effects.routing_changed(&after);
+        self.routing_changed();
         if !diff.needs_restart.is_empty() {
             warn!(sections = ?diff.needs_restart, "reload: these sections changed but take effect only at the next start");
         }
@@ -277,7 +285,7 @@ mod tests {
     impl Effects for FakeEffects {
         type Prepared = ();
 
-        fn routing_changed(&mut self, snapshot: &Arc<Snapshot>) {
+        fn routing_changed(&mut self, snapshot: &Arc<Snapshot>, _: Delta) {
             let mut recorded = self.recorded.lock().unwrap();
             recorded.calls.push("routing_changed".into());
             let weights = snapshot.pools[0].members.iter().map(|m| m.weight).collect();

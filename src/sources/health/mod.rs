@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction};
 use crate::core::backend::{AdminState, BackendState, HealthReport};
-use crate::state::snapshot::{Router, Snapshot};
+use crate::state::snapshot::{Delta, Router, Snapshot};
 use probe::{Outcome, Probe};
 use view::Views;
 
@@ -260,34 +260,71 @@ impl HealthMonitor {
             keep
         });
         for (key, backend) in wanted {
-            if self.tasks.contains_key(&key) {
-                continue;
-            }
-            let stop = self.stop.child_token();
-            self.tasks.insert(key.clone(), stop.clone());
-            if self.settings.config.check != CheckKind::None {
-                self.first_checks_pending.send_modify(|n| *n += 1);
-                let target = CheckTarget {
-                    backend,
-                    address: key.1,
-                    proxy_header: key.2,
-                };
-                self.tracker.spawn(run_checks(
-                    target,
-                    self.make_check.clone(),
-                    self.settings.clone(),
-                    self.changed.clone(),
-                    self.views.clone(),
-                    self.first_checks_pending.clone(),
-                    stop,
-                ));
-            }
+            self.start_task(key, backend);
         }
         if !std::mem::replace(&mut self.synced_once, true) {
             self.first_checks_pending
                 .send_modify(|n| *n = n.saturating_sub(1));
         }
         self.changed.notify_one();
+    }
+
+    /// Follows a routing change: with the backends that came and went (`delta`), starts and
+    /// stops only their check tasks (a change's cost does not grow with the number of
+    /// backends); otherwise compares the whole snapshot ([`HealthMonitor::sync`]). Then asks
+    /// for a writer election.
+    pub(crate) fn follow(&mut self, snapshot: &Snapshot, delta: Delta) {
+        let changes = match delta {
+            Delta::Members(changes) if self.synced_once => changes,
+            _ => return self.sync(snapshot),
+        };
+        for change in changes {
+            let pool = &snapshot.pools[change.pool];
+            let member = &change.member;
+            // A member that came or went alone is in no other pool: its header is its pool's.
+            let key = (
+                member.backend.address.clone(),
+                member.check_addr(),
+                check_header(snapshot, pool, member),
+            );
+            if change.added {
+                if self.settings.config.check == CheckKind::None {
+                    member.backend.set_healthy(true);
+                    member.backend.set_writable(true);
+                }
+                self.start_task(key, member.backend.clone());
+            } else if let Some(stop) = self.tasks.remove(&key) {
+                stop.cancel();
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Starts the check task for `key` unless it runs already (with `check: none`, records the
+    /// backend as followed and starts nothing).
+    fn start_task(&mut self, key: (String, SocketAddr, ProxyProtocol), backend: Arc<BackendState>) {
+        if self.tasks.contains_key(&key) {
+            return;
+        }
+        let stop = self.stop.child_token();
+        self.tasks.insert(key.clone(), stop.clone());
+        if self.settings.config.check != CheckKind::None {
+            self.first_checks_pending.send_modify(|n| *n += 1);
+            let target = CheckTarget {
+                backend,
+                address: key.1,
+                proxy_header: key.2,
+            };
+            self.tracker.spawn(run_checks(
+                target,
+                self.make_check.clone(),
+                self.settings.clone(),
+                self.changed.clone(),
+                self.views.clone(),
+                self.first_checks_pending.clone(),
+                stop,
+            ));
+        }
     }
 
     /// Asks for a writer election now (after an admin state changed, say).
