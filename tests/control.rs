@@ -1032,7 +1032,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_clients_beyond_max_clients_are_closed_at_once_and_the_rest_at_the_line_deadline() {
+async fn idle_clients_beyond_max_clients_evict_the_idlest_and_a_fresh_request_is_answered() {
     let a = greeter("a", "127.0.0.1:0").await;
     let lb = start_lb("round_robin", &[(a, 1.0)], "").await;
     let started = Instant::now();
@@ -1060,15 +1060,37 @@ async fn idle_clients_beyond_max_clients_are_closed_at_once_and_the_rest_at_the_
             still_held.push(stream);
         }
     }
+    // Each new client took the slot of the idlest: the last 32 are held, the rest were closed.
     assert_eq!(still_held.len(), 32, "exactly max_clients are kept");
     assert_eq!(refused, 268);
 
-    // While every slot is taken, a well-behaved client is closed at once without an answer (by
-    // design: the port never queues clients), and the proxy serves clients as usual.
-    let (reply, _) = raw(lb.control, b"getstat\n", true).await;
-    assert!(reply.is_empty(), "{reply:?}");
+    // With every slot taken by idle clients, an operator's request is answered (it evicts the
+    // idlest), again and again, and the proxy serves clients as usual.
+    let evictions = || {
+        galera_lb::core::counters::metrics()
+            .clients_evicted
+            .with_label_values(&["control"])
+            .get()
+    };
+    let before = evictions();
+    for _ in 0..5 {
+        parse_getstat(&ask(lb.control, "getstat\n").await);
+    }
     let mut session = Session::open(lb.proxy).await;
     assert!(session.echo(b"proxy unaffected").await);
+    // The first request took an idle client's slot (later ones may find it free again): each
+    // eviction closed one of the held clients.
+    let mut left = Vec::new();
+    // (Quickly: the held clients reach the 10 s line deadline soon.)
+    for mut stream in still_held {
+        if !closed_within(&mut stream, Duration::from_millis(10)).await {
+            left.push(stream);
+        }
+    }
+    let evicted = evictions() - before;
+    assert!(evicted >= 1, "the first request found every slot taken");
+    assert_eq!(left.len() as u64, 32 - evicted);
+    let mut still_held = left;
 
     // The idle ones are closed at the line deadline (10 s), and then the port serves again.
     for stream in &mut still_held {
@@ -1263,22 +1285,14 @@ async fn the_allowlist_refuses_other_addresses_with_one_line_before_they_take_a_
         "the refused client added nothing: {info}"
     );
 
-    // A refused client takes no slot: with the only slot held, it still gets its line (and an
-    // allowed client is closed at once, as with any full port).
+    // A refused client takes no slot: with the only slot held, it still gets its line and the
+    // holder keeps its slot.
     let mut holder = connect_from("127.0.0.2", lb.control).await;
     holder.write_all(b"interactive\n").await.unwrap();
     assert_eq!(read_reply(&mut holder, 3).await, "Ok\n");
     assert_eq!(
         ask_from("127.0.0.3", lb.control, "getinfo\n").await,
         "Error: 127.0.0.3 is not allowed on the control port\n"
-    );
-    let mut full = connect_from("127.0.0.5", lb.control).await;
-    let _ = full.write_all(b"getinfo\n").await;
-    let mut reply = Vec::new();
-    let end = tokio::time::timeout(Duration::from_secs(2), full.read_to_end(&mut reply)).await;
-    assert!(
-        matches!(end, Ok(Ok(0) | Err(_))),
-        "an allowed client beyond max_clients is closed unanswered: {end:?} {reply:?}"
     );
     holder.write_all(b"health\n").await.unwrap();
     let line = tokio::time::timeout(Duration::from_secs(2), read_line(&mut holder))
@@ -1289,6 +1303,12 @@ async fn the_allowlist_refuses_other_addresses_with_one_line_before_they_take_a_
         line.contains(&a.to_string()),
         "the holder is served: {line}"
     );
+    // An allowed client beyond max_clients takes the slot of the idle holder, and is answered.
+    let info = ask_from("127.0.0.5", lb.control, "getinfo\n").await;
+    assert_eq!(totals(&info).0, 1, "{info}");
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(2), holder.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "the idle holder was closed for it: {end:?}");
 
     assert_eq!(
         denied("not_allowed") - before,

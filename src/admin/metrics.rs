@@ -35,7 +35,7 @@
 //! | `galera_lb_sessions_parked` | gauge | none (idle sessions waiting off the runtime, see limits.park_idle_after) |
 //! | `galera_lb_client_idle_timeouts_total` | counter | `listener` (sessions closed by limits.client_idle_timeout) |
 //! | `galera_lb_proxy_header_rejected_total` | counter | `listener`, `reason` (accept_proxy connections closed: timeout, closed, missing, malformed, too_long, unsupported) |
-//! | `galera_lb_port_clients_evicted_total` | counter | `port` (admin: connections closed to make room for a new one when max_clients were all taken) |
+//! | `galera_lb_port_clients_evicted_total` | counter | `port` (admin, control: connections closed to make room for a new one when max_clients were all taken) |
 
 use std::sync::Arc;
 

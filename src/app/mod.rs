@@ -246,7 +246,7 @@ pub async fn start_from(
             max_connections: u64::from(config.limits.max_connections),
             open_connections: ctx.global_active.clone(),
             last_stat: Mutex::new((Instant::now(), router.totals())),
-            clients: Default::default(),
+            clients: ClientSlots::new("control", control_config.max_clients as usize),
             access: access.clone(),
             accept_errors: Default::default(),
         });
@@ -262,6 +262,9 @@ pub async fn start_from(
             warn!("{warning}");
         }
         access::register_port("control");
+        crate::core::counters::metrics()
+            .clients_evicted
+            .with_label_values(&["control"]);
         background.spawn(control::serve(
             socket,
             control_ctx,

@@ -1,5 +1,5 @@
 //! A fixed number of connection slots for a port an operator must always be able to reach (the
-//! admin port): when every slot is taken, a new connection takes the slot of the connection that
+//! admin and control ports): when every slot is taken, a new connection takes the slot of the connection that
 //! has been idle longest, which is told to close.
 //!
 //! "Idle" means no request is being answered: a keep-alive connection between requests, or one

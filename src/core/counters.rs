@@ -97,8 +97,8 @@ pub fn metrics() -> &'static Metrics {
             ),
             clients_evicted: counter(
                 "galera_lb_port_clients_evicted_total",
-                "Connections to the admin port closed to make room for a new one (its \
-                 max_clients were all taken; the idlest goes).",
+                "Connections to the admin or control port closed to make room for a new one \
+                 (its max_clients were all taken; the idlest goes).",
                 &["port"],
             ),
             registry,

@@ -11,7 +11,7 @@
 //! - [`access`]: address allowlists and tokens for the control and admin ports.
 //! - [`bounded_read`]: reading configuration and secret files: regular files only, bounded in
 //!   size, off the runtime with a timeout.
-//! - [`client_slots`]: bounded connection slots for the admin port, evicting the idlest.
+//! - [`client_slots`]: bounded connection slots for the admin and control ports, evicting the idlest.
 //! - [`fd_budget`]: the open-files limit, raised at start, and the sessions it leaves room for.
 //! - [`secret`]: a string that never shows in logs or `Debug` output.
 //! - [`net`]: listening sockets with galera-lb's options, and the one accept loop.

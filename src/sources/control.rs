@@ -23,7 +23,9 @@
 //! `echo getinfo | nc 127.0.0.1 8011` returns even with a netcat that never half-closes; a client
 //! that sends `interactive` first keeps the connection for as long as it keeps talking.
 //!
-//! Limits: at most `max_clients` connections (more are closed at once), lines of at most
+//! Limits: at most `max_clients` connections (when all are taken, a new connection takes the
+//! slot of the one idle longest, `crate::core::client_slots`: one between requests or without a
+//! whole request yet; so an operator's request is always answered), lines of at most
 //! `max_line` bytes (a longer one gets `Error` and the connection closes), a line must be
 //! complete within [`LINE_DEADLINE`] of its first byte, a connection that has not made a request
 //! closes [`LINE_DEADLINE`] after it opened (blank lines do not count), and a reply the client
@@ -58,7 +60,8 @@ use tracing::{debug, info, warn};
 use crate::config::ControlConfig;
 use crate::core::access::{Access, Denied, count_denied};
 use crate::core::backend::{AdminState, BackendCounters};
-use crate::core::limit::{ActiveCount, try_acquire};
+use crate::core::client_slots::{ClientSlot, ClientSlots};
+use crate::core::limit::ActiveCount;
 use crate::core::log_limit::LogLimit;
 use crate::core::net;
 use crate::core::secret::Secret;
@@ -405,7 +408,8 @@ pub(crate) struct ControlContext {
     pub open_connections: Arc<ActiveCount>,
     /// Totals at the previous `getstat`, and when it was.
     pub last_stat: Mutex<(Instant, BackendCounters)>,
-    pub clients: Arc<ActiveCount>,
+    /// `control.max_clients` connection slots, the idlest evicted for a new one.
+    pub clients: Arc<ClientSlots>,
     /// The allowlist and the token (resolved at start).
     pub access: Access,
     /// Failed accepts on the control port.
@@ -429,18 +433,16 @@ pub(crate) async fn serve(
                 refuse(stream, peer, &tasks);
                 return;
             }
-            let Some(slot) = try_acquire(&ctx.clients, Some(u64::from(ctx.config.max_clients)))
-            else {
-                debug!(client = %peer, "control: too many clients; closing");
-                return;
-            };
+            let slot = ctx.clients.admit();
             let ctx = ctx.clone();
             let stop = stop.clone();
             tasks.spawn(async move {
-                let _slot = slot;
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    result = session(stream, peer, &ctx) => {
+                    _ = slot.evicted() => {
+                        debug!(client = %peer, "control: closing the idlest connection for a new one (control.max_clients)");
+                    }
+                    result = session(stream, peer, &ctx, &slot) => {
                         if let Err(e) = result {
                             debug!(client = %peer, error = %e, "control: connection ended");
                         }
@@ -498,6 +500,7 @@ async fn session(
     mut stream: TcpStream,
     peer: SocketAddr,
     ctx: &ControlContext,
+    slot: &ClientSlot,
 ) -> std::io::Result<()> {
     let mut buffer: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 1024];
@@ -537,6 +540,8 @@ async fn session(
             if text.is_empty() {
                 continue;
             }
+            // A request being answered is not idle: its slot goes last.
+            let _busy = slot.busy();
             let reply = match handle(text, peer, ctx, &mut authenticated).await {
                 Reply::Text(reply) => reply,
                 Reply::Interactive => {
