@@ -316,3 +316,45 @@ fn ctl_drains_a_node_on_every_instance_and_says_when_one_fails() {
     let (code, out, _) = ctl(&["--control", &b_text, "--token-file", token, "reload"]);
     assert_eq!((code, out.as_str()), (Some(0), "Ok\n"));
 }
+
+#[test]
+fn the_control_port_refuses_galera_lbs_own_ports_as_backends_and_says_why() {
+    let _shared = sandbox::shared_lock();
+    let setup = Setup::new();
+    let lb = LbProcess::start(&setup.yaml());
+    let control = SocketAddr::from(([127, 0, 0, 1], setup.control_port));
+    // `localhost` alone is localhost:PORT of the first listener: galera-lb itself.
+    let reply = lb::control(control, "localhost\n");
+    assert_eq!(
+        reply,
+        format!(
+            "Error: localhost:{} is galera-lb's own listener 'rw' (127.0.0.1:{}): its clients \
+             would loop through galera-lb; give a database node's HOST:PORT\n",
+            setup.port, setup.port
+        )
+    );
+    let reply = lb::control(control, &format!("127.0.0.1:{}:1\n", setup.admin_port));
+    assert!(
+        reply.starts_with("Error: ") && reply.contains("own admin port"),
+        "{reply}"
+    );
+    let reply = lb::control(
+        control,
+        &format!("[::ffff:127.0.0.1]:{}:2\n", setup.control_port),
+    );
+    assert!(
+        reply.starts_with("Error: ") && reply.contains("own control port"),
+        "{reply}"
+    );
+    // Nothing was added; a real node still can be.
+    let info = lb::control(control, "getinfo json\n");
+    assert_eq!(info.matches("\"address\"").count(), 4, "{info}");
+    let node = sandbox::cluster().node_address(1);
+    assert_eq!(lb::control(control, &format!("{node}:2\n")), "Ok\n");
+    // Errors say why, with `Error` first (glbd's scripts compare the reply with `Ok`).
+    assert_eq!(
+        lb::control(control, "drain 127.0.0.1:9\n"),
+        "Error: no backend 127.0.0.1:9\n"
+    );
+    drop(lb);
+}

@@ -228,9 +228,79 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// Whether a connection to `target` would reach `bind`, a socket of this host: the same port,
+/// and the same address, or any address of this host when `bind` is the unspecified address
+/// (`0.0.0.0` or `::`). Used to refuse a backend that is one of galera-lb's own ports.
+pub(crate) fn reaches(target: SocketAddr, bind: SocketAddr) -> bool {
+    if target.port() != bind.port() {
+        return false;
+    }
+    let target_ip = target.ip().to_canonical();
+    if target_ip == bind.ip().to_canonical() {
+        return true;
+    }
+    bind.ip().is_unspecified()
+        && (target_ip.is_loopback() || target_ip.is_unspecified() || is_local(target_ip))
+}
+
+/// Whether `ip` is an address of one of this host's interfaces (getifaddrs).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return false;
+    }
+    let mut found = false;
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned, not yet freed.
+        let address = unsafe { (*entry).ifa_addr };
+        if !address.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family says which struct it is.
+            let local = unsafe {
+                match i32::from((*address).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(address as *const libc::sockaddr_in);
+                        Some(std::net::IpAddr::from(
+                            u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
+                        ))
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(address as *const libc::sockaddr_in6);
+                        Some(std::net::IpAddr::from(v6.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                }
+            };
+            if local.is_some_and(|local| local.to_canonical() == ip) {
+                found = true;
+                break;
+            }
+        }
+        // SAFETY: as above.
+        entry = unsafe { (*entry).ifa_next };
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
+
+    #[test]
+    fn a_target_reaches_a_bind_of_the_same_port_on_this_host() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(reaches(at("127.0.0.1:3306"), at("127.0.0.1:3306")));
+        assert!(reaches(at("127.0.0.1:3306"), at("0.0.0.0:3306")));
+        assert!(reaches(at("[::1]:3306"), at("[::]:3306")));
+        assert!(reaches(at("[::ffff:127.0.0.1]:3306"), at("127.0.0.1:3306")));
+        assert!(!reaches(at("127.0.0.1:3316"), at("127.0.0.1:3306")));
+        assert!(!reaches(at("127.0.0.2:3306"), at("127.0.0.1:3306")));
+        // An address of no interface here (TEST-NET-3) is another host.
+        assert!(!reaches(at("203.0.113.7:3306"), at("0.0.0.0:3306")));
+    }
     use std::process::{Command, Stdio};
 
     use super::*;

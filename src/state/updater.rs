@@ -153,6 +153,7 @@ impl<E: Effects> UpdaterTask<E> {
                     info!(backend = %identity, sessions = backend.active(), "removed over the control port; closing its sessions");
                     backend.close_sessions();
                 } else {
+                    self.refuse_own_port(&address).await?;
                     self.updater
                         .set_weight(&identity, weight)
                         .await
@@ -189,6 +190,41 @@ impl<E: Effects> UpdaterTask<E> {
         self.updater
             .identity(address, socket)
             .unwrap_or_else(|| address.to_string())
+    }
+
+    /// Refuses a destination that is one of galera-lb's own ports (a listener, the control or the
+    /// admin port): its clients, and its health checks, would go through galera-lb itself.
+    /// `localhost` alone is `localhost:PORT` of the first listener, which is such a loop.
+    async fn refuse_own_port(&self, address: &str) -> Result<(), String> {
+        let Ok(target) = resolve_first(address, "control").await else {
+            return Ok(()); // Refused by the change itself, with the resolver's reason.
+        };
+        let config = &self.config;
+        let own = config
+            .listeners
+            .iter()
+            .map(|l| (format!("listener '{}'", l.name), l.bind))
+            .chain(
+                config
+                    .control
+                    .iter()
+                    .map(|c| ("control port".to_string(), c.bind)),
+            )
+            .chain(
+                config
+                    .admin
+                    .iter()
+                    .map(|a| ("admin port".to_string(), a.bind)),
+            );
+        for (what, bind) in own {
+            if crate::core::net::reaches(target, bind) {
+                return Err(format!(
+                    "{address} is galera-lb's own {what} ({bind}): its clients would loop \
+                     through galera-lb; give a database node's HOST:PORT"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Re-reads the configuration file and applies the difference; on any problem the running
