@@ -233,12 +233,16 @@ impl Scrape {
         }
     }
 
-    /// The value of the series `name` with exactly `labels`.
+    /// The value of the series `name` with exactly `labels`; a `backend` given without a `name`
+    /// is looked up under its address as its name too (as a backend no configuration names is).
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let wanted: BTreeMap<String, String> = labels
+        let mut wanted: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if let Some(backend) = wanted.get("backend").cloned() {
+            wanted.entry("name".to_string()).or_insert(backend);
+        }
         self.samples
             .iter()
             .find(|s| s.name == name && s.labels == wanted)
@@ -326,11 +330,14 @@ fn documented_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
     let source = std::fs::read_to_string(&path).unwrap();
     let mut table = BTreeMap::new();
     for line in source.lines() {
-        let Some(row) = line.strip_prefix("//! | `galera_lb_") else {
+        let Some(row) = line
+            .strip_prefix("//! | `")
+            .filter(|row| row.starts_with("galera_lb_") || row.starts_with("process_"))
+        else {
             continue;
         };
         let columns: Vec<&str> = row.split('|').collect();
-        let name = format!("galera_lb_{}", columns[0].trim().trim_end_matches('`'));
+        let name = columns[0].trim().trim_end_matches('`').to_string();
         let kind = columns[1].trim().to_string();
         let labels = columns[2]
             .split('`')
@@ -637,7 +644,8 @@ async fn every_documented_metric_is_exported_as_documented_and_promtool_agrees()
     let yaml = format!(
         "listeners:\n  - name: limited\n    bind: {l1}\n    max_connections: 1\n\
          \x20 - name: behind_lb\n    bind: {l2}\n    accept_proxy: true\n\
-         backends:\n  - address: {a}\n  - address: {b}\n  - address: {dead}\n\
+         backends:\n  - address: {a}\n    max_connections: 50\n  - address: {b}\n    name: bee\n\
+         \x20 - address: {dead}\n\
          health:\n  check: tcp\n  interval: 100ms\n  rise: 1\n  fall: 1\n\
          limits:\n  park_idle_after: 100ms\n  client_idle_timeout: 1s\n\
          control:\n  bind: {ctl}\n\
@@ -815,14 +823,35 @@ async fn status_lists_listeners_and_backends_with_every_documented_field() {
         let fields: BTreeSet<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             fields,
-            BTreeSet::from(["name", "pool", "policy", "role", "active", "accepted"]),
+            BTreeSet::from([
+                "name",
+                "pool",
+                "policy",
+                "role",
+                "active",
+                "accepted",
+                "usable_backends",
+                "backends",
+                "writer",
+            ]),
             "{l}"
         );
         assert_eq!(l["pool"], pool);
         assert_eq!(l["role"], if name == "side" { "writer" } else { "any" });
         assert_eq!(l["active"], active, "{l}");
         assert_eq!(l["accepted"], accepted, "{l}");
+        let backends = if name == "side" { 1 } else { 2 };
+        assert_eq!(
+            (&l["usable_backends"], &l["backends"]),
+            (&backends.into(), &backends.into()),
+            "{l}"
+        );
     }
+    assert_eq!(listener("side")["writer"], c.to_string().as_str());
+    assert!(
+        listener("rw")["writer"].is_null(),
+        "no listener routes by default's writer"
+    );
     assert_eq!(listener("rw")["policy"], "round_robin");
 
     let backends = status["backends"].as_array().expect("backends: an array");
@@ -835,18 +864,21 @@ async fn status_lists_listeners_and_backends_with_every_documented_field() {
     };
     let expected_fields = BTreeSet::from([
         "address",
+        "name",
         "socket_address",
         "pool",
         "weight",
         "tier",
         "admin",
         "health",
+        "health_since",
         "usable",
         "reason",
         "role",
         "wsrep_local_state",
         "wsrep_state",
         "cluster_size",
+        "cluster_conf_id",
         "active",
         "total",
         "connect_errors",
@@ -876,6 +908,17 @@ async fn status_lists_listeners_and_backends_with_every_documented_field() {
         assert_eq!(row["health"], "up");
         assert_eq!(row["usable"], true);
         assert_eq!(row["role"], role, "{row}");
+        assert_eq!(
+            row["name"],
+            address.to_string().as_str(),
+            "named by its address"
+        );
+        let since = row["health_since"].as_f64().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(now - 60.0 < since && since <= now + 1.0, "{row}");
         // No checks ran (check: none), and these fake nodes report no wsrep state.
         assert!(row["last_check"].is_null(), "{row}");
         assert!(row["last_check_duration_seconds"].is_null(), "{row}");
@@ -1775,4 +1818,472 @@ tests:
         out.stdout,
         out.stderr
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// names, limits, zeros from the start, the status page in Chromium (the real binary)
+
+/// The samples of `text` (the Prometheus text format) whose `backend` label is `backend`.
+fn series_naming(text: &str, label: &str, value: &str) -> Vec<Sample> {
+    Scrape::parse(text)
+        .samples
+        .into_iter()
+        .filter(|s| s.labels.get(label).map(String::as_str) == Some(value))
+        .collect()
+}
+
+/// Waits up to 5 s for `accept` to hold of `/metrics`; panics with the last scrape otherwise.
+fn metrics_until(admin: SocketAddr, what: &str, accept: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = lb::http_get(admin, "/metrics").body;
+        if accept(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never showed {what}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_backend_series_carries_its_address_and_name_and_a_reload_renames_and_drops() {
+    let [a, b, c] = [
+        lb::echo_backend("a"),
+        lb::echo_backend("b"),
+        lb::echo_backend("c"),
+    ];
+    let (port, side, admin_port, control_port) = (
+        lb::free_port(),
+        lb::free_port(),
+        lb::free_port(),
+        lb::free_port(),
+    );
+    let config = |names: [&str; 2], with_c: bool| {
+        let mut yaml = format!(
+            "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\n\
+             \x20 - name: side\n    bind: 127.0.0.1:{side}\n    pool: side\n    role: writer\n\
+             backends:\n  - address: {a}\n    name: {}\n  - address: {b}\n",
+            names[0]
+        );
+        if with_c {
+            yaml.push_str(&format!("  - address: {c}\n    name: {}\n", names[1]));
+        }
+        yaml.push_str(&format!(
+            "pools:\n  - name: side\n    backends:\n      - address: {a}\n        name: {}\n\
+             health:\n  check: tcp\n  interval: 100ms\n\
+             admin:\n  bind: 127.0.0.1:{admin_port}\ncontrol:\n  bind: 127.0.0.1:{control_port}\n",
+            names[0]
+        ));
+        yaml
+    };
+    let process = lb::LbProcess::start(&config(["db1", "db3"], true));
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let control: SocketAddr = format!("127.0.0.1:{control_port}").parse().unwrap();
+    let (a, b, c) = (a.to_string(), b.to_string(), c.to_string());
+    let text = metrics_until(admin, "checks of every backend", |text| {
+        [&a, &b, &c].iter().all(|backend| {
+            series_naming(text, "backend", backend)
+                .iter()
+                .any(|s| s.name == "galera_lb_health_check_duration_seconds_count")
+        })
+    });
+
+    // Every series about a backend has `backend` (the address) and `name`; those about a pool
+    // member add `pool`; nothing else varies.
+    let pool_series = [
+        "galera_lb_backend_usable",
+        "galera_lb_backend_writer",
+        "galera_lb_backend_weight",
+        "galera_lb_backend_max_connections",
+    ];
+    for (backend, name) in [(&a, "db1"), (&b, b.as_str()), (&c, "db3")] {
+        let series = series_naming(&text, "backend", backend);
+        assert!(series.len() > 10, "{backend}: {series:?}");
+        for sample in &series {
+            assert_eq!(
+                sample.labels.get("name").map(String::as_str),
+                Some(name),
+                "{sample:?}"
+            );
+            assert_eq!(
+                sample.labels.contains_key("pool"),
+                pool_series.contains(&sample.name.as_str()),
+                "{sample:?}"
+            );
+        }
+    }
+    // a is in both pools, under one name.
+    let scrape = Scrape::parse(&text);
+    for pool in ["default", "side"] {
+        assert_eq!(
+            scrape.get(
+                "galera_lb_backend_usable",
+                &[("pool", pool), ("backend", &a), ("name", "db1")]
+            ),
+            1.0
+        );
+    }
+    assert_eq!(
+        scrape.get(
+            "galera_lb_backend_writer",
+            &[("pool", "side"), ("backend", &a), ("name", "db1")]
+        ),
+        1.0
+    );
+
+    // /status, the status page, getinfo json, health and the log name them too.
+    let status = lb::status(admin);
+    let named: BTreeSet<(String, String)> = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap().to_string(),
+                r["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        BTreeSet::from([
+            (a.clone(), "db1".to_string()),
+            (b.clone(), b.clone()),
+            (c.clone(), "db3".to_string())
+        ]),
+        "{status}"
+    );
+    let side_listener = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "side")
+        .unwrap()
+        .clone();
+    assert_eq!(side_listener["writer"], "db1", "{status}");
+    let page = lb::http_get(admin, "/").body;
+    assert!(
+        page.contains(&format!(
+            r#"data-backend="{a}" data-state="up" data-name="db1""#
+        )),
+        "{page}"
+    );
+    let info: Value = serde_json::from_str(&lb::control(control, "getinfo json\n")).unwrap();
+    let names: Vec<&str> = info["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db1", b.as_str(), "db3"], "{info}");
+    let health = lb::control(control, "health\n");
+    assert!(
+        health.contains(&format!("default {a} up ")) && health.contains(" name=db1\n"),
+        "{health}"
+    );
+    assert!(process.log().contains("name=db1"), "{}", process.log());
+
+    // A backend added over the control port is named by its address.
+    let added = lb::echo_backend("d").to_string();
+    assert_eq!(lb::control(control, &format!("{added}:1\n")).trim(), "Ok");
+    let text = metrics_until(admin, "the added backend", |text| {
+        lb::metric_in(
+            text,
+            "galera_lb_backend_up",
+            &[("backend", &added), ("name", &added)],
+        )
+        .is_some()
+    });
+    // ...and removed over it, it leaves no series behind (its check may have reported: wait
+    // for its task to stop).
+    assert!(!series_naming(&text, "backend", &added).is_empty());
+    assert_eq!(lb::control(control, &format!("{added}:-1\n")).trim(), "Ok");
+    metrics_until(admin, "no series of the removed backend", |text| {
+        series_naming(text, "backend", &added).is_empty()
+    });
+
+    // A reload renames a (db1 → node1) and drops c: no series has the old name or c any more.
+    std::fs::write(process.config_path(), config(["node1", "db3"], false)).unwrap();
+    assert_eq!(lb::control(control, "reload\n").trim(), "Ok");
+    metrics_until(admin, "the renamed backend checked again", |text| {
+        series_naming(text, "name", "node1")
+            .iter()
+            .any(|s| s.name == "galera_lb_health_check_duration_seconds_count")
+    });
+    let text = metrics_until(admin, "no series of the dropped or old names", |_| {
+        let text = lb::http_get(admin, "/metrics").body;
+        series_naming(&text, "backend", &c).is_empty()
+            && series_naming(&text, "name", "db1").is_empty()
+            && series_naming(&text, "name", "db3").is_empty()
+    });
+    assert!(!series_naming(&text, "backend", &b).is_empty());
+    drop(process);
+}
+
+#[test]
+fn counters_known_at_start_show_zero_and_the_limits_and_the_process_are_exported() {
+    let backend = lb::echo_backend("a");
+    let (port, writer, admin_port, control_port) = (
+        lb::free_port(),
+        lb::free_port(),
+        lb::free_port(),
+        lb::free_port(),
+    );
+    let yaml = format!(
+        "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\n    max_connections: 40\n\
+         \x20 - name: writes\n    bind: 127.0.0.1:{writer}\n    role: writer\n\
+         backends:\n  - address: {backend}\n    name: db1\n    max_connections: 30\n\
+         health:\n  check: none\nlimits:\n  max_connections: 100\n\
+         admin:\n  bind: 127.0.0.1:{admin_port}\ncontrol:\n  bind: 127.0.0.1:{control_port}\n"
+    );
+    // 200 descriptors: fewer sessions than limits.max_connections fit.
+    let process = lb::LbProcess::start_with(&yaml, lb::with_descriptor_limit(200));
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let text = lb::http_get(admin, "/metrics").body;
+    let scrape = Scrape::parse(&text);
+
+    // Nothing has happened yet, and every counter of something known shows 0.
+    for listener in ["rw", "writes"] {
+        for reason in [
+            "too_many_connections",
+            "no_route",
+            "connect_failed",
+            "no_usable_backend",
+        ] {
+            let labels = [("listener", listener), ("reason", reason)];
+            assert_eq!(scrape.get("galera_lb_client_errors_total", &labels), 0.0);
+        }
+        let labels = [("listener", listener)];
+        assert_eq!(
+            scrape.get("galera_lb_client_idle_timeouts_total", &labels),
+            0.0
+        );
+        assert_eq!(
+            scrape.get("galera_lb_connections_accepted_total", &labels),
+            0.0
+        );
+    }
+    for result in ["ok", "error"] {
+        assert_eq!(
+            scrape.get("galera_lb_reloads_total", &[("result", result)]),
+            0.0
+        );
+    }
+    for command in [
+        "getinfo",
+        "health",
+        "reload",
+        "set_weight",
+        "remove",
+        "invalid",
+    ] {
+        let labels = [("command", command)];
+        assert_eq!(scrape.get("galera_lb_control_commands_total", &labels), 0.0);
+    }
+    // The writer pool has elected its first writer (that counts as a change).
+    assert_eq!(
+        scrape.get("galera_lb_writer_changes_total", &[("pool", "default")]),
+        1.0
+    );
+
+    // The limits.
+    assert_eq!(scrape.get("galera_lb_max_connections", &[]), 100.0);
+    let cap = scrape.get("galera_lb_session_cap", &[]);
+    assert!(
+        cap > 0.0 && cap < 100.0,
+        "200 descriptors fit fewer sessions: {cap}"
+    );
+    assert_eq!(
+        scrape.get("galera_lb_listener_max_connections", &[("listener", "rw")]),
+        40.0
+    );
+    assert_eq!(
+        scrape.value(
+            "galera_lb_listener_max_connections",
+            &[("listener", "writes")]
+        ),
+        None,
+        "no limit, no series"
+    );
+    let backend = backend.to_string();
+    assert_eq!(
+        scrape.get(
+            "galera_lb_backend_max_connections",
+            &[("pool", "default"), ("backend", &backend), ("name", "db1")]
+        ),
+        30.0
+    );
+
+    // The process: its descriptors (two per session), its limit, memory, CPU, start.
+    assert_eq!(scrape.get("process_max_fds", &[]), 200.0);
+    let rss = scrape.get("process_resident_memory_bytes", &[]);
+    assert_eq!(
+        (rss / 1024.0 / 1024.0).round(),
+        (lb::rss_kb(process.pid()) as f64 / 1024.0).round(),
+        "RSS in bytes"
+    );
+    assert!(scrape.get("process_virtual_memory_bytes", &[]) >= rss);
+    assert!(scrape.get("process_cpu_seconds_total", &[]) >= 0.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = scrape.get("process_start_time_seconds", &[]);
+    assert!(now - 60.0 < start && start <= now + 1.0, "{start} vs {now}");
+    let fds_before = scrape.get("process_open_fds", &[]);
+    let clients: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            use std::io::Read;
+            let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut greeting = [0u8; 2];
+            client.read_exact(&mut greeting).unwrap();
+            client
+        })
+        .collect();
+    let text = metrics_until(admin, "ten sessions' descriptors", |text| {
+        lb::metric_in(text, "process_open_fds", &[]).is_some_and(|n| n >= fds_before + 20.0)
+    });
+    assert!(lb::metric_in(&text, "process_open_fds", &[]).unwrap() < fds_before + 30.0);
+    drop(clients);
+    drop(process);
+}
+
+/// The page at `url` as headless Chromium renders it (bounded; a fresh profile).
+fn dump_dom(url: &str) -> String {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("Chromium is missing: install the Debian package `chromium`");
+    let profile = tempfile::Builder::new()
+        .prefix("galera-lb-chromium-")
+        .tempdir()
+        .unwrap();
+    let out = lb::run_bounded(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url),
+        Stdio::null(),
+        Duration::from_secs(90),
+    );
+    assert!(out.status.success(), "Chromium failed: {}", out.stderr);
+    assert!(out.stdout.contains("</html>"), "{}", out.stdout);
+    out.stdout
+}
+
+/// The cells of the row of `table` whose tag has `attribute`, as text (tags removed).
+fn row_cells(dom: &str, attribute: &str) -> Vec<String> {
+    let start = dom
+        .find(attribute)
+        .unwrap_or_else(|| panic!("no row with {attribute} in {dom}"));
+    let row = &dom[start..start + dom[start..].find("</tr>").unwrap()];
+    row.split("<td")
+        .skip(1)
+        .map(|cell| {
+            let inner = &cell[cell.find('>').unwrap() + 1..];
+            let inner = inner.split("</td>").next().unwrap();
+            let mut text = String::new();
+            let mut in_tag = false;
+            for ch in inner.chars() {
+                match ch {
+                    '<' => in_tag = true,
+                    '>' => in_tag = false,
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            text
+        })
+        .collect()
+}
+
+#[test]
+fn the_status_page_in_chromium_says_since_when_why_and_per_listener_how_many_are_usable() {
+    let [a, b] = [lb::echo_backend("a"), lb::echo_backend("b")];
+    let dead = lb::closed_address();
+    let (port, writer, admin_port) = (lb::free_port(), lb::free_port(), lb::free_port());
+    let yaml = format!(
+        "listeners:\n  - name: rw\n    bind: 127.0.0.1:{port}\n\
+         \x20 - name: writes\n    bind: 127.0.0.1:{writer}\n    role: writer\n\
+         backends:\n  - address: {a}\n    name: db1\n  - address: {b}\n    name: db2\n\
+         \x20 - address: {dead}\n    name: db3\n\
+         health:\n  check: tcp\n  interval: 200ms\n  rise: 1\n  fall: 1\n\
+         admin:\n  bind: 127.0.0.1:{admin_port}\n"
+    );
+    let process = lb::LbProcess::start(&yaml);
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let dom = dump_dom(&format!("http://{admin}/"));
+
+    // Per listener: how many backends it can use of how many, and the writer.
+    for listener in ["rw", "writes"] {
+        let attribute = format!(r#"data-listener="{listener}" data-usable="2" data-backends="3""#);
+        assert!(dom.contains(&attribute), "{attribute} in {dom}");
+    }
+    // The writer is one of the two that are up (the one first by address: ports are random).
+    let writer = ["db1", "db2"]
+        .into_iter()
+        .find(|w| dom.contains(&format!("2 of 3 backends usable, writer {w}<")))
+        .unwrap_or_else(|| panic!("the writer named: {dom}"));
+
+    // Per backend: name, state and for how long, reason, last check and its latency.
+    let header = [
+        "pool",
+        "backend",
+        "state",
+        "reason",
+        "role",
+        "wsrep",
+        "name",
+        "for",
+        "cluster size",
+        "conf id",
+        "last check",
+        "latency",
+    ];
+    for (backend, name, state) in [(a, "db1", "up"), (b, "db2", "up"), (dead, "db3", "down")] {
+        let cells = row_cells(&dom, &format!(r#"data-backend="{backend}""#));
+        let cell = |column: &str| cells[header.iter().position(|h| *h == column).unwrap()].as_str();
+        assert_eq!(cell("name"), name, "{cells:?}");
+        assert_eq!(cell("state"), state, "{cells:?}");
+        let since = cell("for");
+        assert!(
+            since.starts_with(&format!("{state} for ")) && since.ends_with('s'),
+            "{cells:?}"
+        );
+        assert!(cell("last check").ends_with("s ago"), "{cells:?}");
+        assert!(cell("latency").ends_with(" ms"), "{cells:?}");
+        // A TCP check reads no wsrep status: no cluster size or configuration id to show.
+        assert_eq!(
+            (cell("cluster size"), cell("conf id")),
+            ("-", "-"),
+            "{cells:?}"
+        );
+        if state == "down" {
+            assert!(
+                !cell("reason").is_empty(),
+                "a down backend says why: {cells:?}"
+            );
+        }
+    }
+    // The listener table says it too.
+    let cells = row_cells(&dom, "<td>writes</td>");
+    assert!(
+        cells.contains(&"2 of 3".to_string()) && cells.contains(&writer.to_string()),
+        "{cells:?}"
+    );
+    drop(process);
 }

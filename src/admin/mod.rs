@@ -3,10 +3,10 @@
 //! | endpoint | answer |
 //! |---|---|
 //! | `/metrics` | Prometheus text format (see [`crate::core::counters`]) |
-//! | `/status` | JSON: listeners (policy, role, connections) and backends (address, pool, weight, admin state, health, reason, role, wsrep state, connections, bytes, last check time and duration) |
+//! | `/status` | JSON: listeners (policy, role, connections, usable backends of how many, the writer's name) and backends (address, name, pool, weight, admin state, health and since when, reason, role, wsrep state, cluster size and configuration id, connections, bytes, last check time and duration) |
 //! | `/ready` | 200 `ready` once the first health round has run and every listener has a usable backend; 503 with the reason otherwise, and 503 `not ready: draining ...` from SIGTERM/SIGINT on |
 //! | `/live` | 200 `live` while the process serves HTTP, draining included |
-//! | `/` | an HTML status page that refreshes itself every 2 s; no external assets |
+//! | `/` | an HTML status page that refreshes itself every 2 s, no external assets: per listener how many backends are usable of how many and the writer; per backend its name, state and for how long, reason, cluster size and configuration id, last check and its latency |
 //!
 //! Everything is read from the routing snapshot and the backends' atomics when asked: serving
 //! this port never slows the proxy.
@@ -54,7 +54,7 @@ use crate::core::client_slots::ClientSlots;
 use crate::core::log_limit::LogLimit;
 use crate::core::net;
 use crate::proxy::ListenerState;
-use crate::state::snapshot::{Router, Snapshot};
+use crate::state::snapshot::{Route, Router, Snapshot};
 
 /// What the admin port reads.
 #[derive(Debug)]
@@ -70,6 +70,8 @@ pub(crate) struct AdminContext {
     pub slots: Arc<ClientSlots>,
     /// Cancelled when galera-lb starts to drain (SIGTERM/SIGINT): from then on it is not ready.
     pub draining: CancellationToken,
+    /// The process-wide connection limits, for `/metrics`.
+    pub limits: metrics::Limits,
 }
 
 /// The endpoints that need no token: liveness and readiness probes.
@@ -214,7 +216,7 @@ fn respond(request: &Request<Incoming>, ctx: &AdminContext) -> Response<Full<Byt
         "/metrics" => with_type(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(&ctx.router, &listeners),
+            metrics::render(&ctx.router, &listeners, ctx.limits),
         ),
         "/status" => with_type(
             StatusCode::OK,
@@ -262,6 +264,58 @@ fn with_type(status: StatusCode, content_type: &str, body: String) -> Response<F
 pub(crate) const DRAINING: &str = "draining: shutting down (SIGTERM/SIGINT received); new \
     clients belong elsewhere";
 
+/// How one listener stands: how many of its pool's backends could take a new client now (for a
+/// writer listener, writable ones), and the pool's writer.
+pub(crate) struct ListenerReadiness<'a> {
+    pub route: &'a Route,
+    pub usable: usize,
+    pub backends: usize,
+    /// The name of the pool's writer, when it has one.
+    pub writer: Option<Arc<String>>,
+}
+
+impl ListenerReadiness<'_> {
+    /// `1 of 3 backends usable, writer db1` (for displays).
+    fn summary(&self) -> String {
+        let mut text = format!(
+            "{} of {} backend{} usable",
+            self.usable,
+            self.backends,
+            if self.backends == 1 { "" } else { "s" }
+        );
+        match &self.writer {
+            Some(writer) => {
+                let _ = write!(text, ", writer {writer}");
+            }
+            None if self.route.role == Role::Writer => text.push_str(", no writer"),
+            None => {}
+        }
+        text
+    }
+}
+
+/// Each listener's [`ListenerReadiness`], in the snapshot's order.
+pub(crate) fn listener_readiness(snapshot: &Snapshot) -> Vec<ListenerReadiness<'_>> {
+    snapshot
+        .routes
+        .iter()
+        .map(|route| {
+            let members = &route.pool.members;
+            ListenerReadiness {
+                route,
+                usable: members
+                    .iter()
+                    .filter(|m| {
+                        m.is_usable() && (route.role != Role::Writer || m.backend.is_writable())
+                    })
+                    .count(),
+                backends: members.len(),
+                writer: route.pool.writer().map(|w| members[w].backend.name()),
+            }
+        })
+        .collect()
+}
+
 /// Ready when galera-lb is not draining and every listener has a backend it can send a client to
 /// (for a writer listener, a writable one). The first health round has run before the admin port
 /// opens.
@@ -269,17 +323,11 @@ pub(crate) fn readiness(snapshot: &Snapshot, draining: &CancellationToken) -> Re
     if draining.is_cancelled() {
         return Err(DRAINING.to_string());
     }
-    let not_ready: Vec<String> =
-        snapshot
-            .routes
-            .iter()
-            .filter(|route| {
-                !route.pool.members.iter().any(|m| {
-                    m.is_usable() && (route.role != Role::Writer || m.backend.is_writable())
-                })
-            })
-            .map(|route| format!("listener '{}' has no usable backend", route.listener))
-            .collect();
+    let not_ready: Vec<String> = listener_readiness(snapshot)
+        .iter()
+        .filter(|l| l.usable == 0)
+        .map(|l| format!("listener '{}' has no usable backend", l.route.listener))
+        .collect();
     if not_ready.is_empty() {
         Ok(())
     } else {
@@ -298,10 +346,10 @@ pub(crate) fn status_json(
     listeners: &[Arc<ListenerState>],
     draining: &CancellationToken,
 ) -> String {
-    let listeners: Vec<_> = snapshot
-        .routes
+    let listeners: Vec<_> = listener_readiness(snapshot)
         .iter()
-        .map(|route| {
+        .map(|ready| {
+            let route = ready.route;
             let state = listeners.iter().find(|l| l.name == route.listener);
             json!({
                 "name": route.listener,
@@ -310,6 +358,9 @@ pub(crate) fn status_json(
                 "role": route.role.as_str(),
                 "active": state.map_or(0, |s| s.active()),
                 "accepted": state.map_or(0, |s| s.accepted.load(std::sync::atomic::Ordering::Relaxed)),
+                "usable_backends": ready.usable,
+                "backends": ready.backends,
+                "writer": ready.writer.as_deref(),
             })
         })
         .collect();
@@ -322,18 +373,21 @@ pub(crate) fn status_json(
             let wsrep = report.wsrep.as_ref();
             backends.push(json!({
                 "address": backend.address,
+                "name": backend.name().as_str(),
                 "socket_address": member.socket_addr.to_string(),
                 "pool": pool.name,
                 "weight": member.weight,
                 "tier": member.tier,
                 "admin": backend.admin_state().as_str(),
                 "health": backend.health_str(),
+                "health_since": unix_seconds(backend.since()),
                 "usable": member.is_usable(),
                 "reason": report.reason,
                 "role": pool.role_of(i),
                 "wsrep_local_state": wsrep.and_then(|w| w.local_state),
                 "wsrep_state": wsrep.map(|_| report.wsrep_state()),
                 "cluster_size": wsrep.and_then(|w| w.cluster_size),
+                "cluster_conf_id": wsrep.and_then(|w| w.conf_id),
                 "active": c.active,
                 "total": c.total,
                 "connect_errors": c.connect_errors,
@@ -374,12 +428,54 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// The `/` page: one table of backends, one of listeners, refreshed by the browser.
+/// A duration as an operator reads it: `45s`, `3m 12s`, `2h 5m`, `3d 4h`.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `2026-01-31 12:04:05 UTC`.
+fn utc(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// How long ago `time` was, from `now` (`0s` for a time ahead of it).
+fn ago(now: SystemTime, time: SystemTime) -> Duration {
+    now.duration_since(time).unwrap_or_default()
+}
+
+/// The `/` page, for an operator who leaves it open: whether galera-lb is ready and, per
+/// listener, how many backends it can use and its writer; a table of backends (name, address,
+/// state and since when, why, role, the cluster size and configuration id the node reports, the
+/// last check and its latency, traffic); one of listeners. The browser refreshes it.
 pub(crate) fn status_page(
     snapshot: &Snapshot,
     listeners: &[Arc<ListenerState>],
     draining: &CancellationToken,
 ) -> String {
+    let now = SystemTime::now();
     let mut html = String::from(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
          <title>galera-lb</title><style>\
@@ -388,22 +484,42 @@ pub(crate) fn status_page(
          th,td{border:1px solid #ccc;padding:.3em .7em;text-align:left}\
          th{background:#eee}\
          .up{background:#d4f7d4}.down{background:#f7d4d4}.drain,.maint{background:#f7efd0}\
-         .writer{font-weight:bold}\
+         .writer{font-weight:bold}.none{color:#b00;font-weight:bold}\
          </style></head><body>",
     );
     let ready = readiness(snapshot, draining);
+    let per_listener = listener_readiness(snapshot);
     let _ = write!(
         html,
-        "<h1>galera-lb {}</h1><p id=\"ready\">{}</p>",
+        "<h1>galera-lb {}</h1><p id=\"ready\">{}</p><ul id=\"readiness\">",
         env!("CARGO_PKG_VERSION"),
         match &ready {
             Ok(()) => "Ready: every listener has a usable backend.".to_string(),
             Err(reason) => format!("NOT READY: {}", escape(reason)),
         }
     );
+    for listener in &per_listener {
+        let _ = write!(
+            html,
+            "<li data-listener=\"{name}\" data-usable=\"{usable}\" data-backends=\"{backends}\"{class}>\
+             listener <b>{name}</b> ({role}, pool {pool}): {summary}</li>",
+            name = escape(&listener.route.listener),
+            usable = listener.usable,
+            backends = listener.backends,
+            class = if listener.usable == 0 {
+                " class=\"none\""
+            } else {
+                ""
+            },
+            role = listener.route.role.as_str(),
+            pool = escape(&listener.route.pool.name),
+            summary = escape(&listener.summary()),
+        );
+    }
     html.push_str(
-        "<h2>Backends</h2><table id=\"backends\"><tr><th>pool</th><th>backend</th><th>state</th>\
-         <th>reason</th><th>role</th><th>wsrep</th><th>weight</th><th>admin</th>\
+        "</ul><h2>Backends</h2><table id=\"backends\"><tr><th>pool</th><th>backend</th><th>state</th>\
+         <th>reason</th><th>role</th><th>wsrep</th><th>name</th><th>for</th><th>cluster size</th>\
+         <th>conf id</th><th>last check</th><th>latency</th><th>weight</th><th>admin</th>\
          <th>active</th><th>total</th><th>to backend</th><th>to clients</th></tr>",
     );
     for pool in &snapshot.pools {
@@ -416,16 +532,39 @@ pub(crate) fn status_page(
             let class = if admin != "ready" { admin } else { state };
             let role = pool.role_of(i);
             let wsrep = report.wsrep_state();
+            let since = backend.since();
+            let status = report.wsrep.as_ref();
+            let number = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+            let (checked, latency) = match report.checked_at {
+                Some(at) => (
+                    format!(
+                        "<span title=\"{}\">{} ago</span>",
+                        utc(at),
+                        span(ago(now, at))
+                    ),
+                    format!("{:.1} ms", report.duration.as_secs_f64() * 1000.0),
+                ),
+                None => ("never".to_string(), "-".to_string()),
+            };
             let _ = write!(
                 html,
-                "<tr class=\"{class} {role}\" data-backend=\"{addr}\" data-state=\"{state}\">\
+                "<tr class=\"{class} {role}\" data-backend=\"{addr}\" data-state=\"{state}\" data-name=\"{name}\" \
+                 data-since=\"{since_unix}\">\
                  <td>{pool}</td><td>{addr}</td><td>{state}</td><td>{reason}</td><td>{role}</td>\
-                 <td>{wsrep}</td><td>{weight}</td><td>{admin}</td><td>{active}</td><td>{total}</td>\
+                 <td>{wsrep}</td><td>{name}</td><td title=\"since {since_utc}\">{state} for {for_}</td>\
+                 <td>{size}</td><td>{conf}</td><td>{checked}</td><td>{latency}</td>\
+                 <td>{weight}</td><td>{admin}</td><td>{active}</td><td>{total}</td>\
                  <td>{sent}</td><td>{received}</td></tr>",
                 pool = escape(&pool.name),
                 addr = escape(&backend.address),
+                name = escape(&backend.name()),
+                since_unix = unix_seconds(since) as u64,
+                since_utc = utc(since),
+                for_ = span(ago(now, since)),
                 reason = escape(&report.reason),
                 wsrep = escape(wsrep),
+                size = number(status.and_then(|w| w.cluster_size).map(u64::from)),
+                conf = number(status.and_then(|w| w.conf_id)),
                 weight = member.weight,
                 active = c.active,
                 total = c.total,
@@ -436,18 +575,27 @@ pub(crate) fn status_page(
     }
     html.push_str(
         "</table><h2>Listeners</h2><table id=\"listeners\"><tr><th>listener</th><th>pool</th>\
-         <th>policy</th><th>role</th><th>active</th><th>accepted</th><th>refused</th></tr>",
+         <th>policy</th><th>role</th><th>usable</th><th>writer</th><th>active</th><th>accepted</th>\
+         <th>refused</th></tr>",
     );
-    for route in &snapshot.routes {
+    for listener in &per_listener {
+        let route = listener.route;
         let state = listeners.iter().find(|l| l.name == route.listener);
         let load = |f: fn(&ListenerState) -> u64| state.map_or(0, |s| f(s));
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
             escape(&route.listener),
             escape(&route.pool.name),
             route.policy_kind.as_str(),
             route.role.as_str(),
+            listener.usable,
+            listener.backends,
+            listener
+                .writer
+                .as_deref()
+                .map_or("-".to_string(), |w| escape(w)),
             load(|s| s.active()),
             load(|s| s.accepted.load(std::sync::atomic::Ordering::Relaxed)),
             load(|s| s.refused.load(std::sync::atomic::Ordering::Relaxed)),

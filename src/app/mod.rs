@@ -262,9 +262,11 @@ pub async fn start_from(
             warn!("{warning}");
         }
         access::register_port("control");
-        crate::core::counters::metrics()
-            .clients_evicted
-            .with_label_values(&["control"]);
+        let metrics = crate::core::counters::metrics();
+        metrics.clients_evicted.with_label_values(&["control"]);
+        for command in control::Request::NAMES {
+            metrics.control_commands.with_label_values(&[command]);
+        }
         background.spawn(control::serve(
             socket,
             control_ctx,
@@ -301,6 +303,10 @@ pub async fn start_from(
             accept_errors: Default::default(),
             slots: ClientSlots::new("admin", admin_config.max_clients as usize),
             draining: draining.clone(),
+            limits: admin::metrics::Limits {
+                max_connections: u64::from(config.limits.max_connections),
+                session_cap: budget.sessions,
+            },
         });
         crate::core::counters::metrics()
             .clients_evicted

@@ -217,7 +217,8 @@ impl Config {
             admin.validate(&binds, self.control.as_ref().map(|c| c.bind), file)?;
         }
         self.health.validate(file)?;
-        pool::validate_check_ports(&pools, file)
+        pool::validate_check_ports(&pools, file)?;
+        pool::validate_names(&pools, file)
     }
 
     /// The pools, the top-level `backends:` being the pool `default`.

@@ -47,6 +47,11 @@ pub(super) fn default_retire_after() -> u32 {
 pub struct BackendConfig {
     /// `HOST:PORT`; a host name is resolved at start and on reload.
     pub address: String,
+    /// What displays, metrics (the `name` label) and logs call the backend besides its address
+    /// (HAProxy's `server NAME`); unique in its pool, the same wherever the address is listed.
+    /// Default: the address.
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: f64,
     /// 1 = normal; higher tiers are used only when no backend of a lower tier is usable
@@ -74,6 +79,34 @@ pub struct BackendConfig {
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 
+/// The longest backend name.
+pub const MAX_NAME_LEN: usize = 100;
+
+impl BackendConfig {
+    /// The backend's name: `name`, else the address.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// What is wrong with a backend `name`, if anything: it must be 1 to [`MAX_NAME_LEN`]
+/// characters, none of them a space or a control character (it is a word in logs, the control
+/// port's replies and metrics labels).
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("must not be empty (leave it out to name the backend by its address)".into())
+    } else if name.chars().count() > MAX_NAME_LEN {
+        Some(format!("is longer than {MAX_NAME_LEN} characters"))
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some(format!(
+            "'{}' has a space or a control character: a name is one word (e.g. db1)",
+            name.escape_debug()
+        ))
+    } else {
+        None
+    }
+}
+
 fn default_weight() -> f64 {
     1.0
 }
@@ -95,7 +128,7 @@ pub struct PoolView<'a> {
 
 /// Each backend of one pool (`field[i]`, `field` being `backends` or `pools[N].backends`):
 /// `HOST:PORT` (host names stay text: they are resolved at start, on reload and with
-/// `resolve_every`), listed once, a positive weight, a tier from 1, limits, ports and
+/// `resolve_every`), listed once, a name that is one word and unique in the pool, a positive weight, a tier from 1, limits, ports and
 /// re-resolution intervals within their ranges.
 fn validate_backends(
     backends: &[BackendConfig],
@@ -103,8 +136,9 @@ fn validate_backends(
     file: &str,
 ) -> Result<(), ConfigError> {
     let mut seen: Vec<&str> = Vec::new();
+    let base = field;
     for (i, backend) in backends.iter().enumerate() {
-        let field = format!("{field}[{i}]");
+        let field = format!("{base}[{i}]");
         if let Err(reason) = split_host_port(&backend.address) {
             return Err(ConfigError::invalid(
                 file,
@@ -120,6 +154,34 @@ fn validate_backends(
             ));
         }
         seen.push(&backend.address);
+        if let Some(name) = &backend.name {
+            if let Some(reason) = name_problem(name) {
+                return Err(ConfigError::invalid(file, format!("{field}.name"), reason));
+            }
+            if backend.resolve_every.is_some() {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("{field}.name"),
+                    "a resolve_every backend becomes one backend per address it resolves to, \
+                     each named by its address: leave name out"
+                        .to_string(),
+                ));
+            }
+        }
+        if let Some(j) = backends[..i]
+            .iter()
+            .position(|b| b.name() == backend.name())
+        {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{field}.name"),
+                format!(
+                    "'{}' is already the name of {base}[{j}] ({}): names are unique in a pool",
+                    backend.name(),
+                    backends[j].address,
+                ),
+            ));
+        }
         if !(backend.weight.is_finite() && backend.weight > 0.0) {
             return Err(ConfigError::invalid(
                 file,
@@ -248,6 +310,33 @@ pub(super) fn validate_discovery(
             1..=1000,
             "",
         )?;
+    }
+    Ok(())
+}
+
+/// One backend (one address) has one name wherever it is listed: metrics and displays name a
+/// backend, not a pool member.
+pub(super) fn validate_names(pools: &[PoolView<'_>], file: &str) -> Result<(), ConfigError> {
+    let mut names: Vec<(&str, &str, String)> = Vec::new();
+    for pool in pools {
+        for (i, backend) in pool.backends.iter().enumerate() {
+            let field = format!("{}[{i}]", pool.field);
+            match names.iter().find(|(a, _, _)| *a == backend.address) {
+                Some((_, name, other)) if *name != backend.name() => {
+                    return Err(ConfigError::invalid(
+                        file,
+                        format!("{field}.name"),
+                        format!(
+                            "{} is also in {other} named '{name}': one backend has one name, \
+                             give it the same name everywhere",
+                            backend.address
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => names.push((&backend.address, backend.name(), field)),
+            }
+        }
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! A backend's identity and its live state.
 //!
 //! A backend is identified by its address as configured (`db1:3306`, `[::1]:3306`): never by its
-//! weight or pool, so that a weight change keeps its health and counters. [`BackendState`] holds
+//! weight or pool, so that a weight change keeps its health and counters. Its name (`backends[].name`,
+//! HAProxy's `server NAME`; the address when none is given) is what displays, metrics and logs
+//! call it besides; a reload may change it, so it is live state too. [`BackendState`] holds
 //! everything that changes while galera-lb runs as atomics, shared by `Arc` between every snapshot
 //! that includes the backend: the proxy reads health and updates counters without a lock, the
 //! health checker writes health, and readers (metrics, control port) load them when asked.
@@ -92,6 +94,10 @@ impl HealthReport {
 pub struct BackendState {
     /// The address as configured, the backend's identity.
     pub address: String,
+    /// The backend's name: configured, else the address.
+    name: ArcSwap<String>,
+    /// When `healthy` last changed (or the state was made), in milliseconds since the epoch.
+    since: AtomicU64,
     /// False while health checks consider the backend down.
     healthy: AtomicBool,
     /// Healthy and allowed to hold the writer role (not `read_only`).
@@ -134,6 +140,8 @@ impl BackendState {
     /// A backend that starts out healthy (and writable) or not.
     pub(crate) fn new(address: String, healthy: bool) -> Self {
         BackendState {
+            name: ArcSwap::from_pointee(address.clone()),
+            since: AtomicU64::new(unix_millis(SystemTime::now())),
             address,
             healthy: AtomicBool::new(healthy),
             writable: AtomicBool::new(healthy),
@@ -172,7 +180,29 @@ impl BackendState {
     }
 
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            self.since
+                .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// When the backend went up or down last (when it was first known, if it never changed).
+    pub(crate) fn since(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.since.load(Ordering::Relaxed))
+    }
+
+    /// The backend's name (the address when none was configured).
+    pub(crate) fn name(&self) -> Arc<String> {
+        self.name.load_full()
+    }
+
+    /// Names the backend; true when that changed its name.
+    pub(crate) fn set_name(&self, name: &str) -> bool {
+        if self.name.load().as_str() == name {
+            return false;
+        }
+        self.name.store(Arc::new(name.to_string()));
+        true
     }
 
     /// Healthy, in service and not read-only: may be the writer.
@@ -285,6 +315,11 @@ impl BackendState {
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
         }
     }
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl std::ops::AddAssign for BackendCounters {

@@ -40,7 +40,7 @@ pub fn metrics() -> &'static Metrics {
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
-            &["backend"],
+            &["backend", "name"],
         )
         .expect("valid histogram");
         let counter = |name: &str, help: &str, labels: &[&str]| {
@@ -51,7 +51,7 @@ pub fn metrics() -> &'static Metrics {
             check_failures: counter(
                 "galera_lb_health_check_failures_total",
                 "Failed health checks, by reason.",
-                &["backend", "reason"],
+                &["backend", "name", "reason"],
             ),
             client_errors: counter(
                 "galera_lb_client_errors_total",
@@ -125,7 +125,39 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
+/// The reasons of `galera_lb_client_errors_total` (the ERR packets galera-lb sends).
+pub(crate) const CLIENT_ERROR_REASONS: [&str; 4] = [
+    "too_many_connections",
+    "no_route",
+    "connect_failed",
+    "no_usable_backend",
+];
+
+/// The results of `galera_lb_reloads_total`.
+pub(crate) const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+
 impl Metrics {
+    /// Makes a listener's counters show zeros from its start (ERR packets by reason, idle
+    /// timeouts), so that rates and alerts work before the first event.
+    pub(crate) fn register_listener(&self, listener: &str) {
+        for reason in CLIENT_ERROR_REASONS {
+            self.client_errors.with_label_values(&[listener, reason]);
+        }
+        self.idle_timeouts.with_label_values(&[listener]);
+    }
+
+    /// Makes a pool's writer changes show 0 from the start (for a pool that elects a writer).
+    pub(crate) fn register_writer_pool(&self, pool: &str) {
+        self.writer_changes.with_label_values(&[pool]);
+    }
+
+    /// Makes the reload counter show zeros for each result from the start.
+    pub(crate) fn register_reloads(&self) {
+        for result in RELOAD_RESULTS {
+            self.reloads.with_label_values(&[result]);
+        }
+    }
+
     /// Deletes every series whose label `label` is `value` (a backend that was removed, say), so
     /// that a scrape shows only what exists.
     pub(crate) fn forget(&self, label: &str, value: &str) {

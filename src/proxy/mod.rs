@@ -304,7 +304,7 @@ async fn handle(
     };
     let backend = connected.slot.owner().clone();
     backend.count_established();
-    debug!(listener = %listener.name, client = %peer, backend = %backend.address, "proxying");
+    debug!(listener = %listener.name, client = %peer, backend = %backend.address, name = %backend.name(), "proxying");
     let session = Session {
         peer,
         backend_down: backend.session_closer(),
@@ -599,7 +599,7 @@ async fn connect_with_failover(
             Err(e) => {
                 member.backend.count_connect_error(ConnectError::of(&e));
                 warn!(listener = %listener.name, client = %peer, backend = %member.backend.address,
-                    error = %e, "cannot connect to backend; trying the next one");
+                    name = %member.backend.name(), error = %e, "cannot connect to backend; trying the next one");
                 connect_failures.push(format!("{}: {e}", member.backend.address));
             }
         }

@@ -8,8 +8,8 @@
 //! | `getinfo` | the router table in glbd's layout |
 //! | `getstat`, `getstats` | glbd's counters line, counted since the previous such request |
 //! | `HOST:PORT[:WEIGHT]` | add a backend or set its weight (port defaults to the first listener's, weight to 1); `:0` drains it, a negative weight removes it and closes its sessions; `Ok` or `Error` |
-//! | `getinfo json` | every pool and backend as JSON |
-//! | `health` | each backend's state, role and reason |
+//! | `getinfo json` | every pool and backend (address, name, ...) as JSON |
+//! | `health` | each backend's state, role and reason, and its name (`name=`) |
 //! | `drain HOST:PORT`, `maint HOST:PORT`, `ready HOST:PORT` | admin states; `Ok` or `Error` |
 //! | `reload` | re-read the configuration file; `Ok` or `Error` |
 //! | `interactive` | keep this connection open for more requests (until `quit` or idle) |
@@ -102,6 +102,27 @@ pub enum Request {
 }
 
 impl Request {
+    /// Every kind [`Request::name`] gives, and `invalid` (a line that is no request): the
+    /// `command` labels of `galera_lb_control_commands_total`.
+    pub(crate) const NAMES: [&'static str; 16] = [
+        "getinfo",
+        "getinfo_json",
+        "getstat",
+        "remove",
+        "drain_by_weight",
+        "set_weight",
+        "drain",
+        "maint",
+        "ready",
+        "health",
+        "reload",
+        "interactive",
+        "quit",
+        "help",
+        "auth",
+        "invalid",
+    ];
+
     /// The request's kind, for metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -296,6 +317,7 @@ pub(crate) fn render_getinfo_json(snapshot: &Snapshot) -> String {
                     let report = m.backend.report();
                     json!({
                         "address": m.backend.address,
+                        "name": m.backend.name().as_str(),
                         "socket_address": m.socket_addr.to_string(),
                         "weight": m.weight,
                         "tier": m.tier,
@@ -328,7 +350,7 @@ pub(crate) fn render_getinfo_json(snapshot: &Snapshot) -> String {
     format!("{}\n", json!({ "listeners": listeners, "pools": pools }))
 }
 
-/// Each backend's health, admin state and role, one line each.
+/// Each backend's health, admin state, role and name, one line each.
 pub(crate) fn render_health(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for pool in &snapshot.pools {
@@ -338,7 +360,7 @@ pub(crate) fn render_health(snapshot: &Snapshot) -> String {
             let role = pool.role_of(i);
             let wsrep = report.wsrep_state();
             out.push_str(&format!(
-                "{} {} {} admin={} role={} reason={} wsrep={}\n",
+                "{} {} {} admin={} role={} reason={} wsrep={} name={}\n",
                 pool.name,
                 m.backend.address,
                 state,
@@ -350,6 +372,7 @@ pub(crate) fn render_health(snapshot: &Snapshot) -> String {
                     &report.reason
                 },
                 if wsrep.is_empty() { "-" } else { wsrep },
+                m.backend.name(),
             ));
         }
     }

@@ -533,7 +533,7 @@ impl Updater {
             config,
             &learnt,
             &mut backends,
-            &mut Vec::new(),
+            &mut Registered::default(),
             &mut writer_roles,
             &mut last_resolved,
             0,
@@ -819,12 +819,12 @@ impl Updater {
 
     async fn rebuild(&mut self) -> Result<(), BuildError> {
         let generation = self.router.load().generation + 1;
-        let mut inserted = Vec::new();
+        let mut changed = Registered::default();
         let built = build(
             &self.config,
             &self.learnt,
             &mut self.backends,
-            &mut inserted,
+            &mut changed,
             &mut self.writer_roles,
             &mut self.last_resolved,
             generation,
@@ -836,7 +836,7 @@ impl Updater {
                 snapshot
             }
             Err(e) => {
-                for address in inserted {
+                for address in changed.inserted {
                     self.backends.remove(&address);
                 }
                 return Err(e);
@@ -860,7 +860,12 @@ impl Updater {
         for (_, state) in &gone {
             self.retire(state);
         }
-        let addresses: HashSet<&str> = gone.iter().map(|(a, _)| a.as_str()).collect();
+        // The series of backends that went, and those under a name a backend no longer has.
+        let addresses: HashSet<&str> = gone
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .chain(changed.renamed.iter().map(String::as_str))
+            .collect();
         crate::core::counters::metrics().forget_all("backend", &addresses);
         self.router.current.store(Arc::new(snapshot));
         self.delta = Delta::Any;
@@ -971,24 +976,46 @@ impl PoolMembers {
     }
 }
 
-/// Builds a snapshot; `registry` gets a state for every new identity, named in `inserted`.
+/// What a build changed in the registry of backend states, by identity.
+#[derive(Debug, Default)]
+struct Registered {
+    /// States made for new identities.
+    inserted: Vec<String>,
+    /// States whose name changed.
+    renamed: Vec<String>,
+}
+
+/// Builds a snapshot; `registry` gets a state for every new identity (see [`Registered`]).
 async fn build(
     config: &Config,
     learnt: &Learnt,
     registry: &mut HashMap<String, Arc<BackendState>>,
-    inserted: &mut Vec<String>,
+    changed: &mut Registered,
     writer_roles: &mut WriterRoles,
     last_resolved: &mut HashMap<String, SocketAddr>,
     generation: u64,
 ) -> Result<(Snapshot, Vec<Unresolved>), BuildError> {
     let mut unresolved = Vec::new();
     let healthy_at_start = healthy_at_start(config);
+    // One address has one name in every pool (`Config::validate`); a backend no configuration
+    // names (control port, discovery, DNS) is named by its address.
+    let pool_views = config.pools();
+    let names: HashMap<&str, &str> = pool_views
+        .iter()
+        .flat_map(|p| p.backends.iter())
+        .map(|b| (b.address.as_str(), b.name()))
+        .collect();
     let mut state_of = |registry: &mut HashMap<String, Arc<BackendState>>, address: &str| {
+        let name = names.get(address).copied().unwrap_or(address);
         if let Some(state) = registry.get(address) {
+            if state.set_name(name) {
+                changed.renamed.push(address.to_string());
+            }
             return state.clone();
         }
-        inserted.push(address.to_string());
+        changed.inserted.push(address.to_string());
         let state = Arc::new(BackendState::new(address.to_string(), healthy_at_start));
+        state.set_name(name);
         registry.insert(address.to_string(), state.clone());
         state
     };
@@ -1171,6 +1198,7 @@ async fn build(
             if listener.accept_proxy {
                 crate::core::proxy_protocol::register_listener(&listener.name);
             }
+            crate::core::counters::metrics().register_listener(&listener.name);
             Ok(Route {
                 listener: listener.name.clone(),
                 policy_kind: listener.policy,
@@ -1186,14 +1214,17 @@ async fn build(
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok((
-        Snapshot {
-            generation,
-            pools,
-            routes,
-        },
-        unresolved,
-    ))
+    let snapshot = Snapshot {
+        generation,
+        pools,
+        routes,
+    };
+    for pool in &snapshot.pools {
+        if snapshot.uses_writer(pool) {
+            crate::core::counters::metrics().register_writer_pool(&pool.name);
+        }
+    }
+    Ok((snapshot, unresolved))
 }
 
 /// A member's address: an IP address and port stand for themselves (read without building the

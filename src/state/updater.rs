@@ -80,6 +80,7 @@ impl<E: Effects> UpdaterTask<E> {
 
     /// Applies changes until galera-lb stops.
     pub(crate) async fn run(mut self, mut changes: mpsc::Receiver<Change>) {
+        crate::core::counters::metrics().register_reloads();
         loop {
             let change = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -150,7 +151,7 @@ impl<E: Effects> UpdaterTask<E> {
                     let Some(backend) = removed else {
                         return Err(format!("no backend {address}"));
                     };
-                    info!(backend = %identity, sessions = backend.active(), "removed over the control port; closing its sessions");
+                    info!(backend = %identity, name = %backend.name(), sessions = backend.active(), "removed over the control port; closing its sessions");
                     backend.close_sessions();
                 } else {
                     self.refuse_own_port(&address).await?;
@@ -169,7 +170,7 @@ impl<E: Effects> UpdaterTask<E> {
                     .find(&identity, None)
                     .ok_or_else(|| format!("no backend {address}"))?;
                 member.backend.set_admin_state(state);
-                info!(backend = %identity, state = state.as_str(), "admin state set over the control port");
+                info!(backend = %identity, name = %member.backend.name(), state = state.as_str(), "admin state set over the control port");
                 // A drained writer must give its role up: let the coordinator elect.
                 self.effects.elect_writers();
                 if state == AdminState::Ready {

@@ -320,12 +320,19 @@ pub fn http_get(address: SocketAddr, path: &str) -> HttpReply {
 }
 
 /// The value of the series `name` with exactly `labels` (in any order) in Prometheus' text
-/// format; `None` when the series is absent (a counter whose labels never occurred).
+/// format; `None` when the series is absent (a counter whose labels never occurred). A `backend`
+/// given without a `name` is looked up under its address as its name too (a backend no
+/// configuration names is named by its address).
 pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut wanted: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if let Some(backend) = labels.iter().find(|(k, _)| *k == "backend")
+        && !labels.iter().any(|(k, _)| *k == "name")
+    {
+        wanted.push(("name".to_string(), backend.1.to_string()));
+    }
     wanted.sort();
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())

@@ -426,14 +426,19 @@ async fn run_checks(
         let duration = started.elapsed();
         let outcome = views.judge(address, outcome, Instant::now(), config.stale_view_after);
         let metrics = crate::core::counters::metrics();
+        let name = backend.name();
         metrics
             .check_duration
-            .with_label_values(&[backend.address.as_str()])
+            .with_label_values(&[backend.address.as_str(), name.as_str()])
             .observe(duration.as_secs_f64());
         if !outcome.passed {
             metrics
                 .check_failures
-                .with_label_values(&[backend.address.as_str(), outcome.reason.as_str()])
+                .with_label_values(&[
+                    backend.address.as_str(),
+                    name.as_str(),
+                    outcome.reason.as_str(),
+                ])
                 .inc();
         }
         apply(
@@ -515,34 +520,34 @@ fn apply(
     if first {
         // The first check: there is no earlier state to name.
         if up {
-            info!(backend = %backend.address, reason = %reason, "backend up");
+            info!(backend = %backend.address, name = %backend.name(), reason = %reason, "backend up");
         } else {
-            warn!(backend = %backend.address, reason = %reason, detail = %outcome.detail,
+            warn!(backend = %backend.address, name = %backend.name(), reason = %reason, detail = %outcome.detail,
                 "backend down");
         }
         *logged_reason = Some(reason.clone());
     } else if up != was_up {
         if up {
-            info!(backend = %backend.address, old, new, reason = %reason, "backend up");
+            info!(backend = %backend.address, name = %backend.name(), old, new, reason = %reason, "backend up");
         } else if outcome.detail.is_empty() {
-            warn!(backend = %backend.address, old, new, reason = %reason, "backend down");
+            warn!(backend = %backend.address, name = %backend.name(), old, new, reason = %reason, "backend down");
         } else {
-            warn!(backend = %backend.address, old, new, reason = %reason,
+            warn!(backend = %backend.address, name = %backend.name(), old, new, reason = %reason,
                 detail = %outcome.detail, "backend down");
         }
         *logged_reason = Some(reason.clone());
     } else if agrees && logged_reason.as_ref() != Some(reason) {
         let old_reason = logged_reason.as_deref().unwrap_or("");
         if up {
-            info!(backend = %backend.address, old = %old_reason, new = %reason, "backend state");
+            info!(backend = %backend.address, name = %backend.name(), old = %old_reason, new = %reason, "backend state");
         } else {
-            warn!(backend = %backend.address, old = %old_reason, new = %reason,
+            warn!(backend = %backend.address, name = %backend.name(), old = %old_reason, new = %reason,
                 detail = %outcome.detail, "backend still down");
         }
         *logged_reason = Some(reason.clone());
     }
     if was_up && !up && config.on_down == SessionAction::ShutdownSessions {
-        info!(backend = %backend.address, sessions = backend.active(), "closing the sessions of a backend that went down");
+        info!(backend = %backend.address, name = %backend.name(), sessions = backend.active(), "closing the sessions of a backend that went down");
         backend.close_sessions();
     }
     if up != was_up || backend.is_writable() != was_writable {
@@ -589,9 +594,16 @@ async fn coordinate(
             let Some((old, new)) = pool.elect_writer(settings.config.failback) else {
                 continue;
             };
+            // `NAME (ADDRESS)`, or the address alone for a backend named by it.
             let name = |i: Option<usize>| {
                 i.map_or("none".to_string(), |i| {
-                    pool.members[i].backend.address.clone()
+                    let backend = &pool.members[i].backend;
+                    let name = backend.name();
+                    if *name == backend.address {
+                        backend.address.clone()
+                    } else {
+                        format!("{name} ({})", backend.address)
+                    }
                 })
             };
             crate::core::counters::metrics()
