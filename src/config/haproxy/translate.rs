@@ -1151,6 +1151,8 @@ fn assemble(
     let mut on_down = Once::new();
     let mut unchecked: Vec<(usize, String)> = Vec::new();
     let mut pools: Vec<PoolOut> = Vec::new();
+    // `server NAME`: one backend (address) has one name in galera-lb; the first section's wins.
+    let mut server_names: std::collections::HashMap<String, String> = Default::default();
     for name in &used {
         let Some(proxy) = by_name.get(name) else {
             continue;
@@ -1219,6 +1221,19 @@ fn assemble(
                 value: quote(&address),
                 from: vec![comment.clone()],
             }];
+            let name = server_names
+                .entry(address.clone())
+                .or_insert_with(|| server.name.clone());
+            if *name != server.name {
+                notes.warn(origin.line, format!("server {} is {address}, named {name} in an earlier section: one backend has one name, {name} is kept", server.name));
+            }
+            if *name != address {
+                fields.push(Entry {
+                    key: "name".into(),
+                    value: quote(name),
+                    from: vec![],
+                });
+            }
             if let Some(w) = server.weight.filter(|w| *w != 1) {
                 fields.push(Entry {
                     key: "weight".into(),
