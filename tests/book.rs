@@ -516,6 +516,60 @@ fn the_paths_benchmarks_md_names_exist() {
     assert!(missing.is_empty(), "no such file: {missing:#?}");
 }
 
+/// The man page galera-lb.yaml(5), as `scripts/build-deb` makes it from the reference: a man
+/// page of section 5 with an entry for every row of the field table, which groff (when it is
+/// installed) formats without a warning.
+#[test]
+fn the_man_page_galera_lb_yaml_5_is_made_from_the_reference() {
+    let output = std::process::Command::new("python3")
+        .args([
+            "scripts/md2man",
+            "galera-lb.yaml",
+            "5",
+            "docs/src/configuration.md",
+            "0.1.0",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("python3 runs scripts/md2man (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let man = String::from_utf8(output.stdout).unwrap();
+    assert!(man.contains("\n.TH \"GALERA-LB.YAML\" \"5\" "), "{man}");
+    assert!(man.contains("\n.SH NAME\ngalera\\-lb.yaml \\- configuration reference\n"));
+    let reference = read(&root().join("docs/src/configuration.md"));
+    for name in reference_fields(&reference) {
+        // Each row's names are code spans of its tag: the last part of a shared prefix
+        // (`control.max_clients` / `max_line`) stands alone.
+        let written = name
+            .rsplit_once('.')
+            .map_or(name.as_str(), |(_, last)| last);
+        let roff = format!("{}\\fR", written.replace('-', "\\-"));
+        assert!(man.contains(&roff), "the man page lacks {name}");
+    }
+    if let Ok(groff) = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        let mut groff = groff;
+        groff
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(man.as_bytes())
+            .unwrap();
+        let out = groff.wait_with_output().unwrap();
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(warnings.is_empty(), "groff: {warnings}");
+    }
+}
+
 /// The configuration Getting started builds is one galera-lb accepts.
 #[test]
 fn the_getting_started_configuration_is_valid() {
