@@ -197,8 +197,8 @@ fn check_debian() {
     // The conffile shows shutdown_delay (commented out: the default is 0s) beside the grace.
     assert!(read(conffile).contains("# shutdown_delay: "), "{conffile}");
 
-    // The package's manifest installs these files where the unit and the README say; the
-    // conffile may hold a password: not world-readable (postinst gives it to the group).
+    // The package's manifest installs these files where the unit and docs/src/deployment.md say;
+    // the conffile may hold a password: not world-readable (postinst gives it to the group).
     let cargo_toml = read("Cargo.toml");
     let manifest: toml_like::Assets = toml_like::assets(&cargo_toml);
     assert!(manifest.contains(
@@ -207,6 +207,12 @@ fn check_debian() {
         "640"
     ));
     assert!(manifest.contains("target/release/galera-lb", "usr/bin/", "755"));
+    // galera-lb.yaml(5): scripts/build-deb makes it from the book's configuration reference.
+    assert!(manifest.contains(
+        "target/generated/galera-lb.yaml.5.gz",
+        "usr/share/man/man5/",
+        "644"
+    ));
     check_debian_control(&cargo_toml);
     // lintian overrides: installed where lintian reads them, each for this package and
     // explained by the comment above it.
