@@ -1,8 +1,8 @@
 //! The HAProxy drop-in: `galera-lb import-haproxy FILE` and `galera-lb --haproxy-config FILE`.
 //!
-//! - The fixtures in `tests/haproxy/` (the configurations HAProxy users run in front of Galera)
-//!   import with exit 0, every comment names a real `FILE:LINE`, and `galera-lb check` accepts
-//!   the result.
+//! - The fixtures in `tests/haproxy/` (the configurations HAProxy users run in front of Galera,
+//!   among them Codership's and Percona's own, as printed) import with exit 0, every comment
+//!   names a real `FILE:LINE`, and `galera-lb check` accepts the result.
 //! - Directive by directive, the translation gives the configuration values HAProxy means; what
 //!   a TCP proxy cannot serve exits 64 naming the line; the translator survives garbage.
 //! - `--haproxy-config` reloads on SIGHUP and SIGUSR2 without dropping open sessions.
@@ -39,6 +39,8 @@ const FIXTURES: &[&str] = &[
     "openstack-mysql-check.cfg",
     "clustercheck-writer-reader.cfg",
     "frontend-backend.cfg",
+    "codership-listen-address.cfg",
+    "percona-pxc-reference.cfg",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -426,6 +428,202 @@ listen stats
     );
 }
 
+/// The forms people copy from Codership's and Percona's own instructions, and from blog posts:
+/// the address on the `listen` line, `mode http` stats sections next to the MySQL ones, and
+/// checks that rely on HAProxy's defaults.
+#[test]
+fn documented_forms_translate() {
+    // Codership's instructions: the address on the listen line, nothing else said about checks.
+    let codership = std::fs::read_to_string(fixture("codership-listen-address.cfg")).unwrap();
+    let (config, yaml, warnings) = translated(&codership, Options::default());
+    assert_eq!(config.listeners.len(), 1, "{yaml}");
+    assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:3306");
+    assert_eq!(config.listeners[0].pool, "galera");
+    assert_eq!(config.listeners[0].policy, PolicyKind::Source);
+    let addresses: Vec<&str> = config.pools[0]
+        .backends
+        .iter()
+        .map(|b| b.address.as_str())
+        .collect();
+    assert_eq!(
+        addresses,
+        ["10.0.0.11:3306", "10.0.0.12:3306", "10.0.0.13:3306"]
+    );
+    assert_eq!(config.health.check, CheckKind::Wsrep);
+    assert_eq!(config.health.user, "haproxy");
+    // HAProxy's own defaults, which the file relies on: inter 2s, rise 2, fall 3, and a check
+    // timeout of `inter` without `timeout check`.
+    assert_eq!(config.health.interval, Duration::from_secs(2), "{yaml}");
+    assert_eq!((config.health.rise, config.health.fall), (2, 3), "{yaml}");
+    assert_eq!(config.health.timeout, Duration::from_secs(2), "{yaml}");
+    assert!(
+        has_warning(&warnings, 9, "HAProxy 1.x syntax") && has_warning(&warnings, 9, "bind"),
+        "{warnings:#?}"
+    );
+    assert!(
+        yaml.contains("# from t.cfg:9: listen galera 127.0.0.1:3306"),
+        "{yaml}"
+    );
+
+    // The same form as blog posts write it: all addresses, roundrobin; a list of addresses;
+    // a 1.x frontend with its address.
+    for (header, binds) in [
+        ("listen galera_cluster 0.0.0.0:3306", vec!["0.0.0.0:3306"]),
+        (
+            "listen galera_cluster 127.0.0.1:3306,127.0.0.2:3306",
+            vec!["127.0.0.1:3306", "127.0.0.2:3306"],
+        ),
+        ("listen galera_cluster :3306", vec!["0.0.0.0:3306"]),
+    ] {
+        let text = format!(
+            "{header}\n    mode tcp\n    balance roundrobin\n    option tcpka\n    option mysql-check user haproxy\n{SERVERS}"
+        );
+        let (config, _, warnings) = translated(&text, Options::default());
+        let got: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.bind.to_string())
+            .collect();
+        assert_eq!(got, binds, "{header}");
+        assert_eq!(config.listeners[0].policy, PolicyKind::RoundRobin);
+        assert!(has_warning(&warnings, 1, "bind"), "{warnings:#?}");
+    }
+    let (config, _, _) = translated(
+        &format!("frontend f 127.0.0.1:3306\n    default_backend b\nbackend b\n{SERVERS}"),
+        Options::default(),
+    );
+    assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:3306");
+    // A bad address there is an error naming the line, not a panic.
+    let error = translate(
+        &format!("defaults\n    mode tcp\nlisten g 10.0.0.1\n{SERVERS}"),
+        "t.cfg",
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("t.cfg:3:") && error.contains("no port"),
+        "{error}"
+    );
+
+    // Percona's reference architecture: three frontends (one of them the stats page, in mode
+    // http with a stats backend), clustercheck through option httpchk, backups.
+    let percona = std::fs::read_to_string(fixture("percona-pxc-reference.cfg")).unwrap();
+    let (config, yaml, warnings) = translated(&percona, Options::default());
+    let listeners: Vec<(String, String, PolicyKind)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.bind.to_string(), l.policy))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            (
+                "pxc-front".to_string(),
+                "0.0.0.0:3307".to_string(),
+                PolicyKind::LeastConn
+            ),
+            (
+                "pxc-onenode-front".to_string(),
+                "0.0.0.0:3306".to_string(),
+                PolicyKind::LeastConn
+            ),
+        ],
+        "{yaml}"
+    );
+    assert_eq!(
+        config.admin.as_ref().map(|a| a.bind.to_string()).as_deref(),
+        Some("0.0.0.0:80"),
+        "the stats frontend's address is the admin port: {yaml}"
+    );
+    assert_eq!(config.health.check, CheckKind::Http);
+    assert_eq!(config.health.interval, Duration::from_secs(12));
+    assert_eq!(
+        config.health.timeout,
+        Duration::from_secs(12),
+        "no timeout check: inter"
+    );
+    assert_eq!((config.health.rise, config.health.fall), (3, 3));
+    assert_eq!(config.limits.connect_timeout, Duration::from_secs(5));
+    let onenode = config
+        .pools
+        .iter()
+        .find(|p| p.name == "pxc-onenode-back")
+        .unwrap();
+    let backups: Vec<bool> = onenode.backends.iter().map(|b| b.backup).collect();
+    assert_eq!(backups, [false, true, true]);
+    assert!(onenode.backends.iter().all(|b| b.check_port == Some(9200)));
+    assert_eq!(
+        config.pools.len(),
+        2,
+        "no pool for the stats backend: {yaml}"
+    );
+    // The stats page: a warning naming what the admin port serves instead; the credentials of
+    // `stats auth` appear nowhere.
+    assert!(
+        has_warning(&warnings, 57, "not reproduced") && has_warning(&warnings, 57, "/metrics"),
+        "{warnings:#?}"
+    );
+    assert!(has_warning(&warnings, 58, "admin.token"), "{warnings:#?}");
+    for text in std::iter::once(&yaml).chain(&warnings) {
+        assert!(
+            !text.contains("pxcstats") && !text.contains("secret"),
+            "stats auth leaked: {text}"
+        );
+    }
+    // option httpchk keeps working, and the wsrep check is suggested with its one grant.
+    assert!(
+        has_warning(&warnings, 49, "check: wsrep") && has_warning(&warnings, 49, "USAGE"),
+        "{warnings:#?}"
+    );
+    assert!(yaml.contains("check: wsrep"), "{yaml}");
+
+    // Percona's "Load balancing with HAProxy" page: the listen line's address and HAProxy 1.4's
+    // bare `redispatch`, clustercheck without backups.
+    let (config, _, warnings) = translated(
+        "defaults\n    mode http\n    retries 3\n    redispatch\n    contimeout 5000\n\
+         listen mysql-cluster 0.0.0.0:3306\n    mode tcp\n    balance roundrobin\n    option  httpchk\n\n\
+         \x20   server db01 10.4.29.100:3306 check port 9200 inter 12000 rise 3 fall 3\n\
+         \x20   server db02 10.4.29.99:3306 check port 9200 inter 12000 rise 3 fall 3\n",
+        Options::default(),
+    );
+    assert_eq!(config.listeners[0].bind.to_string(), "0.0.0.0:3306");
+    assert_eq!(config.pools[0].backends.len(), 2);
+    assert!(
+        !warnings.iter().any(|w| w.contains("redispatch")),
+        "{warnings:#?}"
+    );
+
+    // `timeout check` wins over `inter` for the check timeout; stats lines in defaults never
+    // echo their credentials.
+    let (config, _, warnings) = translated(
+        &format!(
+            "defaults\n    mode tcp\n    timeout check 700ms\n    stats auth admin:hunter2\nlisten g\n    bind 127.0.0.1:3306\n{SERVERS}"
+        ),
+        Options::default(),
+    );
+    assert_eq!(config.health.timeout, Duration::from_millis(700));
+    assert_eq!(config.health.interval, Duration::from_secs(2));
+    assert!(
+        !warnings.iter().any(|w| w.contains("hunter2")),
+        "{warnings:#?}"
+    );
+    assert!(has_warning(&warnings, 4, "stats auth"), "{warnings:#?}");
+
+    // A frontend with a conditional use_backend next to a stats default_backend is not a stats
+    // section: it still needs layer 7.
+    let error = translate(
+        &format!(
+            "listen db\n    bind 127.0.0.1:3306\n{SERVERS}frontend web\n    bind :80\n    mode http\n    use_backend app if {{ path_beg /app }}\n    default_backend st\nbackend st\n    mode http\n    stats uri /\nbackend app\n    mode http\n    server w 10.0.0.9:80\n"
+        ),
+        "t.cfg",
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("conditional routing"), "{error}");
+}
+
 #[test]
 fn proxy_protocol_directives_translate_as_text() {
     let translation = translate(
@@ -717,23 +915,27 @@ fn sandbox_fixture(
         {
             continue;
         }
-        if trimmed.starts_with("bind ") {
-            let address = trimmed.split_whitespace().nth(1).unwrap();
+        // The bound address: on a `bind` line, or (HAProxy 1.x) on the `listen` line itself.
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let bound = match words.as_slice() {
+            ["bind", address, ..] => Some(*address),
+            ["listen" | "frontend", _, address, ..] => Some(*address),
+            _ => None,
+        };
+        if let Some(address) = bound {
             let (host, port) = address.rsplit_once(':').unwrap();
             let port: u16 = port.parse().unwrap();
             let new = *ports.entry(port).or_insert_with(free_port);
             line = line.replace(address, &format!("{host}:{new}"));
         }
         for n in 1..=3 {
-            line = line.replace(
-                &format!("10.0.0.1{n}:3306"),
-                &cluster.node_address(n).to_string(),
-            );
+            let node = format!("10.0.0.1{n}:3306");
             if let Some(check_ports) = check_ports {
-                if trimmed.starts_with(&format!("server node{n} ")) {
+                if trimmed.starts_with("server ") && trimmed.contains(&format!(" {node} ")) {
                     line = line.replace("port 9200", &format!("port {}", check_ports[n - 1]));
                 }
             }
+            line = line.replace(&node, &cluster.node_address(n).to_string());
         }
         out.push_str(&line);
         out.push('\n');
