@@ -9,7 +9,9 @@
 //! - Against the real sandbox cluster (`GALERA_LB_SANDBOX_DIR`), with the fixtures' addresses
 //!   rewritten to the sandbox nodes and free ports: the spread (roundrobin over three nodes) and
 //!   the writer (one server plus `backup` servers, checked by a clustercheck responder) are what
-//!   HAProxy does, measured on a real HAProxy run with the same file; and isolating a node
+//!   HAProxy does, measured on a real HAProxy run with the same file (HAProxy 2.x gets the 1.x
+//!   forms it refuses rewritten, galera-lb the file as printed: Codership's address on the
+//!   `listen` line, Percona's `contimeout` and stats frontend); and isolating a node
 //!   (`gmcast.isolate`) under a continuous client load gives galera-lb zero client errors after
 //!   the detection window, where HAProxy with the same file keeps sending clients to the node.
 //!
@@ -1201,6 +1203,137 @@ fn isolating_a_node_costs_galera_lb_no_client_error_where_haproxy_keeps_failing(
         "HAProxy's mysql-check should keep the non-Primary node in rotation (1047 errors): {}",
         haproxy.log()
     );
+}
+
+/// `file` as HAProxy 2.x takes it: the 1.x forms it refuses written the 2.x way (the address on
+/// a `listen` or `frontend` line moved to a `bind` line, `contimeout`, `clitimeout`,
+/// `srvtimeout` and a bare `redispatch` spelt as today). galera-lb reads the original.
+fn for_haproxy_2(file: &Path) -> tempfile::NamedTempFile {
+    let mut out = String::new();
+    for line in std::fs::read_to_string(file).unwrap().lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let modern = match words.as_slice() {
+            [kind @ ("listen" | "frontend"), name, address] => {
+                format!("{kind} {name}\n    bind {address}")
+            }
+            ["contimeout", t] => format!("timeout connect {t}"),
+            ["clitimeout", t] => format!("timeout client {t}"),
+            ["srvtimeout", t] => format!("timeout server {t}"),
+            ["redispatch"] => "option redispatch".to_string(),
+            _ => line.to_string(),
+        };
+        out.push_str(&modern);
+        out.push('\n');
+    }
+    let modern = tempfile::Builder::new().suffix(".cfg").tempfile().unwrap();
+    std::fs::write(modern.path(), out).unwrap();
+    modern
+}
+
+/// Creates the password-less user Codership's instructions check with (`option mysql-check user
+/// haproxy`); galera-lb's wsrep check logs in as the same user, which needs only USAGE.
+fn create_codership_check_user() {
+    sandbox::cluster().sql(
+        1,
+        "CREATE USER IF NOT EXISTS 'haproxy'@'%'; \
+         CREATE USER IF NOT EXISTS 'haproxy'@'localhost'",
+    );
+}
+
+#[test]
+fn codership_listen_address_routes_like_haproxy() {
+    let _shared = sandbox::shared_lock();
+    create_codership_check_user();
+    let runtime = runtime();
+    let names: Vec<String> = (1..=3).map(node_name).collect();
+    // As printed (balance source), then as blog posts write it (balance roundrobin).
+    for balance in ["source", "roundrobin"] {
+        let (file, ports) = sandbox_fixture("codership-listen-address.cfg", None);
+        if balance == "roundrobin" {
+            let text = std::fs::read_to_string(file.path()).unwrap();
+            std::fs::write(
+                file.path(),
+                text.replace("balance source", "balance roundrobin"),
+            )
+            .unwrap();
+        }
+        let port = ports[&3306];
+        let rounds = 9;
+        let galera = Proc::galera_lb(file.path());
+        std::thread::sleep(Duration::from_secs(1));
+        let through_galera_lb = spread(&runtime, port, rounds);
+        drop(galera);
+        let modern = for_haproxy_2(file.path());
+        let haproxy = Proc::haproxy(modern.path(), port);
+        std::thread::sleep(Duration::from_secs(2)); // its first checks
+        let through_haproxy = spread(&runtime, port, rounds);
+        drop(haproxy);
+        println!(
+            "codership, balance {balance}: galera-lb {through_galera_lb:?}, haproxy {through_haproxy:?}"
+        );
+        for (proxy, counts) in [
+            ("galera-lb", &through_galera_lb),
+            ("haproxy", &through_haproxy),
+        ] {
+            assert!(
+                counts.keys().all(|n| names.contains(n)),
+                "{proxy}: {counts:?}"
+            );
+            match balance {
+                // One client address: one node, every time.
+                "source" => assert_eq!(counts.len(), 1, "{proxy}: one node: {counts:?}"),
+                _ => assert!(
+                    counts.len() == 3 && counts.values().all(|&c| c == rounds / 3),
+                    "{proxy}: equal turns on every node: {counts:?}"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn percona_reference_routes_like_haproxy() {
+    let _shared = sandbox::shared_lock();
+    let check_ports = [clustercheck(1), clustercheck(2), clustercheck(3)];
+    let (file, ports) = sandbox_fixture("percona-pxc-reference.cfg", Some(check_ports));
+    let (all_nodes, one_node, stats) = (ports[&3307], ports[&3306], ports[&80]);
+    let runtime = runtime();
+    let names: Vec<String> = (1..=3).map(node_name).collect();
+    let mut seen = Vec::new();
+    for proxy in ["galera-lb", "haproxy"] {
+        let modern = for_haproxy_2(file.path());
+        let process = match proxy {
+            "galera-lb" => Proc::galera_lb(file.path()),
+            _ => Proc::haproxy(modern.path(), one_node),
+        };
+        std::thread::sleep(Duration::from_secs(2)); // first checks
+        let writes = spread(&runtime, one_node, 9);
+        let spread_all = spread(&runtime, all_nodes, 9);
+        assert_eq!(
+            writes.keys().collect::<Vec<_>>(),
+            [&names[0]],
+            "{proxy}: pxc-onenode-front sends every session to c1 (c2, c3 are backups)"
+        );
+        assert_eq!(
+            spread_all.len(),
+            3,
+            "{proxy}: pxc-front spreads over every node: {spread_all:?}"
+        );
+        // The stats frontend's address: HAProxy's stats page, galera-lb's admin port.
+        let stats_address = std::net::SocketAddr::from(([127, 0, 0, 1], stats));
+        let reply = match proxy {
+            "galera-lb" => lb::http_get(stats_address, "/metrics"),
+            _ => lb::http_get(stats_address, "/haproxy/stats"),
+        };
+        let expected = if proxy == "galera-lb" { 200 } else { 401 };
+        assert_eq!(
+            reply.status, expected,
+            "{proxy} on the stats port: {reply:?}"
+        );
+        seen.push((proxy, writes, spread_all));
+        drop(process);
+    }
+    println!("percona reference (onenode, all nodes): {seen:?}");
 }
 
 /// The earliest attempt's start, as the origin for [`describe`].
