@@ -687,12 +687,31 @@ fn peer(text: &str) -> String {
     block.lines().nth(1).unwrap().trim().to_string()
 }
 
+// --- deploy/grafana --------------------------------------------------------------------------
+
+/// The dashboard parses and names its data source through the `DS_PROMETHEUS` variable; its
+/// panels and queries are checked in depth, against a real Prometheus, by `tests/grafana.rs`.
+fn check_grafana() {
+    let path = "deploy/grafana/galera-lb.json";
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+    assert_eq!(dashboard["uid"], "galera-lb", "{path}");
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        variables
+            .iter()
+            .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource"),
+        "{path}: no DS_PROMETHEUS data source variable"
+    );
+}
+
 // --- every file ------------------------------------------------------------------------------
 
 #[test]
 fn every_deploy_file_agrees_with_galera_lb() {
-    let checks: [(&str, fn()); 4] = [
+    let checks: [(&str, fn()); 5] = [
         ("deploy/debian/", check_debian),
+        ("deploy/grafana/", check_grafana),
         ("deploy/swarm/", check_swarm),
         ("deploy/kubernetes/", check_kubernetes),
         ("deploy/keepalived/", check_keepalived),
@@ -705,6 +724,7 @@ fn every_deploy_file_agrees_with_galera_lb() {
         "deploy/debian/postinst",
         "deploy/debian/postrm",
         "deploy/debian/prerm",
+        "deploy/grafana/galera-lb.json",
         "deploy/keepalived/galera-lb.yaml",
         "deploy/keepalived/keepalived-lb1.conf",
         "deploy/keepalived/keepalived-lb2.conf",

@@ -167,8 +167,7 @@ pub async fn start_from(
         }
         // Written back at once: what was dropped is gone from the file too.
         let (path, state) = (path.clone(), saved::capture(&updater, config));
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || saved::write(&path, &state)).await
-        {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || saved::write(&path, &state)).await {
             warn!(error = %e, "cannot write the state file (runtime.state_file)");
         }
     }
