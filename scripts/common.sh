@@ -57,3 +57,12 @@ ensure_cargo_deb() {
     cargo install cargo-deb --locked >&2
   fi
 }
+
+# Makes sure mdbook (which builds the book in docs/) is installed, as cargo-deb is: from
+# crates.io with the versions of its lock file.
+ensure_mdbook() {
+  if ! command -v mdbook >/dev/null 2>&1; then
+    echo "Installing mdbook (cargo install mdbook --locked)" >&2
+    cargo install mdbook --locked >&2
+  fi
+}

@@ -1535,7 +1535,7 @@ fn the_real_binary_guards_the_admin_port_and_warns_about_open_ports() {
     assert_eq!(status.status, 200, "{status:?}");
     assert!(!status.body.contains(TOKEN));
 
-    // Kept on the log: a refused admin client is logged for the operator (README, access), and
+    // Kept on the log: a refused admin client is logged for the operator (docs/src/operations.md, access), and
     // those are the lines the token must not reach. The counts are checked just below.
     process.wait_for_log("admin: wrong bearer token", Duration::from_secs(5));
     process.wait_for_log("admin: no bearer token", Duration::from_secs(5));

@@ -197,8 +197,8 @@ fn check_debian() {
     // The conffile shows shutdown_delay (commented out: the default is 0s) beside the grace.
     assert!(read(conffile).contains("# shutdown_delay: "), "{conffile}");
 
-    // The package's manifest installs these files where the unit and the README say; the
-    // conffile may hold a password: not world-readable (postinst gives it to the group).
+    // The package's manifest installs these files where the unit and docs/src/deployment.md say;
+    // the conffile may hold a password: not world-readable (postinst gives it to the group).
     let cargo_toml = read("Cargo.toml");
     let manifest: toml_like::Assets = toml_like::assets(&cargo_toml);
     assert!(manifest.contains(
@@ -207,6 +207,12 @@ fn check_debian() {
         "640"
     ));
     assert!(manifest.contains("target/release/galera-lb", "usr/bin/", "755"));
+    // galera-lb.yaml(5): scripts/build-deb makes it from the book's configuration reference.
+    assert!(manifest.contains(
+        "target/generated/galera-lb.yaml.5.gz",
+        "usr/share/man/man5/",
+        "644"
+    ));
     check_debian_control(&cargo_toml);
     // lintian overrides: installed where lintian reads them, each for this package and
     // explained by the comment above it.
@@ -687,12 +693,31 @@ fn peer(text: &str) -> String {
     block.lines().nth(1).unwrap().trim().to_string()
 }
 
+// --- deploy/grafana --------------------------------------------------------------------------
+
+/// The dashboard parses and names its data source through the `DS_PROMETHEUS` variable; its
+/// panels and queries are checked in depth, against a real Prometheus, by `tests/grafana.rs`.
+fn check_grafana() {
+    let path = "deploy/grafana/galera-lb.json";
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+    assert_eq!(dashboard["uid"], "galera-lb", "{path}");
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        variables
+            .iter()
+            .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource"),
+        "{path}: no DS_PROMETHEUS data source variable"
+    );
+}
+
 // --- every file ------------------------------------------------------------------------------
 
 #[test]
 fn every_deploy_file_agrees_with_galera_lb() {
-    let checks: [(&str, fn()); 4] = [
+    let checks: [(&str, fn()); 5] = [
         ("deploy/debian/", check_debian),
+        ("deploy/grafana/", check_grafana),
         ("deploy/swarm/", check_swarm),
         ("deploy/kubernetes/", check_kubernetes),
         ("deploy/keepalived/", check_keepalived),
@@ -705,6 +730,7 @@ fn every_deploy_file_agrees_with_galera_lb() {
         "deploy/debian/postinst",
         "deploy/debian/postrm",
         "deploy/debian/prerm",
+        "deploy/grafana/galera-lb.json",
         "deploy/keepalived/galera-lb.yaml",
         "deploy/keepalived/keepalived-lb1.conf",
         "deploy/keepalived/keepalived-lb2.conf",

@@ -1,15 +1,17 @@
 //! The HAProxy drop-in: `galera-lb import-haproxy FILE` and `galera-lb --haproxy-config FILE`.
 //!
-//! - The fixtures in `tests/haproxy/` (the configurations HAProxy users run in front of Galera)
-//!   import with exit 0, every comment names a real `FILE:LINE`, and `galera-lb check` accepts
-//!   the result.
+//! - The fixtures in `tests/haproxy/` (the configurations HAProxy users run in front of Galera,
+//!   among them Codership's and Percona's own, as printed) import with exit 0, every comment
+//!   names a real `FILE:LINE`, and `galera-lb check` accepts the result.
 //! - Directive by directive, the translation gives the configuration values HAProxy means; what
 //!   a TCP proxy cannot serve exits 64 naming the line; the translator survives garbage.
 //! - `--haproxy-config` reloads on SIGHUP and SIGUSR2 without dropping open sessions.
 //! - Against the real sandbox cluster (`GALERA_LB_SANDBOX_DIR`), with the fixtures' addresses
 //!   rewritten to the sandbox nodes and free ports: the spread (roundrobin over three nodes) and
 //!   the writer (one server plus `backup` servers, checked by a clustercheck responder) are what
-//!   HAProxy does, measured on a real HAProxy run with the same file; and isolating a node
+//!   HAProxy does, measured on a real HAProxy run with the same file (HAProxy 2.x gets the 1.x
+//!   forms it refuses rewritten, galera-lb the file as printed: Codership's address on the
+//!   `listen` line, Percona's `contimeout` and stats frontend); and isolating a node
 //!   (`gmcast.isolate`) under a continuous client load gives galera-lb zero client errors after
 //!   the detection window, where HAProxy with the same file keeps sending clients to the node.
 //!
@@ -39,6 +41,8 @@ const FIXTURES: &[&str] = &[
     "openstack-mysql-check.cfg",
     "clustercheck-writer-reader.cfg",
     "frontend-backend.cfg",
+    "codership-listen-address.cfg",
+    "percona-pxc-reference.cfg",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -426,6 +430,202 @@ listen stats
     );
 }
 
+/// The forms people copy from Codership's and Percona's own instructions, and from blog posts:
+/// the address on the `listen` line, `mode http` stats sections next to the MySQL ones, and
+/// checks that rely on HAProxy's defaults.
+#[test]
+fn documented_forms_translate() {
+    // Codership's instructions: the address on the listen line, nothing else said about checks.
+    let codership = std::fs::read_to_string(fixture("codership-listen-address.cfg")).unwrap();
+    let (config, yaml, warnings) = translated(&codership, Options::default());
+    assert_eq!(config.listeners.len(), 1, "{yaml}");
+    assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:3306");
+    assert_eq!(config.listeners[0].pool, "galera");
+    assert_eq!(config.listeners[0].policy, PolicyKind::Source);
+    let addresses: Vec<&str> = config.pools[0]
+        .backends
+        .iter()
+        .map(|b| b.address.as_str())
+        .collect();
+    assert_eq!(
+        addresses,
+        ["10.0.0.11:3306", "10.0.0.12:3306", "10.0.0.13:3306"]
+    );
+    assert_eq!(config.health.check, CheckKind::Wsrep);
+    assert_eq!(config.health.user, "haproxy");
+    // HAProxy's own defaults, which the file relies on: inter 2s, rise 2, fall 3, and a check
+    // timeout of `inter` without `timeout check`.
+    assert_eq!(config.health.interval, Duration::from_secs(2), "{yaml}");
+    assert_eq!((config.health.rise, config.health.fall), (2, 3), "{yaml}");
+    assert_eq!(config.health.timeout, Duration::from_secs(2), "{yaml}");
+    assert!(
+        has_warning(&warnings, 9, "HAProxy 1.x syntax") && has_warning(&warnings, 9, "bind"),
+        "{warnings:#?}"
+    );
+    assert!(
+        yaml.contains("# from t.cfg:9: listen galera 127.0.0.1:3306"),
+        "{yaml}"
+    );
+
+    // The same form as blog posts write it: all addresses, roundrobin; a list of addresses;
+    // a 1.x frontend with its address.
+    for (header, binds) in [
+        ("listen galera_cluster 0.0.0.0:3306", vec!["0.0.0.0:3306"]),
+        (
+            "listen galera_cluster 127.0.0.1:3306,127.0.0.2:3306",
+            vec!["127.0.0.1:3306", "127.0.0.2:3306"],
+        ),
+        ("listen galera_cluster :3306", vec!["0.0.0.0:3306"]),
+    ] {
+        let text = format!(
+            "{header}\n    mode tcp\n    balance roundrobin\n    option tcpka\n    option mysql-check user haproxy\n{SERVERS}"
+        );
+        let (config, _, warnings) = translated(&text, Options::default());
+        let got: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.bind.to_string())
+            .collect();
+        assert_eq!(got, binds, "{header}");
+        assert_eq!(config.listeners[0].policy, PolicyKind::RoundRobin);
+        assert!(has_warning(&warnings, 1, "bind"), "{warnings:#?}");
+    }
+    let (config, _, _) = translated(
+        &format!("frontend f 127.0.0.1:3306\n    default_backend b\nbackend b\n{SERVERS}"),
+        Options::default(),
+    );
+    assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:3306");
+    // A bad address there is an error naming the line, not a panic.
+    let error = translate(
+        &format!("defaults\n    mode tcp\nlisten g 10.0.0.1\n{SERVERS}"),
+        "t.cfg",
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("t.cfg:3:") && error.contains("no port"),
+        "{error}"
+    );
+
+    // Percona's reference architecture: three frontends (one of them the stats page, in mode
+    // http with a stats backend), clustercheck through option httpchk, backups.
+    let percona = std::fs::read_to_string(fixture("percona-pxc-reference.cfg")).unwrap();
+    let (config, yaml, warnings) = translated(&percona, Options::default());
+    let listeners: Vec<(String, String, PolicyKind)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.bind.to_string(), l.policy))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            (
+                "pxc-front".to_string(),
+                "0.0.0.0:3307".to_string(),
+                PolicyKind::LeastConn
+            ),
+            (
+                "pxc-onenode-front".to_string(),
+                "0.0.0.0:3306".to_string(),
+                PolicyKind::LeastConn
+            ),
+        ],
+        "{yaml}"
+    );
+    assert_eq!(
+        config.admin.as_ref().map(|a| a.bind.to_string()).as_deref(),
+        Some("0.0.0.0:80"),
+        "the stats frontend's address is the admin port: {yaml}"
+    );
+    assert_eq!(config.health.check, CheckKind::Http);
+    assert_eq!(config.health.interval, Duration::from_secs(12));
+    assert_eq!(
+        config.health.timeout,
+        Duration::from_secs(12),
+        "no timeout check: inter"
+    );
+    assert_eq!((config.health.rise, config.health.fall), (3, 3));
+    assert_eq!(config.limits.connect_timeout, Duration::from_secs(5));
+    let onenode = config
+        .pools
+        .iter()
+        .find(|p| p.name == "pxc-onenode-back")
+        .unwrap();
+    let backups: Vec<bool> = onenode.backends.iter().map(|b| b.backup).collect();
+    assert_eq!(backups, [false, true, true]);
+    assert!(onenode.backends.iter().all(|b| b.check_port == Some(9200)));
+    assert_eq!(
+        config.pools.len(),
+        2,
+        "no pool for the stats backend: {yaml}"
+    );
+    // The stats page: a warning naming what the admin port serves instead; the credentials of
+    // `stats auth` appear nowhere.
+    assert!(
+        has_warning(&warnings, 57, "not reproduced") && has_warning(&warnings, 57, "/metrics"),
+        "{warnings:#?}"
+    );
+    assert!(has_warning(&warnings, 58, "admin.token"), "{warnings:#?}");
+    for text in std::iter::once(&yaml).chain(&warnings) {
+        assert!(
+            !text.contains("pxcstats") && !text.contains("secret"),
+            "stats auth leaked: {text}"
+        );
+    }
+    // option httpchk keeps working, and the wsrep check is suggested with its one grant.
+    assert!(
+        has_warning(&warnings, 49, "check: wsrep") && has_warning(&warnings, 49, "USAGE"),
+        "{warnings:#?}"
+    );
+    assert!(yaml.contains("check: wsrep"), "{yaml}");
+
+    // Percona's "Load balancing with HAProxy" page: the listen line's address and HAProxy 1.4's
+    // bare `redispatch`, clustercheck without backups.
+    let (config, _, warnings) = translated(
+        "defaults\n    mode http\n    retries 3\n    redispatch\n    contimeout 5000\n\
+         listen mysql-cluster 0.0.0.0:3306\n    mode tcp\n    balance roundrobin\n    option  httpchk\n\n\
+         \x20   server db01 10.4.29.100:3306 check port 9200 inter 12000 rise 3 fall 3\n\
+         \x20   server db02 10.4.29.99:3306 check port 9200 inter 12000 rise 3 fall 3\n",
+        Options::default(),
+    );
+    assert_eq!(config.listeners[0].bind.to_string(), "0.0.0.0:3306");
+    assert_eq!(config.pools[0].backends.len(), 2);
+    assert!(
+        !warnings.iter().any(|w| w.contains("redispatch")),
+        "{warnings:#?}"
+    );
+
+    // `timeout check` wins over `inter` for the check timeout; stats lines in defaults never
+    // echo their credentials.
+    let (config, _, warnings) = translated(
+        &format!(
+            "defaults\n    mode tcp\n    timeout check 700ms\n    stats auth admin:hunter2\nlisten g\n    bind 127.0.0.1:3306\n{SERVERS}"
+        ),
+        Options::default(),
+    );
+    assert_eq!(config.health.timeout, Duration::from_millis(700));
+    assert_eq!(config.health.interval, Duration::from_secs(2));
+    assert!(
+        !warnings.iter().any(|w| w.contains("hunter2")),
+        "{warnings:#?}"
+    );
+    assert!(has_warning(&warnings, 4, "stats auth"), "{warnings:#?}");
+
+    // A frontend with a conditional use_backend next to a stats default_backend is not a stats
+    // section: it still needs layer 7.
+    let error = translate(
+        &format!(
+            "listen db\n    bind 127.0.0.1:3306\n{SERVERS}frontend web\n    bind :80\n    mode http\n    use_backend app if {{ path_beg /app }}\n    default_backend st\nbackend st\n    mode http\n    stats uri /\nbackend app\n    mode http\n    server w 10.0.0.9:80\n"
+        ),
+        "t.cfg",
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("conditional routing"), "{error}");
+}
+
 #[test]
 fn proxy_protocol_directives_translate_as_text() {
     let translation = translate(
@@ -717,23 +917,27 @@ fn sandbox_fixture(
         {
             continue;
         }
-        if trimmed.starts_with("bind ") {
-            let address = trimmed.split_whitespace().nth(1).unwrap();
+        // The bound address: on a `bind` line, or (HAProxy 1.x) on the `listen` line itself.
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let bound = match words.as_slice() {
+            ["bind", address, ..] => Some(*address),
+            ["listen" | "frontend", _, address, ..] => Some(*address),
+            _ => None,
+        };
+        if let Some(address) = bound {
             let (host, port) = address.rsplit_once(':').unwrap();
             let port: u16 = port.parse().unwrap();
             let new = *ports.entry(port).or_insert_with(free_port);
             line = line.replace(address, &format!("{host}:{new}"));
         }
         for n in 1..=3 {
-            line = line.replace(
-                &format!("10.0.0.1{n}:3306"),
-                &cluster.node_address(n).to_string(),
-            );
+            let node = format!("10.0.0.1{n}:3306");
             if let Some(check_ports) = check_ports {
-                if trimmed.starts_with(&format!("server node{n} ")) {
+                if trimmed.starts_with("server ") && trimmed.contains(&format!(" {node} ")) {
                     line = line.replace("port 9200", &format!("port {}", check_ports[n - 1]));
                 }
             }
+            line = line.replace(&node, &cluster.node_address(n).to_string());
         }
         out.push_str(&line);
         out.push('\n');
@@ -999,6 +1203,137 @@ fn isolating_a_node_costs_galera_lb_no_client_error_where_haproxy_keeps_failing(
         "HAProxy's mysql-check should keep the non-Primary node in rotation (1047 errors): {}",
         haproxy.log()
     );
+}
+
+/// `file` as HAProxy 2.x takes it: the 1.x forms it refuses written the 2.x way (the address on
+/// a `listen` or `frontend` line moved to a `bind` line, `contimeout`, `clitimeout`,
+/// `srvtimeout` and a bare `redispatch` spelt as today). galera-lb reads the original.
+fn for_haproxy_2(file: &Path) -> tempfile::NamedTempFile {
+    let mut out = String::new();
+    for line in std::fs::read_to_string(file).unwrap().lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let modern = match words.as_slice() {
+            [kind @ ("listen" | "frontend"), name, address] => {
+                format!("{kind} {name}\n    bind {address}")
+            }
+            ["contimeout", t] => format!("timeout connect {t}"),
+            ["clitimeout", t] => format!("timeout client {t}"),
+            ["srvtimeout", t] => format!("timeout server {t}"),
+            ["redispatch"] => "option redispatch".to_string(),
+            _ => line.to_string(),
+        };
+        out.push_str(&modern);
+        out.push('\n');
+    }
+    let modern = tempfile::Builder::new().suffix(".cfg").tempfile().unwrap();
+    std::fs::write(modern.path(), out).unwrap();
+    modern
+}
+
+/// Creates the password-less user Codership's instructions check with (`option mysql-check user
+/// haproxy`); galera-lb's wsrep check logs in as the same user, which needs only USAGE.
+fn create_codership_check_user() {
+    sandbox::cluster().sql(
+        1,
+        "CREATE USER IF NOT EXISTS 'haproxy'@'%'; \
+         CREATE USER IF NOT EXISTS 'haproxy'@'localhost'",
+    );
+}
+
+#[test]
+fn codership_listen_address_routes_like_haproxy() {
+    let _shared = sandbox::shared_lock();
+    create_codership_check_user();
+    let runtime = runtime();
+    let names: Vec<String> = (1..=3).map(node_name).collect();
+    // As printed (balance source), then as blog posts write it (balance roundrobin).
+    for balance in ["source", "roundrobin"] {
+        let (file, ports) = sandbox_fixture("codership-listen-address.cfg", None);
+        if balance == "roundrobin" {
+            let text = std::fs::read_to_string(file.path()).unwrap();
+            std::fs::write(
+                file.path(),
+                text.replace("balance source", "balance roundrobin"),
+            )
+            .unwrap();
+        }
+        let port = ports[&3306];
+        let rounds = 9;
+        let galera = Proc::galera_lb(file.path());
+        std::thread::sleep(Duration::from_secs(1));
+        let through_galera_lb = spread(&runtime, port, rounds);
+        drop(galera);
+        let modern = for_haproxy_2(file.path());
+        let haproxy = Proc::haproxy(modern.path(), port);
+        std::thread::sleep(Duration::from_secs(2)); // its first checks
+        let through_haproxy = spread(&runtime, port, rounds);
+        drop(haproxy);
+        println!(
+            "codership, balance {balance}: galera-lb {through_galera_lb:?}, haproxy {through_haproxy:?}"
+        );
+        for (proxy, counts) in [
+            ("galera-lb", &through_galera_lb),
+            ("haproxy", &through_haproxy),
+        ] {
+            assert!(
+                counts.keys().all(|n| names.contains(n)),
+                "{proxy}: {counts:?}"
+            );
+            match balance {
+                // One client address: one node, every time.
+                "source" => assert_eq!(counts.len(), 1, "{proxy}: one node: {counts:?}"),
+                _ => assert!(
+                    counts.len() == 3 && counts.values().all(|&c| c == rounds / 3),
+                    "{proxy}: equal turns on every node: {counts:?}"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn percona_reference_routes_like_haproxy() {
+    let _shared = sandbox::shared_lock();
+    let check_ports = [clustercheck(1), clustercheck(2), clustercheck(3)];
+    let (file, ports) = sandbox_fixture("percona-pxc-reference.cfg", Some(check_ports));
+    let (all_nodes, one_node, stats) = (ports[&3307], ports[&3306], ports[&80]);
+    let runtime = runtime();
+    let names: Vec<String> = (1..=3).map(node_name).collect();
+    let mut seen = Vec::new();
+    for proxy in ["galera-lb", "haproxy"] {
+        let modern = for_haproxy_2(file.path());
+        let process = match proxy {
+            "galera-lb" => Proc::galera_lb(file.path()),
+            _ => Proc::haproxy(modern.path(), one_node),
+        };
+        std::thread::sleep(Duration::from_secs(2)); // first checks
+        let writes = spread(&runtime, one_node, 9);
+        let spread_all = spread(&runtime, all_nodes, 9);
+        assert_eq!(
+            writes.keys().collect::<Vec<_>>(),
+            [&names[0]],
+            "{proxy}: pxc-onenode-front sends every session to c1 (c2, c3 are backups)"
+        );
+        assert_eq!(
+            spread_all.len(),
+            3,
+            "{proxy}: pxc-front spreads over every node: {spread_all:?}"
+        );
+        // The stats frontend's address: HAProxy's stats page, galera-lb's admin port.
+        let stats_address = std::net::SocketAddr::from(([127, 0, 0, 1], stats));
+        let reply = match proxy {
+            "galera-lb" => lb::http_get(stats_address, "/metrics"),
+            _ => lb::http_get(stats_address, "/haproxy/stats"),
+        };
+        let expected = if proxy == "galera-lb" { 200 } else { 401 };
+        assert_eq!(
+            reply.status, expected,
+            "{proxy} on the stats port: {reply:?}"
+        );
+        seen.push((proxy, writes, spread_all));
+        drop(process);
+    }
+    println!("percona reference (onenode, all nodes): {seen:?}");
 }
 
 /// The earliest attempt's start, as the origin for [`describe`].

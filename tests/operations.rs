@@ -358,3 +358,80 @@ fn the_control_port_refuses_galera_lbs_own_ports_as_backends_and_says_why() {
     );
     drop(lb);
 }
+
+/// `getinfo json`'s view of `backend`: (admin state, weight).
+fn admin_and_weight(control: SocketAddr, backend: SocketAddr) -> (String, f64) {
+    let reply = lb::control(control, "getinfo json\n");
+    let info: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    let entry = info["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == backend.to_string())
+        .unwrap_or_else(|| panic!("{backend} not in {reply}"))
+        .clone();
+    (
+        entry["admin"].as_str().unwrap().to_string(),
+        entry["weight"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn admin_states_and_weights_survive_a_restart_through_the_state_file() {
+    let _shared = sandbox::shared_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let setup = Setup::new();
+    let with_state =
+        |yaml: String| format!("{yaml}runtime:\n  state_file: {}\n", state_file.display());
+    let yaml = with_state(setup.yaml());
+    let control = SocketAddr::from(([127, 0, 0, 1], setup.control_port));
+    let cluster = sandbox::cluster();
+    let (n1, n2) = (cluster.node_address(1), cluster.node_address(2));
+
+    let mut lb = LbProcess::start(&yaml);
+    assert_eq!(lb::control(control, &format!("drain {n1}\n")), "Ok\n");
+    assert_eq!(lb::control(control, &format!("{n2}:3\n")), "Ok\n");
+    // A backend added over the control port is not kept across a restart.
+    assert_eq!(lb::control(control, "127.0.0.1:9:1\n"), "Ok\n");
+    let saved = std::fs::read_to_string(&state_file).expect("the state file is written at once");
+    assert!(
+        saved.contains("\"drain\"") && saved.contains("\"weight\": 3.0"),
+        "{saved}"
+    );
+    lb.signal(libc::SIGTERM);
+    lb.wait_exit(Duration::from_secs(15));
+
+    // The same configuration: the drain and the weight are back, the added backend is not.
+    let mut lb = LbProcess::start(&yaml);
+    assert_eq!(admin_and_weight(control, n1), ("drain".to_string(), 1.0));
+    assert_eq!(admin_and_weight(control, n2), ("ready".to_string(), 3.0));
+    let log = lb.log();
+    assert!(
+        log.contains("dropped the saved state of 127.0.0.1:9: the configuration does not list it"),
+        "{log}"
+    );
+    let info = lb::control(control, "getinfo json\n");
+    assert!(!info.contains("127.0.0.1:9\""), "{info}");
+    lb.signal(libc::SIGTERM);
+    lb.wait_exit(Duration::from_secs(15));
+
+    // The file's weight for n2 changed: the file wins; n1 left the file: its drain is dropped.
+    let edited = with_state(setup.yaml())
+        .replace(
+            &format!("  - address: {n2}\n"),
+            &format!("  - address: {n2}\n    weight: 2\n"),
+        )
+        .replace(&format!("  - address: {n1}\n"), "");
+    let lb = LbProcess::start(&edited);
+    assert_eq!(admin_and_weight(control, n2), ("ready".to_string(), 2.0));
+    let log = lb.log();
+    assert!(
+        log.contains(&format!("dropped the saved weight 3 of {n2}")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("dropped the saved state of {n1}")),
+        "{log}"
+    );
+}

@@ -671,8 +671,8 @@ mod cluster {
                 ),
                 "{version}: {metrics}"
             );
-            // Kept on the log: the refused connection is logged for the operator, as the README
-            // documents (the count is the metric above).
+            // Kept on the log: the refused connection is logged for the operator, as the book
+            // documents (docs/src/configuration.md; the count is the metric above).
             assert!(
                 lb.log().contains("without a valid PROXY header"),
                 "{version}: {}",

@@ -696,7 +696,7 @@ fn a_reload_discards_runtime_control_changes_and_keeps_admin_states() {
         [row(a, "1.000", 1), row(b, "1.000", 0)],
         "{info}"
     );
-    // Kept on the log: how many runtime changes a reload discarded is told only there (README:
+    // Kept on the log: how many runtime changes a reload discarded is told only there (docs/src/operations.md:
     // "the log counts them"); the routing above shows that they were.
     process.wait_for_log("runtime_changes_discarded=3", Duration::from_secs(5));
     assert!(on_c.closed_within(Duration::from_secs(2)));

@@ -39,6 +39,7 @@ use crate::sources::control::{self, ControlContext};
 use crate::sources::health::{HealthMonitor, HealthSettings};
 use crate::sources::signals;
 use crate::state::change::Change;
+use crate::state::saved::{self, SavedState};
 use crate::state::snapshot::{Router, Updater};
 use crate::state::updater::UpdaterTask;
 use effects::AppEffects;
@@ -88,6 +89,8 @@ pub struct Running {
 pub struct Prepared {
     secrets: Secrets,
     updater: Updater,
+    /// What `runtime.state_file` holds, when it names a file that exists and reads.
+    saved: Option<SavedState>,
     /// What the start goes on despite, one line each, naming the file and the field (a backend
     /// whose host name does not resolve now).
     pub warnings: Vec<String>,
@@ -104,14 +107,26 @@ pub async fn prepare(config: &Config, config_file: &str) -> Result<Prepared, Run
     let updater = Updater::new(config)
         .await
         .map_err(|e| RunError::Config(format!("{config_file}: {e}")))?;
-    let warnings = updater
+    let mut warnings: Vec<String> = updater
         .unresolved()
         .iter()
         .map(|unresolved| format!("{config_file}: {unresolved}"))
         .collect();
+    let saved = match &config.runtime.state_file {
+        Some(path) => saved::read(path).unwrap_or_else(|reason| {
+            warnings.push(format!(
+                "{config_file}: runtime.state_file: {}: {reason}; starting without the saved \
+                 admin states and weights (it is written again at the next change)",
+                path.display()
+            ));
+            None
+        }),
+        None => None,
+    };
     Ok(Prepared {
         secrets,
         updater,
+        saved,
         warnings,
     })
 }
@@ -139,11 +154,22 @@ pub async fn start_from(
                 control: control_access,
                 admin: admin_access,
             },
-        updater,
+        mut updater,
+        saved,
         warnings,
     } = prepare(config, config_file).await?;
     for warning in &warnings {
         warn!("{warning}");
+    }
+    if let (Some(saved), Some(path)) = (saved, &config.runtime.state_file) {
+        for line in saved::restore(&mut updater, config, &saved).await {
+            info!(file = %path.display(), "state file: {line}");
+        }
+        // Written back at once: what was dropped is gone from the file too.
+        let (path, state) = (path.clone(), saved::capture(&updater, config));
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || saved::write(&path, &state)).await {
+            warn!(error = %e, "cannot write the state file (runtime.state_file)");
+        }
     }
     let budget = descriptor_budget(config);
     let mut sockets = Vec::new();

@@ -31,7 +31,7 @@ const EXIT_CONFIG: u8 = 64;
 /// Without --config it runs a built-in default meant for development: 127.0.0.1:3306 in front of
 /// a local three-node test cluster on 127.0.0.1:3316, 3326 and 3336. Every configuration field,
 /// with its default, is documented in galera-lb's example configuration,
-/// /usr/share/doc/galera-lb/examples/galera-lb.yaml, and in its README.
+/// /usr/share/doc/galera-lb/examples/galera-lb.yaml, and in the man page galera-lb.yaml(5).
 #[derive(Debug, Parser)]
 #[command(name = "galera-lb", version, about, long_about)]
 struct Cli {
@@ -296,9 +296,9 @@ The configuration of the packaged service (galera\-lb.service).
 Every configuration field, with its default and what it does.
 .TP
 \fI/usr/share/doc/galera\-lb/README.md\fR
-The configuration reference and operations guide.
+What galera\-lb is, and where its book (operations, deployment, monitoring) is.
 .SH SEE ALSO
-\fBsystemctl\fR(1), \fBglbd\fR(8): galera\-lb runs with glbd's command line when it is called
+\fBgalera\-lb.yaml\fR(5): every configuration field. \fBsystemctl\fR(1), \fBglbd\fR(8): galera\-lb runs with glbd's command line when it is called
 \fBglbd\fR or as \fBgalera\-lb glbd\fR.
 "#;
 

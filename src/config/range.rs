@@ -7,7 +7,7 @@
 //! `runtime.worker_threads: 200000` ran the process out of threads. So each section's `validate`
 //! puts every count and duration through [`count`] or [`duration`] (or [`keepalive`], whose range
 //! is the kernel's), with a range an operator would find sane; the ranges are in each field's
-//! doc comment and in README.md's configuration reference.
+//! doc comment and in the book's configuration reference (docs/src/configuration.md).
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;

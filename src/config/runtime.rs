@@ -13,6 +13,9 @@ pub struct RuntimeConfig {
     /// Tokio worker threads, from 1 to 1024 (each is an OS thread with its own stack); default:
     /// the number of CPU cores.
     pub worker_threads: Option<usize>,
+    /// A file where admin states (drain, maint) and control-port weights are kept across
+    /// restarts, as HAProxy's `server-state-file` (see `crate::state::saved`); none by default.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

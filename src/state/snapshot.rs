@@ -772,6 +772,15 @@ impl Updater {
         }));
     }
 
+    /// The weights set over the control port, by backend identity, oldest first.
+    pub(crate) fn runtime_weights(&self) -> Vec<(String, f64)> {
+        self.learnt
+            .weights
+            .iter()
+            .map(|(address, weight)| (address.to_string(), weight))
+            .collect()
+    }
+
     /// Runtime changes made over the control port that a reload would discard.
     pub(crate) fn runtime_changes(&self) -> usize {
         self.learnt.weights.len() + self.learnt.removed.len()

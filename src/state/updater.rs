@@ -112,10 +112,16 @@ impl<E: Effects> UpdaterTask<E> {
             }
             Change::Control(ControlRequest { change, reply }) => {
                 let result = self.apply_control(change).await;
+                if result.is_ok() {
+                    self.save_state().await;
+                }
                 let _ = reply.send(result);
             }
             Change::Reload(reply) => {
                 let result = self.reload().await;
+                if result.is_ok() {
+                    self.save_state().await;
+                }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
@@ -191,6 +197,21 @@ impl<E: Effects> UpdaterTask<E> {
         self.updater
             .identity(address, socket)
             .unwrap_or_else(|| address.to_string())
+    }
+
+    /// Writes the state file (`runtime.state_file`), when there is one, off the runtime's
+    /// workers; a failure is logged (the routing has changed either way).
+    async fn save_state(&self) {
+        let Some(path) = self.config.runtime.state_file.clone() else {
+            return;
+        };
+        let state = crate::state::saved::capture(&self.updater, &self.config);
+        let shown = path.display().to_string();
+        let written =
+            tokio::task::spawn_blocking(move || crate::state::saved::write(&path, &state)).await;
+        if let Ok(Err(e)) = written {
+            warn!(file = %shown, error = %e, "cannot write the state file (runtime.state_file); the change is applied but will not survive a restart");
+        }
     }
 
     /// Refuses a destination that is one of galera-lb's own ports (a listener, the control or the

@@ -7,7 +7,7 @@
 //! - [`parse`]: the syntax — sections and words, never a panic whatever the input;
 //! - [`translate`]: the meaning — each directive mapped onto galera-lb's YAML, with a comment
 //!   naming `FILE:LINE`, a warning for what has no equivalent, an error for what a TCP (layer 4)
-//!   proxy cannot serve (`mode http`, ACL routing).
+//!   proxy cannot serve (`mode http` beyond a stats page, ACL routing).
 //!
 //! `galera-lb import-haproxy FILE` prints the translation; `galera-lb --haproxy-config FILE`
 //! runs from it, re-translating the file on every reload (see `crate::config::source`).

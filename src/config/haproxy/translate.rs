@@ -5,16 +5,23 @@
 //! applies to the `server` lines after it. Then:
 //!
 //! - every `listen` with `bind` lines, and every `frontend` with a `default_backend` (or an
-//!   unconditional `use_backend`), becomes one listener per bound address;
+//!   unconditional `use_backend`), becomes one listener per bound address; an address on the
+//!   `listen` or `frontend` line itself (HAProxy 1.x, as Codership's and Percona's instructions
+//!   print it; HAProxy 2.x refuses it) counts as a `bind` line, with a warning;
 //! - every `listen` with servers and every used `backend` becomes a pool of the same name;
 //! - the settings galera-lb has once (timeouts, health checks, keepalive) come from the first
 //!   section that sets them, with a warning when another section wants a different value;
-//! - a `stats` or `prometheus-exporter` section becomes the admin port.
+//!   a checked server that leaves `inter`, `rise` or `fall` unsaid gets HAProxy's defaults (2s,
+//!   2, 3), and without `timeout check` a check may take the whole `inter`, as in HAProxy;
+//! - a stats page becomes the admin port, with a warning that HAProxy's page is not reproduced:
+//!   a `stats` or `prometheus-exporter` section, or a frontend whose `default_backend` is a
+//!   stats-only backend (Percona's `stats-front` and `stats-back`), `mode http` or not;
+//!   `stats auth` credentials are never copied or quoted.
 //!
 //! Every setting written is preceded by `# from FILE:LINE: <directive>`; every directive that
 //! has no effect in galera-lb gives a warning naming its line; what an L4 proxy cannot serve
-//! (`mode http`, `acl`, conditional `use_backend` or `tcp-request` rules, TLS on `bind`) is an
-//! error naming its line. Nothing here panics on any input.
+//! (`mode http` beyond a stats page, `acl`, conditional `use_backend` or `tcp-request` rules, TLS
+//! on `bind`) is an error naming its line. Nothing here panics on any input.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -140,8 +147,25 @@ struct Proxy {
     binds: Vec<Bind>,
     servers: Vec<Server>,
     backend: Option<(String, Origin)>,
+    /// The first `stats enable` or `stats uri` line (or a Prometheus exporter rule).
     stats: Option<Origin>,
+    /// The path of the `stats uri` line, and the line, when there is one.
+    stats_uri: Option<(String, Origin)>,
+    /// For a frontend whose `default_backend` is a stats-only backend: that backend's header.
+    stats_backend: Option<Origin>,
+    /// A `use_backend ... if|unless` line: the frontend routes on content.
+    conditional_backend: bool,
+    /// What a TCP proxy cannot serve (`mode http`, ACLs, conditional rules): errors unless the
+    /// section turns out to be a stats page (decided once every section is read).
+    layer7: Vec<(usize, String)>,
     disabled: bool,
+}
+
+impl Proxy {
+    /// A stats page and nothing else: stats directives, no servers, no backend to route to.
+    fn is_stats_only(&self) -> bool {
+        self.stats.is_some() && self.servers.is_empty() && self.backend.is_none()
+    }
 }
 
 /// Collects errors and warnings, each prefixed with `FILE:LINE: `.
@@ -203,6 +227,7 @@ pub fn translate(text: &str, file: &str, options: &Options) -> Result<Translatio
             }
         }
     }
+    resolve_stats_pages(&mut proxies, &mut notes);
     let yaml = assemble(file, &proxies, global_maxconn, options, &mut notes);
     // A directive inherited from `defaults` is reported once, not once per section.
     let mut seen = std::collections::HashSet::new();
@@ -275,6 +300,14 @@ fn read_setting(line: &Line, s: &mut ProxySettings, in_defaults: bool, notes: &m
             }
         }
         "retries" => s.retries = Some(origin),
+        // HAProxy 1.x's spelling of `option redispatch`.
+        "redispatch" => s.redispatch = Some(origin),
+        // Only `defaults` gets here (a proxy reads its stats lines itself).
+        "stats" if line.word(1) == "auth" => notes.warn(line.number, STATS_AUTH_IGNORED),
+        "stats" => notes.ignored(
+            line,
+            "part of HAProxy's stats page; galera-lb's admin port has its own",
+        ),
         "maxconn" => match line.word(1).parse::<u32>() {
             Ok(n) if n > 0 => s.maxconn = Some((n, origin)),
             _ => notes.error(
@@ -402,13 +435,16 @@ fn read_proxy(section: &Section, defaults: &ProxySettings, notes: &mut Notes) ->
         servers: Vec::new(),
         backend: None,
         stats: None,
+        stats_uri: None,
+        stats_backend: None,
+        conditional_backend: false,
+        layer7: Vec::new(),
         disabled: false,
     };
     if proxy.name.is_empty() {
         notes.error(header.line, format!("`{}` has no name", header.text));
     }
-    // Lines that are errors only if the section turns out not to be a stats section.
-    let mut routing: Vec<(usize, String)> = Vec::new();
+    read_header_address(section, &mut proxy.binds, notes);
     let mut ignored: Vec<(Line, &'static str)> = Vec::new();
     for line in &section.lines {
         let origin = Origin::of(line);
@@ -428,12 +464,13 @@ fn read_proxy(section: &Section, defaults: &ProxySettings, notes: &mut Notes) ->
             "default_backend" => proxy.backend = Some((line.word(1).to_string(), origin)),
             "use_backend" => {
                 if matches!(line.word(2), "if" | "unless") {
-                    routing.push((line.number, format!("`{}`: conditional routing (use_backend with a condition) needs a layer 7 proxy; galera-lb sends every client of a listener to one pool", line.text)));
+                    proxy.conditional_backend = true;
+                    proxy.layer7.push((line.number, format!("`{}`: conditional routing (use_backend with a condition) needs a layer 7 proxy; galera-lb sends every client of a listener to one pool", line.text)));
                 } else {
                     proxy.backend = Some((line.word(1).to_string(), origin));
                 }
             }
-            "acl" => routing.push((
+            "acl" => proxy.layer7.push((
                 line.number,
                 format!(
                     "`{}`: ACLs need content inspection; galera-lb is a TCP (layer 4) proxy",
@@ -442,7 +479,7 @@ fn read_proxy(section: &Section, defaults: &ProxySettings, notes: &mut Notes) ->
             )),
             "tcp-request" | "tcp-response" => {
                 if line.words.iter().any(|w| w == "if" || w == "unless") {
-                    routing.push((line.number, format!("`{}`: conditional rules need content inspection; galera-lb is a TCP (layer 4) proxy (allow clients with the firewall)", line.text)));
+                    proxy.layer7.push((line.number, format!("`{}`: conditional rules need content inspection; galera-lb is a TCP (layer 4) proxy (allow clients with the firewall)", line.text)));
                 } else {
                     ignored.push((line.clone(), "no galera-lb equivalent"));
                 }
@@ -451,10 +488,14 @@ fn read_proxy(section: &Section, defaults: &ProxySettings, notes: &mut Notes) ->
                 proxy.stats = Some(origin)
             }
             "stats" => {
+                if line.word(1) == "uri" {
+                    proxy.stats_uri = Some((line.word(2).to_string(), origin.clone()));
+                }
                 if proxy.stats.is_none() && matches!(line.word(1), "enable" | "uri") {
                     proxy.stats = Some(origin);
                 } else if line.word(1) == "auth" {
-                    notes.warn(line.number, "ignored: stats auth (protect the admin port with admin.token_env or admin.token_file)");
+                    // Never the line itself: it holds a user name and password.
+                    notes.warn(line.number, STATS_AUTH_IGNORED);
                 } else {
                     ignored.push((
                         line.clone(),
@@ -483,24 +524,109 @@ fn read_proxy(section: &Section, defaults: &ProxySettings, notes: &mut Notes) ->
         );
         return proxy;
     }
-    let is_stats = proxy.stats.is_some() && proxy.servers.is_empty() && proxy.backend.is_none();
-    if !is_stats {
-        for (line, message) in routing {
-            notes.error(line, message);
-        }
-        if let Some((mode, origin)) = &proxy.settings.mode {
-            if mode != "tcp" {
-                notes.error(
-                    origin.line,
-                    format!(
-                        "{} '{}' (line {}) is in mode {mode} (`{}`): galera-lb is a TCP (layer 4) proxy; only mode tcp sections can be served",
-                        section_word(&proxy.kind), proxy.name, header.line, origin.text
-                    ),
-                );
-            }
+    if let Some((mode, origin)) = &proxy.settings.mode {
+        if mode != "tcp" {
+            proxy.layer7.push((
+                origin.line,
+                format!(
+                    "{} '{}' (line {}) is in mode {mode} (`{}`): galera-lb is a TCP (layer 4) proxy; only mode tcp sections can be served",
+                    section_word(&proxy.kind), proxy.name, header.line, origin.text
+                ),
+            ));
         }
     }
     proxy
+}
+
+/// Why `stats auth` is ignored (the line is never quoted: it holds a password).
+const STATS_AUTH_IGNORED: &str = "ignored: stats auth (its user and password are not copied; \
+     protect the admin port with admin.token_env or admin.token_file)";
+
+/// Decides which sections are stats pages: a stats-only section (stats directives, no servers,
+/// no backend), and a frontend whose only route is a `default_backend` (or unconditional
+/// `use_backend`) naming a stats-only backend, such as Percona's `stats-front` and `stats-back`.
+/// Such a frontend takes the backend's stats line and becomes stats-only itself. Then reports
+/// the layer 7 errors of every other section.
+fn resolve_stats_pages(proxies: &mut [Proxy], notes: &mut Notes) {
+    type StatsPage = (Origin, Option<(String, Origin)>, Origin);
+    let stats_backends: HashMap<String, StatsPage> = proxies
+        .iter()
+        .filter(|p| p.kind == SectionKind::Backend && !p.disabled && p.is_stats_only())
+        .filter_map(|p| {
+            let stats = p.stats.clone()?;
+            Some((
+                p.name.clone(),
+                (stats, p.stats_uri.clone(), p.header.clone()),
+            ))
+        })
+        .collect();
+    for proxy in proxies.iter_mut() {
+        if proxy.kind == SectionKind::Backend
+            || proxy.disabled
+            || !proxy.servers.is_empty()
+            || proxy.conditional_backend
+        {
+            continue;
+        }
+        let Some((name, _)) = &proxy.backend else {
+            continue;
+        };
+        if let Some((stats, uri, header)) = stats_backends.get(name) {
+            proxy.stats.get_or_insert_with(|| stats.clone());
+            if proxy.stats_uri.is_none() {
+                proxy.stats_uri.clone_from(uri);
+            }
+            proxy.stats_backend = Some(header.clone());
+            proxy.backend = None;
+        }
+    }
+    for proxy in proxies.iter() {
+        if proxy.disabled || proxy.is_stats_only() {
+            continue;
+        }
+        for (line, message) in &proxy.layer7 {
+            notes.error(*line, message);
+        }
+    }
+}
+
+/// HAProxy 1.x's `listen NAME ADDRESS[,ADDRESS...]` (and `frontend NAME ADDRESS`): the address
+/// read as a `bind` line, with a warning (HAProxy 2.x refuses this form). A backend cannot
+/// listen: an address there is ignored, with a warning.
+fn read_header_address(section: &Section, binds: &mut Vec<Bind>, notes: &mut Notes) {
+    let header = &section.header;
+    let address = header.word(2);
+    if address.is_empty() {
+        return;
+    }
+    if section.kind == SectionKind::Backend {
+        notes.warn(
+            header.number,
+            format!(
+                "ignored: '{address}' in `{}` (a backend does not listen; HAProxy refuses this too)",
+                header.text
+            ),
+        );
+        return;
+    }
+    notes.warn(
+        header.number,
+        format!(
+            "`{}`: an address on the {} line is HAProxy 1.x syntax (HAProxy 2.x refuses it); read \
+             as `bind {address}`. Write `bind {address}` as the section's first line and drop the \
+             address here, and the file suits both",
+            header.text,
+            section_word(&section.kind),
+        ),
+    );
+    let bind = Line {
+        number: header.number,
+        words: std::iter::once("bind".to_string())
+            .chain(header.words.iter().skip(2).cloned())
+            .collect(),
+        text: header.text.clone(),
+    };
+    read_bind(&bind, binds, notes);
 }
 
 fn section_word(kind: &SectionKind) -> &'static str {
@@ -756,6 +882,16 @@ fn server_options(line: &Line, start: usize, server: &mut Server, notes: &mut No
     }
 }
 
+/// HAProxy's check settings when a server does not set them (`inter`, `rise`, `fall`).
+const HAPROXY_INTER: Duration = Duration::from_secs(2);
+const HAPROXY_RISE: u32 = 2;
+const HAPROXY_FALL: u32 = 3;
+
+/// The wsrep check, suggested where a file checks through clustercheck (`option httpchk`).
+const WSREP_INSTEAD: &str = "galera-lb can read wsrep status itself, without clustercheck: \
+     `check: wsrep` and no check_port, as a user with USAGE only (CREATE USER \
+     'monitor'@'GALERA-LB-HOST' IDENTIFIED BY '...', and no GRANT)";
+
 /// The longest time HAProxy takes (2^31 - 1 ms, about 24.8 days; HAProxy refuses more as a
 /// "timer overflow"). A longer one is refused here too, naming the line, rather than written
 /// into the translation as a value galera-lb would refuse (or could not even read back).
@@ -822,17 +958,34 @@ impl Once {
 
     /// Sets `value` unless set already; warns when the value differs from the one kept.
     fn set(&mut self, key: &str, value: String, origin: &Origin, what: &str, notes: &mut Notes) {
+        self.set_noted(key, value, origin, None, what, notes);
+    }
+
+    /// [`Once::set`], with a note after the comment naming `origin` (where a value is HAProxy's
+    /// default rather than written on that line, say).
+    fn set_noted(
+        &mut self,
+        key: &str,
+        value: String,
+        origin: &Origin,
+        note: Option<&str>,
+        what: &str,
+        notes: &mut Notes,
+    ) {
+        let comment = match note {
+            Some(note) => format!("{} ({note})", from(notes.file, origin)),
+            None => from(notes.file, origin),
+        };
         match &mut self.entry {
             None => {
                 self.entry = Some(Entry {
                     key: key.to_string(),
                     value,
-                    from: vec![from(notes.file, origin)],
+                    from: vec![comment],
                 });
                 self.first_line = origin.line;
             }
             Some(entry) if entry.value == value => {
-                let comment = from(notes.file, origin);
                 if !entry.from.contains(&comment) && entry.from.len() < 3 {
                     entry.from.push(comment);
                 }
@@ -929,9 +1082,18 @@ fn assemble(
                     notes.warn(proxy.header.line, format!("ignored: `{}` (galera-lb has one admin port; the first stats section has it)", proxy.header.text));
                     continue;
                 }
+                let (page, page_name) = match &proxy.stats_uri {
+                    Some((path, origin)) => (origin, format!("HAProxy's stats page ({path})")),
+                    None => (stats, "HAProxy's stats page".to_string()),
+                };
                 notes.warn(
-                    stats.line,
-                    format!("`{}`: HAProxy's stats page becomes galera-lb's admin port ({} serves /metrics, /status, /ready and an HTML page)", stats.text, bind.address),
+                    page.line,
+                    format!(
+                        "`{}`: {page_name} is not reproduced; its address {} becomes galera-lb's \
+                         admin port, serving / (status page), /status (JSON), /metrics \
+                         (Prometheus), /ready and /live",
+                        page.text, bind.address
+                    ),
                 );
                 if proxy.binds.len() > 1 {
                     notes.warn(
@@ -939,14 +1101,16 @@ fn assemble(
                         "the admin port binds one address; the first bind is used",
                     );
                 }
+                let mut comments = vec![from(file, &proxy.header)];
+                if let Some(backend) = &proxy.stats_backend {
+                    comments.push(from(file, backend));
+                }
+                comments.push(from(file, stats));
+                comments.push(from(file, &bind.origin));
                 admin = Some(Entry {
                     key: "bind".into(),
                     value: quote(&bind.address),
-                    from: vec![
-                        from(file, &proxy.header),
-                        from(file, stats),
-                        from(file, &bind.origin),
-                    ],
+                    from: comments,
                 });
                 continue;
             }
@@ -1129,10 +1293,23 @@ fn assemble(
             );
         }
     }
+    let stats_backends: Vec<&str> = proxies
+        .iter()
+        .filter(|p| p.stats_backend.is_some())
+        .filter_map(|p| {
+            proxies
+                .iter()
+                .find(|b| {
+                    b.kind == SectionKind::Backend && Some(&b.header) == p.stats_backend.as_ref()
+                })
+                .map(|b| b.name.as_str())
+        })
+        .collect();
     for proxy in proxies {
         if proxy.kind == SectionKind::Backend
             && !proxy.disabled
             && !used.contains(&proxy.name.as_str())
+            && !stats_backends.contains(&proxy.name.as_str())
         {
             notes.warn(
                 proxy.header.line,
@@ -1317,24 +1494,38 @@ fn assemble(
                 }
                 CheckSpec::Tcp => {}
             }
-            if let Some(d) = server.inter {
-                interval.set(
-                    "interval",
-                    show_duration(d),
-                    server_origin,
-                    "check interval",
-                    notes,
-                );
-            }
+            // What HAProxy uses when the file does not say: `inter 2s`, `rise 2`, `fall 3`
+            // (galera-lb's own defaults differ).
+            interval.set_noted(
+                "interval",
+                show_duration(server.inter.unwrap_or(HAPROXY_INTER)),
+                server_origin,
+                server
+                    .inter
+                    .is_none()
+                    .then_some("HAProxy's default: inter 2s"),
+                "check interval",
+                notes,
+            );
             if server.fast_or_down_inter {
                 notes.warn(server_origin.line, format!("server {}: fastinter/downinter have no galera-lb equivalent: every check runs at health.interval", server.name));
             }
-            if let Some(n) = server.rise {
-                rise.set("rise", n.to_string(), server_origin, "rise count", notes);
-            }
-            if let Some(n) = server.fall {
-                fall.set("fall", n.to_string(), server_origin, "fall count", notes);
-            }
+            rise.set_noted(
+                "rise",
+                server.rise.unwrap_or(HAPROXY_RISE).to_string(),
+                server_origin,
+                server.rise.is_none().then_some("HAProxy's default: rise 2"),
+                "rise count",
+                notes,
+            );
+            fall.set_noted(
+                "fall",
+                server.fall.unwrap_or(HAPROXY_FALL).to_string(),
+                server_origin,
+                server.fall.is_none().then_some("HAProxy's default: fall 3"),
+                "fall count",
+                notes,
+            );
             if server.shutdown_sessions {
                 on_down.set(
                     "on_down",
@@ -1373,6 +1564,22 @@ fn assemble(
     if let (Some(origin), None) = (&mysql_without_user, &check_user.entry) {
         notes.warn(origin.line, format!("`{}` has no user: galera-lb's check logs in as health.user (default: monitor, no password); create that user (USAGE only)", origin.text));
     }
+    // Without `timeout check`, HAProxy gives a whole check (connect and answer) `inter`.
+    if check_timeout.entry.is_none() {
+        if let Some(every) = &interval.entry {
+            check_timeout.entry = Some(Entry {
+                key: "timeout".into(),
+                value: every.value.clone(),
+                from: vec![
+                    "no `timeout check`: HAProxy gives a check the whole interval (`inter`)".into(),
+                ],
+            });
+        }
+    }
+    let http_check = check_kind.entry.as_ref().is_some_and(|e| e.value == "http");
+    if http_check {
+        notes.warn(check_kind.first_line, format!("option httpchk: kept as galera-lb's http check against clustercheck; {WSREP_INSTEAD}"));
+    }
     if check_kind.entry.as_ref().is_some_and(|e| e.value == "tcp") {
         notes.warn(check_kind.first_line, "TCP connect checks see nothing of Galera and count as aborted connects on the server: prefer `option mysql-check user NAME` (galera-lb then checks wsrep status)");
     }
@@ -1410,6 +1617,13 @@ fn assemble(
             if galera {
                 health.push(Entry { key: "# galera-lb checks wsrep status: a node that is not Synced in the Primary component gets no clients (--keep-checks keeps HAProxy's login-only check)".into(), value: String::new(), from: vec![] });
             }
+            if http_check {
+                health.push(Entry {
+                    key: format!("# {WSREP_INSTEAD}"),
+                    value: String::new(),
+                    from: vec![],
+                });
+            }
         }
         None => health.push(Entry {
             key: "check".into(),
@@ -1439,7 +1653,8 @@ fn assemble(
     out.push_str("listeners:\n");
     for listener in &listeners {
         out.push_str(&format!("  # {}\n", listener.header));
-        for comment in &listener.bind.from {
+        // (The same line twice for HAProxy 1.x's `listen NAME ADDRESS`: once is enough.)
+        for comment in listener.bind.from.iter().filter(|c| **c != listener.header) {
             out.push_str(&format!("  # {comment}\n"));
         }
         out.push_str(&format!("  - name: {}\n", quote(&listener.name)));
