@@ -642,7 +642,7 @@ fn start_lb() -> (LbProcess, Ports) {
     yaml.push_str(&format!(
         "pools:\n  - name: broken\n    backends:\n\
          \x20     - address: {refusing_but_up}\n        check_port: {}\n\
-         \x20     - address: {refusing}\n\
+         \x20     - address: {refusing}\n        max_connections: 10\n\
          health:\n  check: wsrep\n  user: monitor\n  password: monitor\n  interval: 300ms\n\
          limits:\n  client_idle_timeout: 1s\n\
          control:\n  bind: {}\n  token: grafana-test\n  max_clients: 1\n\

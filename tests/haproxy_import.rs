@@ -637,11 +637,15 @@ fn proxy_protocol_directives_translate_as_text() {
     let yaml = translation.yaml;
     assert!(yaml.contains("    accept_proxy: true\n"), "{yaml}");
     assert!(
-        yaml.contains("      - address: \"10.0.0.1:3306\"\n        name: \"a\"\n        proxy_protocol: v1\n"),
+        yaml.contains(
+            "      - address: \"10.0.0.1:3306\"\n        name: \"a\"\n        proxy_protocol: v1\n"
+        ),
         "{yaml}"
     );
     assert!(
-        yaml.contains("      - address: \"10.0.0.2:3306\"\n        name: \"b\"\n        proxy_protocol: v2\n"),
+        yaml.contains(
+            "      - address: \"10.0.0.2:3306\"\n        name: \"b\"\n        proxy_protocol: v2\n"
+        ),
         "{yaml}"
     );
     // And galera-lb takes them.
