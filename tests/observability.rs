@@ -513,7 +513,26 @@ fn the_status_page_in_chromium_shows_the_nodes_and_an_isolated_one_down() {
     for (address, (state, row)) in &rows {
         assert_eq!(state, "up", "{address}: {row}");
         assert!(row.contains("<td>Synced</td>"), "{address}: {row}");
+        // The cluster's size and configuration id, as each node reports them.
+        let cells: Vec<&str> = row
+            .split("<td")
+            .skip(1)
+            .map(|cell| cell.split_once('>').map_or("", |(_, rest)| rest))
+            .map(|cell| cell.split("</td>").next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            cells.get(8),
+            Some(&"3"),
+            "{address}: cluster size 3 in {row}"
+        );
+        // (A fresh sandbox's nodes report wsrep_cluster_conf_id 0: a number, not "-".)
+        let conf_id = cells.get(9).and_then(|c| c.parse::<u64>().ok());
+        assert!(conf_id.is_some(), "{address}: a configuration id in {row}");
     }
+    assert!(
+        dom.contains("3 of 3 backends usable"),
+        "per listener:\n{dom}"
+    );
     assert_eq!(
         rows.values()
             .filter(|(_, row)| row.contains("<td>writer</td>"))
@@ -581,6 +600,10 @@ fn the_status_page_in_chromium_shows_the_nodes_and_an_isolated_one_down() {
     assert!(
         dom.contains("Ready: every listener has a usable backend."),
         "{dom}"
+    );
+    assert!(
+        dom.contains("2 of 3 backends usable"),
+        "per listener:\n{dom}"
     );
     let shot = screenshot(&url, "status-page-node2-isolated");
     eprintln!("screenshot with node {isolated} down: {}", shot.display());
