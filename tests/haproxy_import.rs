@@ -354,7 +354,7 @@ listen galera
         ("roundrobin", PolicyKind::RoundRobin),
         ("static-rr", PolicyKind::RoundRobin),
         ("leastconn", PolicyKind::LeastConn),
-        ("source", PolicyKind::Source),
+        ("source", PolicyKind::SourceMap),
         ("first", PolicyKind::Single),
         ("random", PolicyKind::Random),
     ] {
@@ -441,7 +441,7 @@ fn documented_forms_translate() {
     assert_eq!(config.listeners.len(), 1, "{yaml}");
     assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:3306");
     assert_eq!(config.listeners[0].pool, "galera");
-    assert_eq!(config.listeners[0].policy, PolicyKind::Source);
+    assert_eq!(config.listeners[0].policy, PolicyKind::SourceMap);
     let addresses: Vec<&str> = config.pools[0]
         .backends
         .iter()
@@ -1275,6 +1275,13 @@ fn codership_listen_address_routes_like_haproxy() {
         println!(
             "codership, balance {balance}: galera-lb {through_galera_lb:?}, haproxy {through_haproxy:?}"
         );
+        if balance == "source" {
+            // HAProxy's map-based source hash (policy source_map): the very node HAProxy picks.
+            assert_eq!(
+                through_galera_lb, through_haproxy,
+                "balance source: galera-lb and HAProxy send this client to the same node"
+            );
+        }
         for (proxy, counts) in [
             ("galera-lb", &through_galera_lb),
             ("haproxy", &through_haproxy),

@@ -24,6 +24,10 @@ pub enum PolicyKind {
     Random,
     /// A hash of the client IP: the same client goes to the same backend while the set is unchanged.
     Source,
+    /// HAProxy's `balance source` (its default map-based hash): the same backend HAProxy picks
+    /// for a client address. A change of the usable set remaps most clients, as in HAProxy;
+    /// `source` moves only the clients of a backend that left.
+    SourceMap,
     /// Every client to one backend: the highest weight, then the first configured.
     Single,
 }
@@ -36,6 +40,7 @@ impl PolicyKind {
             PolicyKind::LeastConn => "least_conn",
             PolicyKind::Random => "random",
             PolicyKind::Source => "source",
+            PolicyKind::SourceMap => "source_map",
             PolicyKind::Single => "single",
         }
     }

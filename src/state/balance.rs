@@ -33,6 +33,7 @@ pub(crate) fn build_policy(kind: PolicyKind, members: &[Member]) -> Box<dyn Poli
         PolicyKind::LeastConn => Box::new(LeastConn::default()),
         PolicyKind::Random => Box::new(Random),
         PolicyKind::Source => Box::new(Source),
+        PolicyKind::SourceMap => Box::new(SourceMap),
         PolicyKind::Single => Box::new(Single::new(members)),
     }
 }
@@ -228,6 +229,73 @@ impl Policy for Source {
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
     }
+}
+
+/// HAProxy's map-based source hashing (`balance source` without `hash-type consistent`), so a
+/// configuration imported from HAProxy sends each client address to the node HAProxy sends it
+/// to. The key is the address's 32-bit words, big-endian, XORed; the node is the key modulo the
+/// size of HAProxy's server map, which holds each eligible member `weight / gcd` times in the
+/// interleaved order HAProxy's `recalc_server_map` builds (declaration order first among equals).
+#[derive(Debug)]
+pub(crate) struct SourceMap;
+
+impl Policy for SourceMap {
+    fn pick(
+        &self,
+        members: &[Member],
+        client: IpAddr,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let candidates: Vec<(usize, u64)> = (0..members.len())
+            .filter(|&i| eligible(i))
+            // HAProxy's weights are whole numbers from 1 to 256.
+            .map(|i| (i, members[i].weight.round().clamp(1.0, 256.0) as u64))
+            .collect();
+        let map = haproxy_server_map(&candidates);
+        let key = match client {
+            IpAddr::V4(ip) => u32::from_be_bytes(ip.octets()),
+            IpAddr::V6(ip) => ip
+                .octets()
+                .chunks_exact(4)
+                .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+                .fold(0, |key, word| key ^ word),
+        };
+        (!map.is_empty()).then(|| map[key as usize % map.len()])
+    }
+}
+
+/// HAProxy's server map for `(member, weight)` in declaration order: each member
+/// `weight / gcd(weights)` times, interleaved by the scores HAProxy's `recalc_server_map` keeps.
+fn haproxy_server_map(candidates: &[(usize, u64)]) -> Vec<usize> {
+    let gcd = candidates.iter().fold(0, |g, &(_, w)| {
+        let (mut a, mut b) = (g, w);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    });
+    let weights: Vec<i64> = candidates
+        .iter()
+        .map(|&(_, w)| (w / gcd.max(1)) as i64)
+        .collect();
+    let total: i64 = weights.iter().sum();
+    let mut scores = vec![0i64; candidates.len()];
+    let mut map = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best: Option<(usize, i64)> = None;
+        for (k, weight) in weights.iter().enumerate() {
+            scores[k] += weight;
+            let v = (scores[k] + total) / total;
+            if best.is_none_or(|(_, max)| v > max) {
+                best = Some((k, v));
+            }
+        }
+        if let Some((k, _)) = best {
+            scores[k] -= total;
+            map.push(candidates[k].0);
+        }
+    }
+    map
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -451,6 +519,29 @@ mod tests {
             let excluded = (first + 1) % 3;
             assert_eq!(Source.pick(&m, client, &|i| i != excluded), Some(first));
         }
+    }
+
+    #[test]
+    fn source_map_picks_the_node_haproxy_picks() {
+        // Equal weights: the map is the members in order, the key the address as a number.
+        let m = members(&[1.0, 1.0, 1.0]);
+        let at = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        // 127.0.0.1 = 2130706433, which is 2 modulo 3: the third (HAProxy 2.6 picked node3 on
+        // the sandbox, tests/haproxy_import.rs).
+        assert_eq!(SourceMap.pick(&m, at(127, 0, 0, 1), &|_| true), Some(2));
+        assert_eq!(SourceMap.pick(&m, at(10, 0, 0, 3), &|_| true), Some(1));
+        // Without the third, two remain: 2130706433 is 1 modulo 2.
+        assert_eq!(SourceMap.pick(&m, at(127, 0, 0, 1), &|i| i != 2), Some(1));
+        // Weights 1 and 2: HAProxy's map is [first, second, second].
+        let weighted = [(0, 1), (1, 2)];
+        assert_eq!(haproxy_server_map(&weighted), [0, 1, 1]);
+        // Common factors do not grow the map: 2 and 4 is 1 and 2.
+        assert_eq!(haproxy_server_map(&[(0, 2), (1, 4)]), [0, 1, 1]);
+        assert_eq!(haproxy_server_map(&[(0, 1), (1, 1), (2, 1)]), [0, 1, 2]);
+        // IPv6: the four words XORed.
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(SourceMap.pick(&m, v6, &|_| true), Some(1));
+        assert_eq!(SourceMap.pick(&m, v6, &|_| false), None);
     }
 
     #[test]

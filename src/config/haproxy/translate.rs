@@ -1174,7 +1174,7 @@ fn assemble(
             "roundrobin" | "static-rr" if unequal => "weighted",
             "roundrobin" | "static-rr" => "round_robin",
             "leastconn" => "least_conn",
-            "source" => "source",
+            "source" => "source_map",
             "first" => "single",
             "random" => "random",
             other => {
