@@ -568,7 +568,9 @@ mod cluster {
                 .addresses
                 .iter()
                 .filter(|node| {
-                    metrics.contains(&format!("galera_lb_backend_up{{backend=\"{node}\"}} 1"))
+                    let backend = node.to_string();
+                    lb::metric_in(&metrics, "galera_lb_backend_up", &[("backend", &backend)])
+                        == Some(1.0)
                 })
                 .count();
             if up == 3 {
