@@ -726,8 +726,20 @@ impl Proc {
             .arg("--haproxy-config")
             .arg(file)
             .env("RUST_LOG", "info");
-        let proc = Proc::spawn(command);
-        proc.wait_for("ready", Duration::from_secs(30));
+        let mut proc = Proc::spawn(command);
+        // "ready: N of M backends usable" is logged once every listener is bound.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !proc.log().contains("ready: ") {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!("galera-lb exited ({status}): {}", proc.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "galera-lb is not ready: {}",
+                proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         proc
     }
 
@@ -743,7 +755,7 @@ impl Proc {
         command.arg("-db").arg("-f").arg(file);
         let mut proc = Proc::spawn(command);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening(port) {
             if let Some(status) = proc.child.try_wait().unwrap() {
                 panic!("haproxy exited ({status}): {}", proc.log());
             }
@@ -784,6 +796,14 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether something listens on 127.0.0.1:`port`. A connect alone can be fooled: with nothing
+/// listening on a port of the ephemeral range, the kernel may pick that very port as the local
+/// one and connect the socket to itself.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
 }
 
 fn greeting(stream: &mut std::net::TcpStream) -> String {
@@ -970,10 +990,11 @@ fn node_via(runtime: &tokio::runtime::Runtime, port: u16) -> Result<String, Stri
 /// Sessions per node.
 type Spread = BTreeMap<String, usize>;
 
-fn spread(runtime: &tokio::runtime::Runtime, port: u16, n: usize) -> Spread {
+fn spread(runtime: &tokio::runtime::Runtime, port: u16, n: usize, proxy: &Proc) -> Spread {
     let mut counts = BTreeMap::new();
     for _ in 0..n {
-        let node = node_via(runtime, port).unwrap_or_else(|e| panic!("via {port}: {e}"));
+        let node = node_via(runtime, port)
+            .unwrap_or_else(|e| panic!("via {port}: {e}; the proxy's log:\n{}", proxy.log()));
         *counts.entry(node).or_insert(0) += 1;
     }
     counts
@@ -1066,11 +1087,11 @@ fn roundrobin_spreads_like_haproxy() {
     let runtime = runtime();
     let rounds = 30;
     let galera = Proc::galera_lb(file.path());
-    let through_galera_lb = spread(&runtime, port, rounds);
+    let through_galera_lb = spread(&runtime, port, rounds, &galera);
     drop(galera);
     let haproxy = Proc::haproxy(file.path(), port);
     std::thread::sleep(Duration::from_secs(2)); // its first checks
-    let through_haproxy = spread(&runtime, port, rounds);
+    let through_haproxy = spread(&runtime, port, rounds, &haproxy);
     drop(haproxy);
     println!(
         "roundrobin over {rounds} sessions: galera-lb {through_galera_lb:?}, haproxy {through_haproxy:?}"
@@ -1101,8 +1122,8 @@ fn backup_servers_keep_one_writer_like_haproxy() {
                 _ => Proc::haproxy(file.path(), writer),
             };
             std::thread::sleep(Duration::from_secs(3)); // first checks (rise 2 × inter 1s)
-            let writes = spread(&runtime, writer, 9);
-            let reads = spread(&runtime, reader, 9);
+            let writes = spread(&runtime, writer, 9, &process);
+            let reads = spread(&runtime, reader, 9, &process);
             assert_eq!(
                 writes.keys().collect::<Vec<_>>(),
                 [&names[0]],
@@ -1112,7 +1133,7 @@ fn backup_servers_keep_one_writer_like_haproxy() {
             // node1 desynced: clustercheck says 503; the first backup (node2) takes over.
             cluster.desync(1, true);
             std::thread::sleep(Duration::from_secs(4)); // fall 2 × inter 1s, and margin
-            let failover = spread(&runtime, writer, 9);
+            let failover = spread(&runtime, writer, 9, &process);
             cluster.desync(1, false);
             cluster.wait_synced();
             assert_eq!(
@@ -1265,12 +1286,12 @@ fn codership_listen_address_routes_like_haproxy() {
         let rounds = 9;
         let galera = Proc::galera_lb(file.path());
         std::thread::sleep(Duration::from_secs(1));
-        let through_galera_lb = spread(&runtime, port, rounds);
+        let through_galera_lb = spread(&runtime, port, rounds, &galera);
         drop(galera);
         let modern = for_haproxy_2(file.path());
         let haproxy = Proc::haproxy(modern.path(), port);
         std::thread::sleep(Duration::from_secs(2)); // its first checks
-        let through_haproxy = spread(&runtime, port, rounds);
+        let through_haproxy = spread(&runtime, port, rounds, &haproxy);
         drop(haproxy);
         println!(
             "codership, balance {balance}: galera-lb {through_galera_lb:?}, haproxy {through_haproxy:?}"
@@ -1318,8 +1339,8 @@ fn percona_reference_routes_like_haproxy() {
             _ => Proc::haproxy(modern.path(), one_node),
         };
         std::thread::sleep(Duration::from_secs(2)); // first checks
-        let writes = spread(&runtime, one_node, 9);
-        let spread_all = spread(&runtime, all_nodes, 9);
+        let writes = spread(&runtime, one_node, 9, &process);
+        let spread_all = spread(&runtime, all_nodes, 9, &process);
         assert_eq!(
             writes.keys().collect::<Vec<_>>(),
             [&names[0]],
