@@ -40,6 +40,11 @@
 //! | `galera_lb_backend_admin_state` | gauge | `backend`, `name`, `state` (1 for the current one) |
 //! | `galera_lb_backend_wsrep_local_state` | gauge | `backend`, `name` (1..4, 0 unknown) |
 //! | `galera_lb_backend_cluster_size` | gauge | `backend`, `name` (the size that node reports) |
+//! | `galera_lb_backend_recv_queue` | gauge | `backend`, `name` (wsrep_local_recv_queue: write-sets received, not yet applied) |
+//! | `galera_lb_backend_seqno_lag` | gauge | `backend`, `name` (write-sets the node's wsrep_last_committed trails the most advanced node by) |
+//! | `galera_lb_backend_lagging` | gauge | `backend`, `name` (1 while health.lag keeps the node from new reader sessions) |
+//! | `galera_lb_backend_flow_control_paused` | gauge | `backend`, `name` (wsrep_flow_control_paused, 0 to 1) |
+//! | `galera_lb_backend_segment` | gauge | `backend`, `name` (the node's gmcast.segment; -1 unknown) |
 //! | `galera_lb_health_check_duration_seconds` | histogram | `backend`, `name` |
 //! | `galera_lb_health_check_failures_total` | counter | `backend`, `name`, `reason` |
 //! | `galera_lb_writer_changes_total` | counter | `pool` |
@@ -200,6 +205,37 @@ pub(crate) fn render(router: &Router, listeners: &[Arc<ListenerState>], limits: 
         "The cluster size the node reports (wsrep_cluster_size; 0 unknown).",
         &["backend", "name"],
     );
+    let recv_queue = gauge(
+        "galera_lb_backend_recv_queue",
+        "Write-sets the node has received and not yet applied (wsrep_local_recv_queue).",
+        &["backend", "name"],
+    );
+    let seqno_lag = gauge(
+        "galera_lb_backend_seqno_lag",
+        "Write-sets the node's wsrep_last_committed trails the most advanced checked node of its cluster by.",
+        &["backend", "name"],
+    );
+    let lagging = gauge(
+        "galera_lb_backend_lagging",
+        "1 while the node lags (health.lag): no new reader sessions while another reader does not.",
+        &["backend", "name"],
+    );
+    let segment = gauge(
+        "galera_lb_backend_segment",
+        "The node's Galera segment (gmcast.segment; -1 unknown).",
+        &["backend", "name"],
+    );
+    let flow_control = GaugeVec::new(
+        Opts::new(
+            "galera_lb_backend_flow_control_paused",
+            "The share of time replication was paused by flow control, as the node reports it (wsrep_flow_control_paused, 0 to 1).",
+        ),
+        &["backend", "name"],
+    )
+    .expect("valid gauge");
+    scrape
+        .register(Box::new(flow_control.clone()))
+        .expect("registered once per scrape");
     let snapshot = router.load_full();
     for member in snapshot.backends() {
         let backend = &member.backend;
@@ -235,6 +271,27 @@ pub(crate) fn render(router: &Router, listeners: &[Arc<ListenerState>], limits: 
         cluster_size
             .with_label_values(&name)
             .set(wsrep.and_then(|w| w.cluster_size).map_or(0, i64::from));
+        recv_queue.with_label_values(&name).set(
+            wsrep
+                .and_then(|w| w.recv_queue)
+                .map_or(0, |q| i64::try_from(q).unwrap_or(i64::MAX)),
+        );
+        seqno_lag.with_label_values(&name).set(
+            report
+                .seqno_lag
+                .map_or(0, |lag| i64::try_from(lag).unwrap_or(i64::MAX)),
+        );
+        lagging
+            .with_label_values(&name)
+            .set(i64::from(backend.is_lagging()));
+        segment
+            .with_label_values(&name)
+            .set(backend.segment().map_or(-1, i64::from));
+        flow_control.with_label_values(&name).set(
+            wsrep
+                .and_then(|w| w.flow_control_paused_ppm)
+                .map_or(0.0, |ppm| f64::from(ppm) / 1e6),
+        );
     }
 
     let usable = gauge(

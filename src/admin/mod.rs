@@ -388,6 +388,13 @@ pub(crate) fn status_json(
                 "wsrep_state": wsrep.map(|_| report.wsrep_state()),
                 "cluster_size": wsrep.and_then(|w| w.cluster_size),
                 "cluster_conf_id": wsrep.and_then(|w| w.conf_id),
+                "segment": backend.segment(),
+                "recv_queue": wsrep.and_then(|w| w.recv_queue),
+                "last_committed": wsrep.and_then(|w| w.last_committed),
+                "seqno_lag": report.seqno_lag,
+                "flow_control_paused": wsrep.and_then(|w| w.flow_control_paused_ppm).map(|ppm| f64::from(ppm) / 1e6),
+                "lagging": backend.is_lagging(),
+                "lag_reason": (!report.lag.is_empty()).then_some(report.lag.as_str()),
                 "active": c.active,
                 "total": c.total,
                 "connect_errors": c.connect_errors,
@@ -519,7 +526,7 @@ pub(crate) fn status_page(
     html.push_str(
         "</ul><h2>Backends</h2><table id=\"backends\"><tr><th>pool</th><th>backend</th><th>state</th>\
          <th>reason</th><th>role</th><th>wsrep</th><th>name</th><th>for</th><th>cluster size</th>\
-         <th>conf id</th><th>last check</th><th>latency</th><th>weight</th><th>admin</th>\
+         <th>conf id</th><th>segment</th><th>recv queue</th><th>seqno lag</th><th>last check</th><th>latency</th><th>weight</th><th>admin</th>\
          <th>active</th><th>total</th><th>to backend</th><th>to clients</th></tr>",
     );
     for pool in &snapshot.pools {
@@ -535,6 +542,12 @@ pub(crate) fn status_page(
             let since = backend.since();
             let status = report.wsrep.as_ref();
             let number = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+            // Why a usable node gets no new reader sessions: it lags (health.lag).
+            let reason = if backend.is_lagging() {
+                format!("{}; lagging: {}", report.reason, report.lag)
+            } else {
+                report.reason.clone()
+            };
             let (checked, latency) = match report.checked_at {
                 Some(at) => (
                     format!(
@@ -552,7 +565,7 @@ pub(crate) fn status_page(
                  data-since=\"{since_unix}\">\
                  <td>{pool}</td><td>{addr}</td><td>{state}</td><td>{reason}</td><td>{role}</td>\
                  <td>{wsrep}</td><td>{name}</td><td title=\"since {since_utc}\">{state} for {for_}</td>\
-                 <td>{size}</td><td>{conf}</td><td>{checked}</td><td>{latency}</td>\
+                 <td>{size}</td><td>{conf}</td><td>{segment}</td><td>{queue}</td><td>{seqno_lag}</td><td>{checked}</td><td>{latency}</td>\
                  <td>{weight}</td><td>{admin}</td><td>{active}</td><td>{total}</td>\
                  <td>{sent}</td><td>{received}</td></tr>",
                 pool = escape(&pool.name),
@@ -561,8 +574,11 @@ pub(crate) fn status_page(
                 since_unix = unix_seconds(since) as u64,
                 since_utc = utc(since),
                 for_ = span(ago(now, since)),
-                reason = escape(&report.reason),
+                reason = escape(&reason),
                 wsrep = escape(wsrep),
+                segment = number(backend.segment().map(u64::from)),
+                queue = number(status.and_then(|w| w.recv_queue)),
+                seqno_lag = number(report.seqno_lag),
                 size = number(status.and_then(|w| w.cluster_size).map(u64::from)),
                 conf = number(status.and_then(|w| w.conf_id)),
                 weight = member.weight,

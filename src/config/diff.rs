@@ -135,6 +135,7 @@ fn same_route(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         && a.max_connections == b.max_connections
         && a.proxy_protocol == b.proxy_protocol
         && a.accept_proxy == b.accept_proxy
+        && a.causal_reads == b.causal_reads
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use super::listener::default_pool_name;
 use super::pool::default_retire_after;
 use super::{
-    AdminConfig, BackendConfig, Config, ConfigError, ControlConfig, Discover, HealthConfig,
-    LimitsConfig, ListenerConfig, LogConfig, PolicyKind, PoolConfig, ProxyProtocol, Role,
-    RuntimeConfig, TcpConfig,
+    AdminConfig, BackendConfig, CausalReads, Config, ConfigError, ControlConfig, Discover,
+    HealthConfig, LimitsConfig, ListenerConfig, LocalityConfig, LogConfig, PolicyKind, PoolConfig,
+    ProxyProtocol, Role, RuntimeConfig, TcpConfig,
 };
 use crate::core::access::{AllowList, Cidr};
 use crate::core::secret::Secret;
@@ -47,6 +47,8 @@ pub(crate) struct ConfigFile {
     pools: Vec<PoolConfig>,
     #[serde(default)]
     health: HealthConfig,
+    #[serde(default)]
+    locality: LocalityConfig,
     control: Option<ControlFile>,
     admin: Option<AdminFile>,
 }
@@ -72,6 +74,8 @@ struct ListenerFile {
     accept_proxy: bool,
     #[serde(default)]
     all_backups: bool,
+    #[serde(default)]
+    causal_reads: CausalReads,
 }
 
 /// The control section as written (see [`ControlConfig`]); its defaults are `ControlConfig`'s.
@@ -204,6 +208,7 @@ impl ConfigFile {
                     proxy_protocol: l.proxy_protocol,
                     accept_proxy: l.accept_proxy,
                     all_backups: l.all_backups,
+                    causal_reads: l.causal_reads,
                 })
             })
             .collect::<Result<_, Untyped>>()?;
@@ -246,6 +251,7 @@ impl ConfigFile {
             discover_retire_after: self.discover_retire_after,
             pools: self.pools,
             health: self.health,
+            locality: self.locality,
             control,
             admin,
         })

@@ -105,6 +105,131 @@ pub struct HealthConfig {
     pub password_file: Option<PathBuf>,
     /// The request of `check: http`.
     pub http: HttpCheckConfig,
+    /// Lag-aware readers (`check: wsrep`): when a node counts as lagging, and when it is back.
+    pub lag: LagConfig,
+}
+
+/// When a node counts as lagging behind its cluster. A lagging node keeps its open sessions and
+/// stays usable; it only gets no new reader sessions while another reader is not lagging, and
+/// the writer never moves for lag. Off unless a limit is set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LagConfig {
+    /// A node whose `wsrep_local_recv_queue` (write-sets received, not yet applied) is above
+    /// this, from 1 to 1,000,000,000, for `fall` checks in a row is lagging.
+    pub max_recv_queue: Option<u64>,
+    /// A lagging node is back once its receive queue is at most this for `rise` checks in a
+    /// row; below `max_recv_queue`. Default: a quarter of `max_recv_queue`.
+    pub resume_recv_queue: Option<u64>,
+    /// A node whose `wsrep_last_committed` trails the most advanced node of its cluster (of
+    /// those galera-lb checks) by more than this many write-sets, from 1 to 1,000,000,000, for
+    /// `fall` checks in a row is lagging.
+    pub max_seqno_lag: Option<u64>,
+    /// A lagging node is back once it trails by at most this many write-sets (and its queue is
+    /// at most `resume_recv_queue`) for `rise` checks in a row. Default: a quarter of
+    /// `max_seqno_lag`.
+    pub resume_seqno_lag: Option<u64>,
+    /// Checks in a row over a limit that make a node lagging, from 1 to 1000 (default 2).
+    pub fall: Option<u32>,
+    /// Checks in a row within the resume limits that make it a reader again, from 1 to 1000
+    /// (default 3).
+    pub rise: Option<u32>,
+}
+
+/// The largest lag limit.
+const MAX_LAG: u64 = 1_000_000_000;
+
+impl LagConfig {
+    /// Whether any lag limit is set.
+    pub fn enabled(&self) -> bool {
+        self.max_recv_queue.is_some() || self.max_seqno_lag.is_some()
+    }
+
+    /// The receive queue at or below which a lagging node is back.
+    pub fn resume_recv_queue(&self) -> Option<u64> {
+        self.max_recv_queue
+            .map(|max| self.resume_recv_queue.unwrap_or(max / 4))
+    }
+
+    /// The seqno gap at or below which a lagging node is back.
+    pub fn resume_seqno_lag(&self) -> Option<u64> {
+        self.max_seqno_lag
+            .map(|max| self.resume_seqno_lag.unwrap_or(max / 4))
+    }
+
+    pub fn fall(&self) -> u32 {
+        self.fall.unwrap_or(2)
+    }
+
+    pub fn rise(&self) -> u32 {
+        self.rise.unwrap_or(3)
+    }
+
+    /// `health.lag.*`: limits within range, each resume limit below its limit (and set only
+    /// with it), and the `wsrep` check, which is where the figures come from.
+    fn validate(&self, check: CheckKind, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::invalid(file, field, reason);
+        let pairs = [
+            (
+                "max_recv_queue",
+                self.max_recv_queue,
+                "resume_recv_queue",
+                self.resume_recv_queue,
+            ),
+            (
+                "max_seqno_lag",
+                self.max_seqno_lag,
+                "resume_seqno_lag",
+                self.resume_seqno_lag,
+            ),
+        ];
+        for (max_field, max, resume_field, resume) in pairs {
+            if let Some(max) = max {
+                range::count(
+                    file,
+                    &format!("health.lag.{max_field}"),
+                    max,
+                    1..=MAX_LAG,
+                    ", or null for no limit",
+                )?;
+            }
+            match (max, resume) {
+                (None, Some(_)) => {
+                    return Err(err(
+                        &format!("health.lag.{resume_field}"),
+                        format!("needs health.lag.{max_field}, the limit it resumes below"),
+                    ));
+                }
+                (Some(max), Some(resume)) if resume >= max => {
+                    return Err(err(
+                        &format!("health.lag.{resume_field}"),
+                        format!(
+                            "must be below health.lag.{max_field} ({max}), so that a node does \
+                             not flap at the limit, not {resume}"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(fall) = self.fall {
+            range::count(file, "health.lag.fall", fall, 1..=1000, "")?;
+        }
+        if let Some(rise) = self.rise {
+            range::count(file, "health.lag.rise", rise, 1..=1000, "")?;
+        }
+        if self.enabled() && check != CheckKind::Wsrep {
+            return Err(err(
+                "health.lag",
+                format!(
+                    "needs health.check: wsrep (the lag figures come from the wsrep status), \
+                     not {}",
+                    check.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The request `health.check: http` sends (HTTP/1.0, one per check) and the answer it wants.
@@ -148,6 +273,7 @@ impl Default for HealthConfig {
             password_env: None,
             password_file: None,
             http: HttpCheckConfig::default(),
+            lag: LagConfig::default(),
         }
     }
 }
@@ -209,6 +335,7 @@ impl HealthConfig {
                 "set only one of password, password_env and password_file".into(),
             ));
         }
+        self.lag.validate(self.check, file)?;
         self.http.validate(file)
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 use super::limits::MAX_CONNECTIONS;
-use super::{ConfigError, DEFAULT_POOL, range};
+use super::{CheckKind, ConfigError, DEFAULT_POOL, range};
 
 /// How a listener chooses a backend for each new client.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -72,6 +72,31 @@ pub struct ListenerConfig {
     /// backend (by the policy), rather than only to the first usable one in configuration order
     /// (HAProxy's `option allbackups`).
     pub all_backups: bool,
+    /// `connect`: a new session goes to a node that has committed at least what the writer had
+    /// at its latest check, else to the writer (see [`CausalReads`]).
+    pub causal_reads: CausalReads,
+}
+
+/// What a listener promises about reading what was written before a session started.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CausalReads {
+    /// Any usable node (Galera applies write-sets on each node asynchronously).
+    #[default]
+    None,
+    /// A floor at connect: the session goes to a node whose `wsrep_last_committed` (from the
+    /// latest checks) is at least the writer's at its latest check, else to the writer. Per
+    /// statement, `wsrep_sync_wait` is the tool.
+    Connect,
+}
+
+impl CausalReads {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CausalReads::None => "none",
+            CausalReads::Connect => "connect",
+        }
+    }
 }
 
 /// Whether, and in which version, galera-lb writes a PROXY protocol header to a node before any
@@ -209,4 +234,38 @@ pub(super) fn validate_listeners(
         }
     }
     Ok(binds)
+}
+
+/// `causal_reads: connect` only on a listener that reads (`role: reader` or `any`), with the
+/// `wsrep` check that reads each node's `wsrep_last_committed`.
+pub(super) fn validate_causal_reads(
+    listeners: &[ListenerConfig],
+    check: CheckKind,
+    file: &str,
+) -> Result<(), ConfigError> {
+    for (i, listener) in listeners.iter().enumerate() {
+        if listener.causal_reads == CausalReads::None {
+            continue;
+        }
+        let field = format!("listeners[{i}].causal_reads");
+        if listener.role == Role::Writer {
+            return Err(ConfigError::invalid(
+                file,
+                &field,
+                "a writer listener always reads from the writer: set it on a reader listener",
+            ));
+        }
+        if check != CheckKind::Wsrep {
+            return Err(ConfigError::invalid(
+                file,
+                &field,
+                format!(
+                    "needs health.check: wsrep (it compares the nodes' wsrep_last_committed), \
+                     not {}",
+                    check.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -48,6 +48,7 @@ pub mod haproxy;
 mod health;
 mod limits;
 mod listener;
+mod locality;
 mod pool;
 mod range;
 mod runtime;
@@ -62,9 +63,12 @@ use crate::core::bounded_read::{MAX_CONFIG_BYTES, read_regular};
 use crate::core::secret::Secret;
 
 pub use access::{AdminConfig, ControlConfig};
-pub use health::{CheckKind, HealthConfig, HttpCheckConfig, InitialState, SessionAction};
+pub use health::{
+    CheckKind, HealthConfig, HttpCheckConfig, InitialState, LagConfig, SessionAction,
+};
 pub use limits::{LimitsConfig, TcpConfig};
-pub use listener::{ListenerConfig, PolicyKind, ProxyProtocol, Role};
+pub use listener::{CausalReads, ListenerConfig, PolicyKind, ProxyProtocol, Role};
+pub use locality::LocalityConfig;
 pub use pool::{BackendConfig, DEFAULT_POOL, Discover, PoolConfig, PoolView, split_host_port};
 pub(crate) use runtime::{LogConfig, LogFormat, RuntimeConfig, log_filter};
 
@@ -121,6 +125,8 @@ pub struct Config {
     /// Further named pools of backends (a listener picks one with `pool:`).
     pub pools: Vec<PoolConfig>,
     pub health: HealthConfig,
+    /// This instance's Galera segment, which readers (and, if asked, the writer) prefer.
+    pub locality: LocalityConfig,
     /// The glbd-compatible control port; off unless the section is present.
     pub control: Option<ControlConfig>,
     /// The admin HTTP port (metrics, status, readiness); off unless the section is present.
@@ -217,6 +223,8 @@ impl Config {
             admin.validate(&binds, self.control.as_ref().map(|c| c.bind), file)?;
         }
         self.health.validate(file)?;
+        self.locality.validate(self.health.check, file)?;
+        listener::validate_causal_reads(&self.listeners, self.health.check, file)?;
         pool::validate_check_ports(&pools, file)?;
         pool::validate_names(&pools, file)
     }

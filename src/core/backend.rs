@@ -32,6 +32,11 @@ pub(crate) struct HealthReport {
     /// A short reason: "synced", "non-Primary", "timeout", "error 1045", ...
     pub reason: String,
     pub wsrep: Option<WsrepStatus>,
+    /// Why the node is lagging (`recv_queue 240 > 100`), while it is; else empty.
+    pub lag: String,
+    /// How many write-sets the node trails the most advanced node of its cluster by, at this
+    /// check (`None` when unknown).
+    pub seqno_lag: Option<u64>,
 }
 
 /// Why a connect to a backend failed.
@@ -104,6 +109,13 @@ pub struct BackendState {
     writable: AtomicBool,
     /// The node's `wsrep_local_index`, `u32::MAX` while unknown.
     local_index: AtomicU32,
+    /// The node's `wsrep_last_committed` at its latest passing check, `u64::MAX` while unknown.
+    last_committed: AtomicU64,
+    /// The node's Galera segment, `u32::MAX` while unknown.
+    segment: AtomicU32,
+    /// Set while the node lags behind its cluster (see `health.lag`): no new reader sessions
+    /// while another reader does not.
+    lagging: AtomicBool,
     report: ArcSwap<HealthReport>,
     /// Bumped to close every open session to this backend.
     close_sessions: watch::Sender<u64>,
@@ -146,6 +158,9 @@ impl BackendState {
             healthy: AtomicBool::new(healthy),
             writable: AtomicBool::new(healthy),
             local_index: AtomicU32::new(u32::MAX),
+            last_committed: AtomicU64::new(u64::MAX),
+            segment: AtomicU32::new(u32::MAX),
+            lagging: AtomicBool::new(false),
             report: ArcSwap::from_pointee(HealthReport::default()),
             close_sessions: watch::Sender::new(0),
             admin: AtomicU8::new(0),
@@ -227,6 +242,38 @@ impl BackendState {
     pub(crate) fn set_local_index(&self, index: Option<u32>) {
         self.local_index
             .store(index.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// The node's `wsrep_last_committed` at its latest passing check, when known.
+    pub(crate) fn last_committed(&self) -> Option<u64> {
+        match self.last_committed.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            seqno => Some(seqno),
+        }
+    }
+
+    pub(crate) fn set_last_committed(&self, seqno: Option<u64>) {
+        self.last_committed
+            .store(seqno.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The node's Galera segment, when known.
+    pub(crate) fn segment(&self) -> Option<u8> {
+        u8::try_from(self.segment.load(Ordering::Relaxed)).ok()
+    }
+
+    pub(crate) fn set_segment(&self, segment: Option<u8>) {
+        self.segment
+            .store(segment.map_or(u32::MAX, u32::from), Ordering::Relaxed);
+    }
+
+    /// Whether the node lags behind its cluster (see `health.lag`).
+    pub(crate) fn is_lagging(&self) -> bool {
+        self.lagging.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_lagging(&self, lagging: bool) {
+        self.lagging.store(lagging, Ordering::Relaxed);
     }
 
     pub(crate) fn report(&self) -> Arc<HealthReport> {

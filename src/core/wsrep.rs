@@ -14,9 +14,11 @@ use std::collections::HashMap;
 pub(crate) const QUERY: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', \
      'wsrep_cluster_status', 'wsrep_ready', 'wsrep_connected', 'wsrep_local_index', \
      'wsrep_incoming_addresses', 'wsrep_cluster_size', 'wsrep_local_recv_queue', \
-     'wsrep_local_state_comment', 'wsrep_cluster_conf_id', 'wsrep_cluster_state_uuid'); \
+     'wsrep_local_state_comment', 'wsrep_cluster_conf_id', 'wsrep_cluster_state_uuid', \
+     'wsrep_last_committed', 'wsrep_flow_control_paused'); \
      SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_desync', 'wsrep_reject_queries', \
-     'wsrep_sst_donor_rejects_queries', 'read_only', 'pxc_maint_mode', 'wsrep_on')";
+     'wsrep_sst_donor_rejects_queries', 'read_only', 'pxc_maint_mode', 'wsrep_on', \
+     'wsrep_provider_options')";
 
 /// What the check learned about a node, whatever the verdict.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,7 +31,16 @@ pub struct WsrepStatus {
     pub connected: bool,
     pub local_index: Option<u32>,
     pub cluster_size: Option<u32>,
+    /// `wsrep_local_recv_queue`: write-sets received and not yet applied.
     pub recv_queue: Option<u64>,
+    /// `wsrep_last_committed`: the seqno of the last write-set this node committed.
+    pub last_committed: Option<u64>,
+    /// `wsrep_flow_control_paused` in millionths: the share of time replication was paused by
+    /// flow control (since the last `FLUSH STATUS`, or the last status query on Galera 4).
+    pub flow_control_paused_ppm: Option<u32>,
+    /// The node's `gmcast.segment` (from `wsrep_provider_options`; 0 when the options do not
+    /// set it).
+    pub segment: Option<u8>,
     /// `wsrep_cluster_conf_id`: raised by every view change of the Primary component.
     pub conf_id: Option<u64>,
     /// `wsrep_cluster_state_uuid`: the cluster's history, the same on every node of it.
@@ -79,6 +90,13 @@ impl WsrepStatus {
             local_index: number(&values, "wsrep_local_index"),
             cluster_size: number(&values, "wsrep_cluster_size"),
             recv_queue: number(&values, "wsrep_local_recv_queue"),
+            last_committed: number(&values, "wsrep_last_committed"),
+            flow_control_paused_ppm: number(&values, "wsrep_flow_control_paused")
+                .filter(|share: &f64| share.is_finite())
+                .map(|share| (share.clamp(0.0, 1.0) * 1e6).round() as u32),
+            segment: values
+                .get("wsrep_provider_options")
+                .map(|options| provider_segment(options)),
             conf_id: number(&values, "wsrep_cluster_conf_id"),
             cluster_uuid: text("wsrep_cluster_state_uuid"),
             incoming_addresses: parse_incoming_addresses(&text("wsrep_incoming_addresses")),
@@ -151,6 +169,17 @@ impl WsrepStatus {
             reason: reason.to_string(),
         }
     }
+}
+
+/// `gmcast.segment` in `wsrep_provider_options` (`...; gmcast.segment = 1; ...`): 0, Galera's
+/// default, when it is not there or not a number from 0 to 255.
+fn provider_segment(options: &str) -> u8 {
+    options
+        .split(';')
+        .filter_map(|option| option.split_once('='))
+        .find(|(name, _)| name.trim() == "gmcast.segment")
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Splits `wsrep_incoming_addresses`, skipping empty, `AUTO` and `undefined` entries.
@@ -318,6 +347,30 @@ mod tests {
                 "{changes:?}"
             );
         }
+    }
+
+    #[test]
+    fn lag_figures_and_the_segment_are_read() {
+        let status = with(&[
+            ("wsrep_local_recv_queue", "240"),
+            ("wsrep_last_committed", "91234"),
+            ("wsrep_flow_control_paused", "0.125"),
+            (
+                "wsrep_provider_options",
+                "base_dir = /var/lib/mysql/; gcs.fc_limit = 16; gmcast.segment = 2; \
+                 gmcast.time_wait = PT5S",
+            ),
+        ]);
+        assert_eq!(status.recv_queue, Some(240));
+        assert_eq!(status.last_committed, Some(91234));
+        assert_eq!(status.flow_control_paused_ppm, Some(125_000));
+        assert_eq!(status.segment, Some(2));
+        let defaults = with(&[("wsrep_provider_options", "gcs.fc_limit = 16")]);
+        assert_eq!(defaults.segment, Some(0), "Galera's default segment");
+        let unread = with(&[]);
+        assert_eq!((unread.segment, unread.last_committed), (None, None));
+        let odd = with(&[("wsrep_flow_control_paused", "nan")]);
+        assert_eq!(odd.flow_control_paused_ppm, None);
     }
 
     #[test]

@@ -344,13 +344,15 @@ pub(crate) fn render_getinfo_json(snapshot: &Snapshot) -> String {
                 "pool": r.pool.name,
                 "policy": r.policy_kind.as_str(),
                 "role": r.role.as_str(),
+                "causal_reads": r.causal_reads.as_str(),
             })
         })
         .collect();
     format!("{}\n", json!({ "listeners": listeners, "pools": pools }))
 }
 
-/// Each backend's health, admin state, role and name, one line each.
+/// Each backend's health, admin state, role and name, one line each; `lagging` at the end of
+/// the line of a node that lags (`health.lag`).
 pub(crate) fn render_health(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for pool in &snapshot.pools {
@@ -374,6 +376,9 @@ pub(crate) fn render_health(snapshot: &Snapshot) -> String {
                 if wsrep.is_empty() { "-" } else { wsrep },
                 m.backend.name(),
             ));
+            if m.backend.is_lagging() {
+                out.insert_str(out.len() - 1, " lagging");
+            }
         }
     }
     out

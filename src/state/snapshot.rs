@@ -27,7 +27,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config::{
-    CheckKind, Config, InitialState, PolicyKind, ProxyProtocol, Role, SessionAction,
+    CausalReads, CheckKind, Config, InitialState, PolicyKind, ProxyProtocol, Role, SessionAction,
     split_host_port,
 };
 use crate::core::backend::{AdminState, BackendCounters, BackendState, HealthReport};
@@ -140,14 +140,23 @@ pub struct Pool {
     pub members: Vec<Member>,
     /// The pool's writer role, shared with every other snapshot that has this pool.
     pub writer_role: Arc<WriterRole>,
+    /// The segment whose nodes come first in the writer order (`locality.segment` with
+    /// `locality.writer_prefers_segment`).
+    pub writer_segment: Option<u8>,
 }
 
 impl Pool {
-    pub(crate) fn new(name: String, members: Vec<Member>, writer_role: Arc<WriterRole>) -> Pool {
+    pub(crate) fn new(
+        name: String,
+        members: Vec<Member>,
+        writer_role: Arc<WriterRole>,
+        writer_segment: Option<u8>,
+    ) -> Pool {
         Pool {
             name,
             members,
             writer_role,
+            writer_segment,
         }
     }
 
@@ -169,9 +178,10 @@ impl Pool {
     }
 
     /// The writer candidates, best first: non-backups before backups, and backups in
-    /// configuration order (as HAProxy uses them); then lowest tier, then highest weight, then
-    /// lowest `wsrep_local_index`, then address. The order depends only on configuration and
-    /// cluster state, so every galera-lb instance computes the same one.
+    /// configuration order (as HAProxy uses them); then, with `writer_prefers_segment`, the
+    /// nodes of the local segment; then lowest tier, then highest weight, then lowest
+    /// `wsrep_local_index`, then address. The order depends only on configuration and cluster
+    /// state, so every galera-lb instance with the same configuration computes the same one.
     pub(crate) fn writer_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.members.len()).collect();
         order.sort_by(|&a, &b| self.writer_cmp(a, b));
@@ -190,9 +200,14 @@ impl Pool {
     fn writer_cmp(&self, ia: usize, ib: usize) -> std::cmp::Ordering {
         let (a, b) = (&self.members[ia], &self.members[ib]);
         let backup_rank = |m: &Member, i: usize| if m.backup { i } else { 0 };
+        let elsewhere = |m: &Member| {
+            self.writer_segment
+                .is_some_and(|local| m.backend.segment() != Some(local))
+        };
         a.backup
             .cmp(&b.backup)
             .then(backup_rank(a, ia).cmp(&backup_rank(b, ib)))
+            .then(elsewhere(a).cmp(&elsewhere(b)))
             .then(a.tier.cmp(&b.tier))
             .then(b.weight.total_cmp(&a.weight))
             .then(
@@ -242,6 +257,10 @@ pub struct Route {
     pub proxy_protocol: ProxyProtocol,
     /// The listener reads a PROXY header from each new client (`accept_proxy`).
     pub accept_proxy: bool,
+    /// A floor at connect: only nodes that have committed what the writer had (`causal_reads`).
+    pub causal_reads: CausalReads,
+    /// The segment whose nodes readers prefer (`locality.segment`).
+    pub local_segment: Option<u8>,
     pub pool: Arc<Pool>,
     /// Shared by the snapshots that keep this route's pool as it was.
     policy: Arc<dyn Policy>,
@@ -271,6 +290,11 @@ impl Route {
     /// left, backups: the first usable one in configuration order, or with `all_backups` the
     /// policy's choice among every usable backup of the lowest tier. A `writer` listener takes
     /// the pool's writer, and after a failed connect the next writer candidate.
+    ///
+    /// Before that, `any` and `reader` listeners narrow the usable members, each step only when
+    /// it leaves someone (see [`Route::preferred`]): with `causal_reads: connect` to the nodes
+    /// that have committed what the writer had (none: the writer); then to the nodes that are
+    /// not lagging; then to the nodes of the local segment.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Result<usize, NoMember> {
         let members = &self.pool.members;
         let available = |i: usize| !tried.contains(&i) && members[i].is_usable();
@@ -292,6 +316,11 @@ impl Route {
                 .find(|&i| available(i) && members[i].backend.is_writable())
                 .ok_or_else(none_left);
         }
+        let preferred = match self.preferred(&available) {
+            Preferred::Members(preferred) => preferred,
+            Preferred::Writer(writer) => return Ok(writer),
+        };
+        let available = |i: usize| available(i) && preferred.as_ref().is_none_or(|p| p[i]);
         let left_out = match (self.exclude_writer, self.pool.writer()) {
             (true, Some(writer)) if (0..members.len()).any(|i| i != writer && available(i)) => {
                 Some(writer)
@@ -323,6 +352,68 @@ impl Route {
     }
 }
 
+/// Which members a reading pick may choose from (see [`Route::preferred`]).
+enum Preferred {
+    /// Those marked `true`; `None`: every available member (nothing to narrow).
+    Members(Option<Vec<bool>>),
+    /// Only the writer: no other node has committed what it had (`causal_reads: connect`).
+    Writer(usize),
+}
+
+impl Route {
+    /// The Galera-aware narrowing of a reading pick among the `available` members, each step
+    /// taken only when some member is left after it:
+    /// 1. `causal_reads: connect`: the nodes whose `wsrep_last_committed` at their latest check
+    ///    is at least the writer's at its latest check; when none is, the writer itself (the
+    ///    one node that has certainly committed it), and when it is not available (its connect
+    ///    just failed), nobody: a client error is retried, a stale read is not noticed. Without
+    ///    a writer, or before its first seqno is known, there is no floor;
+    /// 2. the nodes that are not lagging (`health.lag`);
+    /// 3. the nodes of `locality.segment`.
+    fn preferred(&self, available: &dyn Fn(usize) -> bool) -> Preferred {
+        let members = &self.pool.members;
+        let causal = self.causal_reads == CausalReads::Connect;
+        let lag = members.iter().any(|m| m.backend.is_lagging());
+        if !causal && !lag && self.local_segment.is_none() {
+            return Preferred::Members(None);
+        }
+        let mut allowed: Vec<bool> = (0..members.len()).map(available).collect();
+        let mut narrow = |keep: &dyn Fn(&Member) -> bool| {
+            let narrowed: Vec<bool> = allowed
+                .iter()
+                .zip(members)
+                .map(|(&allowed, member)| allowed && keep(member))
+                .collect();
+            let left = narrowed.iter().any(|&m| m);
+            if left {
+                allowed = narrowed;
+            }
+            left
+        };
+        if causal {
+            let writer = self.pool.writer();
+            let floor = writer.and_then(|w| members[w].backend.last_committed());
+            if let (Some(writer), Some(floor)) = (writer, floor) {
+                let fresh = |m: &Member| m.backend.last_committed().is_some_and(|c| c >= floor);
+                if !narrow(&fresh) {
+                    // The writer, or nobody: a stale node would break the promise.
+                    return match available(writer) {
+                        true => Preferred::Writer(writer),
+                        false => Preferred::Members(Some(vec![false; members.len()])),
+                    };
+                }
+            }
+        }
+        if lag {
+            narrow(&|m: &Member| !m.backend.is_lagging());
+        }
+        if let Some(local) = self.local_segment {
+            narrow(&|m: &Member| m.backend.segment() == Some(local));
+        }
+        Preferred::Members(Some(allowed))
+    }
+}
+
 /// The immutable routing state read by every listener.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -346,10 +437,13 @@ impl Snapshot {
     }
 
     /// Whether some listener routes by `pool`'s writer: a `role: writer` listener, or a reader
-    /// listener with `exclude_writer`. Only such pools elect one.
+    /// listener with `exclude_writer` or `causal_reads`. Only such pools elect one.
     pub fn uses_writer(&self, pool: &Pool) -> bool {
         self.routes.iter().any(|route| {
-            route.pool.name == pool.name && (route.role == Role::Writer || route.exclude_writer)
+            route.pool.name == pool.name
+                && (route.role == Role::Writer
+                    || route.exclude_writer
+                    || route.causal_reads == CausalReads::Connect)
         })
     }
 
@@ -750,6 +844,7 @@ impl Updater {
             old.name.clone(),
             members,
             old.writer_role.clone(),
+            old.writer_segment,
         ));
         let mut pools = snapshot.pools.clone();
         pools[index] = pool.clone();
@@ -1189,6 +1284,10 @@ async fn build(
             pool.name.to_string(),
             members.members,
             writer_roles.of(pool.name),
+            config
+                .locality
+                .segment
+                .filter(|_| config.locality.writer_prefers_segment),
         )));
     }
     let routes = config
@@ -1218,6 +1317,8 @@ async fn build(
                     && config.health.on_writer_change == SessionAction::ShutdownSessions,
                 proxy_protocol: listener.proxy_protocol,
                 accept_proxy: listener.accept_proxy,
+                causal_reads: listener.causal_reads,
+                local_segment: config.locality.segment,
                 policy: Arc::from(build_policy(listener.policy, &pool.members)),
                 pool,
             })
@@ -1584,6 +1685,182 @@ health:
         );
         assert_eq!(pool.elect_writer(false), Some((None, Some(1))));
         assert_eq!(pool.elect_writer(false), None, "nothing changed");
+    }
+
+    /// A writer listener and a round-robin reader listener over three nodes with the wsrep
+    /// check, every node up from the start; `extra` goes at the end of the file.
+    fn galera_reads(reader: &str, extra: &str) -> String {
+        format!(
+            "
+listeners:
+  - name: rw
+    bind: 127.0.0.1:3306
+    role: writer
+  - name: ro
+    bind: 127.0.0.1:3307
+    role: reader
+{reader}backends:
+  - address: 127.0.0.1:3316
+  - address: 127.0.0.1:3326
+  - address: 127.0.0.1:3336
+health:
+  initial: up
+{extra}"
+        )
+    }
+
+    /// Which members `route` picks over `n` clients, in order.
+    fn picks(route: &Route, n: usize) -> Vec<usize> {
+        (0..n).map(|_| route.pick(LOCAL, &[]).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn readers_leave_out_a_lagging_node_while_another_is_not_and_the_writer_stays() {
+        let updater = Updater::new(&config(&galera_reads("", ""))).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        pool.elect_writer(false);
+        let (rw, ro) = (snapshot.route("rw").unwrap(), snapshot.route("ro").unwrap());
+        assert_eq!(rw.pick(LOCAL, &[]), Ok(0));
+        pool.members[2].backend.set_lagging(true);
+        let mut seen = picks(ro, 6);
+        seen.sort();
+        assert_eq!(
+            seen,
+            [0, 0, 0, 1, 1, 1],
+            "node 3 lags: the others take turns"
+        );
+        pool.members[0].backend.set_lagging(true);
+        assert_eq!(rw.pick(LOCAL, &[]), Ok(0), "the writer never moves for lag");
+        assert_eq!(picks(ro, 3), [1, 1, 1]);
+        pool.members[1].backend.set_lagging(true);
+        let mut all = picks(ro, 3);
+        all.sort();
+        assert_eq!(all, [0, 1, 2], "every reader lags: every one serves");
+        pool.members[1].backend.set_healthy(false);
+        pool.members[0].backend.set_lagging(false);
+        assert_eq!(picks(ro, 2), [0, 0], "the one that does not lag");
+        // Failover after a failed connect: a lagging node before none at all.
+        assert_eq!(ro.pick(LOCAL, &[0]), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn readers_prefer_the_local_segment_and_fall_back_to_the_others() {
+        let yaml = galera_reads("", "locality:\n  segment: 1\n");
+        let updater = Updater::new(&config(&yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        let ro = snapshot.route("ro").unwrap();
+        for (i, segment) in [0, 1, 1].into_iter().enumerate() {
+            pool.members[i].backend.set_segment(Some(segment));
+        }
+        let mut seen = picks(ro, 4);
+        seen.sort();
+        assert_eq!(seen, [1, 1, 2, 2], "segment 1 only");
+        pool.members[1].backend.set_healthy(false);
+        assert_eq!(picks(ro, 2), [2, 2]);
+        pool.members[2].backend.set_lagging(true);
+        assert_eq!(
+            picks(ro, 2),
+            [0, 0],
+            "not lagging comes before the local segment"
+        );
+        pool.members[2].backend.set_lagging(false);
+        pool.members[2].backend.set_healthy(false);
+        assert_eq!(
+            picks(ro, 2),
+            [0, 0],
+            "no usable node in segment 1: the others"
+        );
+        assert_eq!(
+            pool.writer_order(),
+            [0, 1, 2],
+            "the writer does not prefer the segment unless asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_writer_prefers_the_local_segment_only_when_asked_and_instances_agree() {
+        let yaml = galera_reads(
+            "",
+            "locality:\n  segment: 1\n  writer_prefers_segment: true\n",
+        );
+        let elect = || async {
+            let updater = Updater::new(&config(&yaml)).await.unwrap();
+            let snapshot = updater.router().load_full();
+            let pool = &snapshot.pools[0];
+            for (i, segment) in [0, 1, 1].into_iter().enumerate() {
+                pool.members[i].backend.set_segment(Some(segment));
+                pool.members[i].backend.set_local_index(Some(i as u32));
+            }
+            pool.elect_writer(false);
+            (pool.writer_order(), pool.writer())
+        };
+        let (first, second) = (elect().await, elect().await);
+        assert_eq!(first, (vec![1, 2, 0], Some(1)));
+        assert_eq!(first, second, "two instances with the same setting agree");
+        let refused = Config::from_yaml(
+            &galera_reads("", "locality:\n  writer_prefers_segment: true\n"),
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("locality.writer_prefers_segment")
+                && refused.contains("needs locality.segment"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_causal_floor_sends_readers_to_nodes_that_committed_what_the_writer_had() {
+        let yaml = galera_reads("    causal_reads: connect\n", "");
+        let updater = Updater::new(&config(&yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        assert!(
+            snapshot.uses_writer(&snapshot.pools[0]),
+            "the floor is the writer's"
+        );
+        let pool = &snapshot.pools[0];
+        let ro = snapshot.route("ro").unwrap();
+        let committed = |seqnos: [u64; 3]| {
+            for (i, seqno) in seqnos.into_iter().enumerate() {
+                pool.members[i].backend.set_last_committed(Some(seqno));
+            }
+        };
+        // No writer yet: no floor.
+        let mut seen = picks(ro, 3);
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2]);
+        pool.elect_writer(false);
+        committed([100, 100, 90]);
+        let mut seen = picks(ro, 4);
+        seen.sort();
+        assert_eq!(seen, [0, 0, 1, 1], "node 3 has not committed 100 yet");
+        committed([100, 99, 90]);
+        assert_eq!(picks(ro, 3), [0, 0, 0], "none but the writer: the writer");
+        committed([100, 101, 100]);
+        let mut seen = picks(ro, 3);
+        seen.sort();
+        assert_eq!(
+            seen,
+            [0, 1, 2],
+            "checked later, ahead of the writer's check"
+        );
+        // After a failed connect to the writer, nothing else has the floor: all tried.
+        committed([100, 99, 90]);
+        assert_eq!(ro.pick(LOCAL, &[0]), Err(NoMember::AllTried));
+        let refused = Config::from_yaml(
+            &galera_reads("    causal_reads: connect\n", "")
+                .replace("health:\n  initial: up\n", "health:\n  check: tcp\n"),
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("listeners[1].causal_reads") && refused.contains("wsrep"),
+            "{refused}"
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,8 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("pools", "pools:\n  - made_up: 1\n"),
     ("health", "health:\n  made_up: 1\n"),
     ("health.http", "health:\n  http:\n    made_up: 1\n"),
+    ("health.lag", "health:\n  lag:\n    made_up: 1\n"),
+    ("locality", "locality:\n  made_up: 1\n"),
     ("control", "control:\n  made_up: 1\n"),
     ("admin", "admin:\n  made_up: 1\n"),
 ];

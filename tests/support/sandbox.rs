@@ -144,6 +144,13 @@ impl Cluster {
         self.node_command("readonly", n, &[if on { "on" } else { "off" }]);
     }
 
+    /// `scripts/sandbox lag N on|off`: node `n` falls behind while it stays Synced (a write
+    /// load it applies slowly, with flow control raised so that the cluster does not wait for
+    /// it), or catches up.
+    pub fn lag(&self, n: usize, on: bool) {
+        self.node_command("lag", n, &[if on { "on" } else { "off" }]);
+    }
+
     /// Run `statement` as root on node `n`; rows tab-separated, no header, trailing newline
     /// trimmed.
     pub fn sql(&self, n: usize, statement: &str) -> String {
@@ -276,4 +283,47 @@ fn start_own() -> Result<Cluster, String> {
         .and_then(|out| parse_addresses(&out))
         .map_err(|e| format!("cannot start the Galera sandbox: {e}\n{fix}"))?;
     Ok(Cluster { dir, addresses })
+}
+
+/// A sandbox of its own (not the shared one), with each node in the Galera segment given
+/// (`scripts/sandbox start --segments A,B,C`); stopped when dropped.
+pub struct OwnCluster {
+    pub cluster: Cluster,
+}
+
+impl OwnCluster {
+    /// Starts one in `<temp dir>/galera-lb-test-NAME-PORT` on `base_port`.
+    pub fn start_segmented(name: &str, base_port: u16, segments: [u8; 3]) -> OwnCluster {
+        let dir = std::env::temp_dir().join(format!("galera-lb-test-{name}-{base_port}"));
+        let shown = dir.display().to_string();
+        let port = base_port.to_string();
+        let pid = std::process::id().to_string();
+        let segments = segments.map(|s| s.to_string()).join(",");
+        let started = run_script(&[
+            "start",
+            "--dir",
+            &shown,
+            "--base-port",
+            &port,
+            "--segments",
+            &segments,
+            "--owner-pid",
+            &pid,
+        ])
+        .and_then(|out| parse_addresses(&out))
+        .unwrap_or_else(|e| panic!("a sandbox with segments {segments}: {e}"));
+        OwnCluster {
+            cluster: Cluster {
+                dir,
+                addresses: started,
+            },
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let dir = self.cluster.dir.display().to_string();
+        let _ = run_script(&["stop", "--dir", &dir]);
+    }
 }

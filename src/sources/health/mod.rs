@@ -16,6 +16,7 @@
 //! - [`http`]: the `http` check's request and the reading of its answer.
 //! - [`view`]: the comparison of the nodes' views that catches a node evicted while frozen,
 //!   which still reports its old Primary view after it resumes.
+//! - [`lag`]: whether a Synced node lags behind its cluster (`health.lag`), with hysteresis.
 //! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
 //!   backends that get PROXY headers.
 //!
@@ -24,6 +25,7 @@
 //! `LOCAL` header, which tell the node that the connection is galera-lb's own.
 
 pub(crate) mod http;
+pub(crate) mod lag;
 pub(crate) mod probe;
 pub(crate) mod relay;
 pub mod view;
@@ -43,6 +45,7 @@ use tracing::{info, warn};
 use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction};
 use crate::core::backend::{AdminState, BackendState, HealthReport};
 use crate::state::snapshot::{Delta, Router, Snapshot};
+use lag::{LagGate, Reading, Seqnos};
 use probe::{Outcome, Probe};
 use view::Views;
 
@@ -138,6 +141,8 @@ pub(crate) struct HealthMonitor {
     changed: Arc<Notify>,
     /// The views the checks saw, shared by every check task.
     views: Arc<Views>,
+    /// The nodes' latest `wsrep_last_committed`, shared by every check task.
+    seqnos: Arc<Seqnos>,
     /// How many started check tasks have not finished their first check yet, plus one until the
     /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
     first_checks_pending: Arc<watch::Sender<usize>>,
@@ -201,6 +206,7 @@ impl HealthMonitor {
             tasks: HashMap::new(),
             changed,
             views: Arc::new(Views::default()),
+            seqnos: Arc::new(Seqnos::default()),
             first_checks_pending,
             synced_once: false,
             stop,
@@ -320,7 +326,10 @@ impl HealthMonitor {
                 self.make_check.clone(),
                 self.settings.clone(),
                 self.changed.clone(),
-                self.views.clone(),
+                Shared {
+                    views: self.views.clone(),
+                    seqnos: self.seqnos.clone(),
+                },
                 self.first_checks_pending.clone(),
                 stop,
             ));
@@ -375,13 +384,19 @@ struct CheckTarget {
     proxy_header: ProxyProtocol,
 }
 
+/// What the check tasks of every backend share: the views and the seqnos they saw.
+struct Shared {
+    views: Arc<Views>,
+    seqnos: Arc<Seqnos>,
+}
+
 /// Checks one backend until stopped.
 async fn run_checks(
     target: CheckTarget,
     make_check: MakeCheck,
     settings: Arc<HealthSettings>,
     changed: Arc<Notify>,
-    views: Arc<Views>,
+    shared: Shared,
     first_checks_pending: Arc<watch::Sender<usize>>,
     stop: CancellationToken,
 ) {
@@ -390,12 +405,17 @@ async fn run_checks(
         address,
         proxy_header,
     } = target;
+    let Shared { views, seqnos } = shared;
     let config = &settings.config;
-    // However the task ends, this node's view stops counting; and when it ends because the
-    // backend was removed, the backend's series go (after the task's last check, so no check
-    // can bring them back).
-    let _forget = ForgetView(&views, address);
+    // However the task ends, this node's view and seqno stop counting; and when it ends because
+    // the backend was removed, the backend's series go (after the task's last check, so no
+    // check can bring them back).
+    let _forget = ForgetView(&views, &seqnos, address);
     let _forget_series = ForgetSeries(&backend);
+    let mut lag = LagGate::new(&config.lag, backend.is_lagging());
+    if !config.lag.enabled() {
+        backend.set_lagging(false);
+    }
     let mut first = true;
     let mut logged_reason: Option<String> = None;
     let mut probe = make_check(&settings, address, proxy_header);
@@ -406,9 +426,10 @@ async fn run_checks(
     }
     loop {
         if backend.admin_state() == AdminState::Maint && !first {
-            // Under maintenance: no checks, no noise; the state stays as it was. Its view is no
-            // longer current, so it must not count against the other nodes'.
+            // Under maintenance: no checks, no noise; the state stays as it was. Its view and
+            // seqno are no longer current, so they must not count against the other nodes'.
             views.forget(address);
+            seqnos.forget(address);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(config.interval) => continue,
@@ -441,12 +462,20 @@ async fn run_checks(
                 ])
                 .inc();
         }
+        let seqno_lag = follow_lag(&backend, &mut lag, &seqnos, address, &outcome, config);
+        let checked = Checked {
+            outcome: &outcome,
+            duration,
+            lag: Lag {
+                reason: lag.reason().to_string(),
+                seqno_lag,
+            },
+        };
         apply(
             &backend,
             &mut state,
             &mut logged_reason,
-            &outcome,
-            duration,
+            checked,
             config,
             &changed,
         );
@@ -461,13 +490,67 @@ async fn run_checks(
     }
 }
 
-/// Forgets a node's view when its check task ends.
-struct ForgetView<'a>(&'a Views, SocketAddr);
+/// Forgets a node's view and seqno when its check task ends.
+struct ForgetView<'a>(&'a Views, &'a Seqnos, SocketAddr);
 
 impl Drop for ForgetView<'_> {
     fn drop(&mut self) {
-        self.0.forget(self.1);
+        self.0.forget(self.2);
+        self.1.forget(self.2);
     }
+}
+
+/// One check's result, as [`apply`] records it.
+struct Checked<'a> {
+    outcome: &'a Outcome,
+    duration: Duration,
+    lag: Lag,
+}
+
+/// A node's lag as the report shows it.
+struct Lag {
+    reason: String,
+    seqno_lag: Option<u64>,
+}
+
+/// Follows a node's lag from a check's outcome: its seqno and segment, how far it trails the
+/// most advanced node of its cluster, and (with `health.lag` limits) whether it is lagging,
+/// logged when that changes. A failed check forgets its seqno and leaves the flag as it was.
+/// Returns the seqno gap.
+fn follow_lag(
+    backend: &BackendState,
+    gate: &mut LagGate,
+    seqnos: &Seqnos,
+    address: SocketAddr,
+    outcome: &Outcome,
+    config: &HealthConfig,
+) -> Option<u64> {
+    let wsrep = outcome.wsrep.as_ref().filter(|_| outcome.passed);
+    let Some(wsrep) = wsrep else {
+        seqnos.forget(address);
+        return None;
+    };
+    backend.set_last_committed(wsrep.last_committed);
+    backend.set_segment(wsrep.segment);
+    let seqno_lag = wsrep
+        .last_committed
+        .filter(|_| !wsrep.cluster_uuid.is_empty())
+        .map(|committed| seqnos.record(address, &wsrep.cluster_uuid, committed));
+    if !config.lag.enabled() {
+        return seqno_lag;
+    }
+    let was = gate.is_lagging();
+    let lagging = gate.record(&Reading::of(&config.lag, wsrep, seqno_lag));
+    backend.set_lagging(lagging);
+    if lagging && !was {
+        warn!(backend = %backend.address, name = %backend.name(), reason = %gate.reason(),
+            "backend lagging: no new reader sessions while another reader is not");
+    } else if was && !lagging {
+        info!(backend = %backend.address, name = %backend.name(),
+            recv_queue = wsrep.recv_queue.unwrap_or(0), seqno_lag = seqno_lag.unwrap_or(0),
+            "backend caught up: a reader again");
+    }
+    seqno_lag
 }
 
 /// Deletes a removed backend's series when its check task ends.
@@ -486,11 +569,15 @@ fn apply(
     backend: &BackendState,
     state: &mut RiseFall,
     logged_reason: &mut Option<String>,
-    outcome: &Outcome,
-    duration: Duration,
+    checked: Checked<'_>,
     config: &HealthConfig,
     changed: &Notify,
 ) {
+    let Checked {
+        outcome,
+        duration,
+        lag,
+    } = checked;
     let was_up = backend.is_healthy();
     let was_writable = backend.is_writable();
     let first = !state.has_checked();
@@ -510,6 +597,8 @@ fn apply(
         passed: outcome.passed,
         reason: outcome.reason.clone(),
         wsrep: outcome.wsrep.clone(),
+        lag: lag.reason,
+        seqno_lag: lag.seqno_lag,
     });
 
     // Log each state once, and a new reason for the same state once (read_only while up, say,
