@@ -316,18 +316,18 @@ impl Route {
                 .find(|&i| available(i) && members[i].backend.is_writable())
                 .ok_or_else(none_left);
         }
-        let preferred = match self.preferred(&available) {
-            Preferred::Members(preferred) => preferred,
-            Preferred::Writer(writer) => return Ok(writer),
-        };
-        let available = |i: usize| available(i) && preferred.as_ref().is_none_or(|p| p[i]);
         let left_out = match (self.exclude_writer, self.pool.writer()) {
             (true, Some(writer)) if (0..members.len()).any(|i| i != writer && available(i)) => {
                 Some(writer)
             }
             _ => None,
         };
-        let candidate = |i: usize| available(i) && Some(i) != left_out;
+        let not_left_out = |i: usize| available(i) && Some(i) != left_out;
+        let preferred = match self.preferred(&not_left_out, &available) {
+            Preferred::Members(preferred) => preferred,
+            Preferred::Writer(writer) => return Ok(writer),
+        };
+        let candidate = |i: usize| not_left_out(i) && preferred.as_ref().is_none_or(|p| p[i]);
         let primary = |i: usize| candidate(i) && !members[i].backup;
         let backups = (0..members.len()).any(|i| !primary(i) && candidate(i));
         let group: &dyn Fn(usize) -> bool = if (0..members.len()).any(primary) {
@@ -361,8 +361,10 @@ enum Preferred {
 }
 
 impl Route {
-    /// The Galera-aware narrowing of a reading pick among the `available` members, each step
-    /// taken only when some member is left after it:
+    /// The Galera-aware narrowing of a reading pick among the `candidates` (the available
+    /// members, less the writer with `exclude_writer`: a listener that keeps reads off the
+    /// writer keeps them off it for lag too), each step taken only when some member is left
+    /// after it:
     /// 1. `causal_reads: connect`: the nodes whose `wsrep_last_committed` at their latest check
     ///    is at least the writer's at its latest check; when none is, the writer itself (the
     ///    one node that has certainly committed it), and when it is not available (its connect
@@ -370,14 +372,18 @@ impl Route {
     ///    a writer, or before its first seqno is known, there is no floor;
     /// 2. the nodes that are not lagging (`health.lag`);
     /// 3. the nodes of `locality.segment`.
-    fn preferred(&self, available: &dyn Fn(usize) -> bool) -> Preferred {
+    fn preferred(
+        &self,
+        candidates: &dyn Fn(usize) -> bool,
+        available: &dyn Fn(usize) -> bool,
+    ) -> Preferred {
         let members = &self.pool.members;
         let causal = self.causal_reads == CausalReads::Connect;
         let lag = members.iter().any(|m| m.backend.is_lagging());
         if !causal && !lag && self.local_segment.is_none() {
             return Preferred::Members(None);
         }
-        let mut allowed: Vec<bool> = (0..members.len()).map(available).collect();
+        let mut allowed: Vec<bool> = (0..members.len()).map(candidates).collect();
         let mut narrow = |keep: &dyn Fn(&Member) -> bool| {
             let narrowed: Vec<bool> = allowed
                 .iter()
@@ -1742,6 +1748,22 @@ health:
         assert_eq!(picks(ro, 2), [0, 0], "the one that does not lag");
         // Failover after a failed connect: a lagging node before none at all.
         assert_eq!(ro.pick(LOCAL, &[0]), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn exclude_writer_keeps_reads_off_the_writer_even_when_the_other_readers_lag() {
+        let yaml = galera_reads("    exclude_writer: true\n", "");
+        let updater = Updater::new(&config(&yaml)).await.unwrap();
+        let snapshot = updater.router().load_full();
+        let pool = &snapshot.pools[0];
+        pool.elect_writer(false);
+        let ro = snapshot.route("ro").unwrap();
+        pool.members[1].backend.set_lagging(true);
+        assert_eq!(picks(ro, 2), [2, 2]);
+        pool.members[2].backend.set_lagging(true);
+        let mut seen = picks(ro, 4);
+        seen.sort();
+        assert_eq!(seen, [1, 1, 2, 2], "lagging readers, not the writer");
     }
 
     #[tokio::test]
