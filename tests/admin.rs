@@ -517,11 +517,8 @@ async fn metrics_show_every_backend_and_listener_and_move_with_traffic() {
     assert!(writers(&before, "default").is_empty());
     assert_eq!(writers(&before, "side"), [c.as_str()]);
     assert!(before.get("galera_lb_writer_changes_total", &[("pool", "side")]) >= 1.0);
-    assert!(
-        before
-            .value("galera_lb_writer_changes_total", &[("pool", "default")])
-            .is_none_or(|n| n == 0.0)
-    );
+    // (Not `writer_changes_total{pool="default"}` == 0: the counters are the process's, and
+    // other tests of this binary run galera-lb instances whose pool `default` elects a writer.)
     // Every family has HELP and TYPE; the series of a label set appear once.
     for family in before.types.keys() {
         assert!(before.helps.contains(family), "{family} has no HELP");

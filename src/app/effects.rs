@@ -21,6 +21,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::core::secret::Secret;
 use crate::proxy::listeners::{self, ListenerSet};
 use crate::sources::discovery;
+use crate::sources::health::seqno::MysqlSeqnos;
 use crate::sources::health::{HealthMonitor, HealthSettings};
 use crate::state::change::Change;
 use crate::state::snapshot::{Delta, Router, Snapshot};
@@ -30,6 +31,8 @@ use crate::state::updater::Effects;
 pub(crate) struct AppEffects {
     pub(crate) router: Arc<Router>,
     pub(crate) health: HealthMonitor,
+    /// The `causal_reads: connect` probe, which logs in as the health checks do.
+    pub(crate) seqnos: Arc<MysqlSeqnos>,
     pub(crate) listeners: ListenerSet,
     /// For the discovery tasks it (re)starts.
     pub(crate) changes: mpsc::Sender<Change>,
@@ -113,6 +116,7 @@ impl Effects for AppEffects {
             }
         }
         if diff.health_changed {
+            self.seqnos.configure(&new.health, &prepared.password);
             self.health.stop();
             self.health = HealthMonitor::start(
                 HealthSettings {

@@ -36,6 +36,7 @@ use crate::proxy::listeners::{self, ListenerSet};
 use crate::proxy::park::ParkingLot;
 use crate::proxy::{ListenerState, ProxyContext, trim};
 use crate::sources::control::{self, ControlContext};
+use crate::sources::health::seqno::MysqlSeqnos;
 use crate::sources::health::{HealthMonitor, HealthSettings};
 use crate::sources::signals;
 use crate::state::change::Change;
@@ -194,6 +195,7 @@ pub async fn start_from(
     };
 
     let router = updater.router();
+    let seqnos = Arc::new(MysqlSeqnos::new(&config.health, &password));
     let ctx = Arc::new(ProxyContext {
         router: router.clone(),
         tcp: config.tcp.clone(),
@@ -214,6 +216,7 @@ pub async fn start_from(
         park_idle_after: config.limits.park_idle_after,
         client_idle_timeout: config.limits.client_idle_timeout,
         runtime: tokio::runtime::Handle::current(),
+        seqnos: seqnos.clone(),
     });
     let stop_background = CancellationToken::new();
     let background = TaskTracker::new();
@@ -347,6 +350,7 @@ pub async fn start_from(
     let mut effects = AppEffects {
         router: router.clone(),
         health,
+        seqnos,
         listeners: listener_set,
         changes: changes.clone(),
         tasks: background.clone(),

@@ -72,8 +72,8 @@ pub struct ListenerConfig {
     /// backend (by the policy), rather than only to the first usable one in configuration order
     /// (HAProxy's `option allbackups`).
     pub all_backups: bool,
-    /// `connect`: a new session goes to a node that has committed at least what the writer had
-    /// at its latest check, else to the writer (see [`CausalReads`]).
+    /// `connect`: a new session sees every write the writer had acknowledged (see
+    /// [`CausalReads`]).
     pub causal_reads: CausalReads,
 }
 
@@ -84,9 +84,10 @@ pub enum CausalReads {
     /// Any usable node (Galera applies write-sets on each node asynchronously).
     #[default]
     None,
-    /// A floor at connect: the session goes to a node whose `wsrep_last_committed` (from the
-    /// latest checks) is at least the writer's at its latest check, else to the writer. Per
-    /// statement, `wsrep_sync_wait` is the tool.
+    /// A floor at connect: the node the listener picks (among nodes whose checked
+    /// `wsrep_last_committed` is at least the writer's checked one) gets the session only if
+    /// its `wsrep_last_committed`, asked at connect, is at least the writer's, asked just
+    /// before; else the writer does. Per statement, `wsrep_sync_wait` is the tool.
     Connect,
 }
 

@@ -14,6 +14,7 @@
 //! - [`client_slots`]: bounded connection slots for the admin and control ports, evicting the idlest.
 //! - [`fd_budget`]: the open-files limit, raised at start, and the sessions it leaves room for.
 //! - [`secret`]: a string that never shows in logs or `Debug` output.
+//! - [`seqno`]: asking a node for its `wsrep_last_committed` now (the causal floor at connect).
 //! - [`net`]: listening sockets with galera-lb's options, and the one accept loop.
 //! - [`port_owner`]: who holds a port, for a helpful "address in use" message.
 //! - [`notify`]: READY/RELOADING/STOPPING for systemd's `Type=notify` (`NOTIFY_SOCKET`).
@@ -32,4 +33,5 @@ pub(crate) mod notify;
 pub(crate) mod port_owner;
 pub mod proxy_protocol;
 pub(crate) mod secret;
+pub(crate) mod seqno;
 pub mod wsrep;

@@ -31,7 +31,7 @@ pub(crate) mod trim;
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
+use crate::config::CausalReads;
 use crate::config::TcpConfig;
 use crate::core::backend::{BackendState, ConnectError};
 use crate::core::limit::{ActiveCount, Slot, try_acquire};
@@ -55,7 +56,8 @@ use crate::core::log_limit::LogLimit;
 use crate::core::mysql_packet::{self, ServerError};
 use crate::core::net;
 use crate::core::proxy_protocol::{self, Addresses, Header};
-use crate::state::snapshot::{NoMember, Router};
+use crate::core::seqno::SeqnoProbe;
+use crate::state::snapshot::{NoMember, Route, Router};
 use crate::state::writer::WriterRole;
 use park::ParkingLot;
 
@@ -82,6 +84,8 @@ pub(crate) struct ProxyContext {
     pub client_idle_timeout: Option<Duration>,
     /// The runtime that resumed sessions run on.
     pub runtime: tokio::runtime::Handle,
+    /// Asks nodes for their `wsrep_last_committed` now (`causal_reads: connect`).
+    pub seqnos: Arc<dyn SeqnoProbe>,
 }
 
 /// A listener's own counters, kept for as long as it runs.
@@ -560,10 +564,23 @@ async fn connect_with_failover(
         send_error(client, peer, listener, error, message).await;
         return None;
     };
+    let mut causal = match route.causal_reads {
+        CausalReads::Connect => causal_order(route, peer.ip(), ctx.seqnos.as_ref())
+            .await
+            .map(Vec::into_iter),
+        CausalReads::None => None,
+    };
     let mut tried: Vec<usize> = Vec::new();
     let mut connect_failures: Vec<String> = Vec::new();
     let no_member = loop {
-        let index = match route.pick(peer.ip(), &tried) {
+        let picked = match causal.as_mut() {
+            Some(order) => order.next().ok_or(match tried.is_empty() {
+                true => NoMember::NoneUsable,
+                false => NoMember::AllTried,
+            }),
+            None => route.pick(peer.ip(), &tried),
+        };
+        let index = match picked {
             Ok(index) => index,
             Err(no_member) => break no_member,
         };
@@ -636,6 +653,33 @@ async fn connect_with_failover(
     };
     send_error(client, peer, listener, error, message).await;
     None
+}
+
+/// `causal_reads: connect`: the members a new session may go to, in order. The route's pick
+/// (which already leaves out nodes behind the writer's last checked seqno) names a reader; the
+/// writer is asked for its `wsrep_last_committed` now, then that reader, and the reader comes
+/// first only if it has committed at least as much, so it has committed every write the writer
+/// had acknowledged before this client connected. The writer is always in the list: it comes
+/// next when the reader's connect fails, and alone when the reader is behind or an answer does
+/// not come in time. `None` without a usable writer: the route's pick decides alone.
+async fn causal_order(
+    route: &Route,
+    client: IpAddr,
+    seqnos: &dyn SeqnoProbe,
+) -> Option<Vec<usize>> {
+    let members = &route.pool.members;
+    let writer = route.pool.writer().filter(|&w| members[w].is_usable())?;
+    let reader = route.pick(client, &[]).ok()?;
+    if reader == writer {
+        return Some(vec![writer]);
+    }
+    let Some(floor) = seqnos.last_committed(members[writer].socket_addr).await else {
+        return Some(vec![writer]);
+    };
+    match seqnos.last_committed(members[reader].socket_addr).await {
+        Some(committed) if committed >= floor => Some(vec![reader, writer]),
+        _ => Some(vec![writer]),
+    }
 }
 
 /// Answers a client that cannot be served with an ERR packet in place of the server greeting,

@@ -369,7 +369,9 @@ impl Route {
     ///    is at least the writer's at its latest check; when none is, the writer itself (the
     ///    one node that has certainly committed it), and when it is not available (its connect
     ///    just failed), nobody: a client error is retried, a stale read is not noticed. Without
-    ///    a writer, or before its first seqno is known, there is no floor;
+    ///    a writer, or before its first seqno is known, there is no floor. This is the cheap
+    ///    first cut: the proxy then asks the writer and the picked node for their seqnos now
+    ///    (`crate::core::seqno`);
     /// 2. the nodes that are not lagging (`health.lag`);
     /// 3. the nodes of `locality.segment`.
     fn preferred(

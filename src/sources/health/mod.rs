@@ -17,6 +17,7 @@
 //! - [`view`]: the comparison of the nodes' views that catches a node evicted while frozen,
 //!   which still reports its old Primary view after it resumes.
 //! - [`lag`]: whether a Synced node lags behind its cluster (`health.lag`), with hysteresis.
+//! - [`seqno`]: asking a node for its `wsrep_last_committed` now, for `causal_reads: connect`.
 //! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
 //!   backends that get PROXY headers.
 //!
@@ -28,6 +29,7 @@ pub(crate) mod http;
 pub(crate) mod lag;
 pub(crate) mod probe;
 pub(crate) mod relay;
+pub(crate) mod seqno;
 pub mod view;
 
 use std::collections::HashMap;

@@ -118,18 +118,7 @@ impl Probe {
         proxy_header: ProxyProtocol,
         relays: TaskTracker,
     ) -> Probe {
-        let user = config.user.as_str();
-        let opts = OptsBuilder::default()
-            .ip_or_hostname(address.ip().to_string())
-            .tcp_port(address.port())
-            .user(Some(user))
-            .pass(Some(password.expose()))
-            .prefer_socket(false)
-            // Known up front, so the login runs no `SELECT @@max_allowed_packet, @@wait_timeout`.
-            .max_allowed_packet(Some(4 * 1024 * 1024))
-            .wait_timeout(Some(28_800))
-            .stmt_cache_size(0)
-            .into();
+        let opts = login_opts(&config.user, password, address).into();
         Probe {
             kind: config.check,
             address,
@@ -225,6 +214,20 @@ impl Probe {
             Err(e) => Outcome::from_mysql_error(e),
         }
     }
+}
+
+/// How the check user logs in to `address`: over TCP, with the settings that would otherwise
+/// cost a query at login (`SELECT @@max_allowed_packet, @@wait_timeout`) given up front.
+pub(crate) fn login_opts(user: &str, password: &Secret, address: SocketAddr) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(address.ip().to_string())
+        .tcp_port(address.port())
+        .user(Some(user))
+        .pass(Some(password.expose()))
+        .prefer_socket(false)
+        .max_allowed_packet(Some(4 * 1024 * 1024))
+        .wait_timeout(Some(28_800))
+        .stmt_cache_size(0)
 }
 
 /// Sends the two SHOW statements in one round trip and reads both result sets.
