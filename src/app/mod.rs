@@ -217,6 +217,8 @@ pub async fn start_from(
         client_idle_timeout: config.limits.client_idle_timeout,
         runtime: tokio::runtime::Handle::current(),
         seqnos: seqnos.clone(),
+        held_clients: Default::default(),
+        max_held_clients: Some(u64::from(config.limits.max_held_clients)),
     });
     let stop_background = CancellationToken::new();
     let background = TaskTracker::new();

@@ -136,6 +136,7 @@ fn same_route(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         && a.proxy_protocol == b.proxy_protocol
         && a.accept_proxy == b.accept_proxy
         && a.causal_reads == b.causal_reads
+        && a.failover_hold == b.failover_hold
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ struct ListenerFile {
     all_backups: bool,
     #[serde(default)]
     causal_reads: CausalReads,
+    #[serde(default, with = "humantime_serde")]
+    failover_hold: Option<Duration>,
 }
 
 /// The control section as written (see [`ControlConfig`]); its defaults are `ControlConfig`'s.
@@ -209,6 +211,7 @@ impl ConfigFile {
                     accept_proxy: l.accept_proxy,
                     all_backups: l.all_backups,
                     causal_reads: l.causal_reads,
+                    failover_hold: l.failover_hold,
                 })
             })
             .collect::<Result<_, Untyped>>()?;

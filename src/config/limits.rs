@@ -37,6 +37,10 @@ pub struct LimitsConfig {
     /// default) never closes an idle session; connection pools expect that.
     #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Option<Duration>,
+    /// Clients held at once, across all listeners, while their listener has no usable backend
+    /// (a listener's `failover_hold`), from 1 to 100,000; past it a client gets the ERR packet
+    /// at once, as without a hold.
+    pub max_held_clients: u32,
 }
 
 impl Default for LimitsConfig {
@@ -48,6 +52,7 @@ impl Default for LimitsConfig {
             shutdown_grace: Duration::from_secs(30),
             park_idle_after: Some(Duration::from_secs(2)),
             client_idle_timeout: None,
+            max_held_clients: 1000,
         }
     }
 }
@@ -102,6 +107,13 @@ impl LimitsConfig {
             "limits.max_connections",
             self.max_connections,
             1..=MAX_CONNECTIONS,
+            "",
+        )?;
+        range::count(
+            file,
+            "limits.max_held_clients",
+            self.max_held_clients,
+            1..=100_000,
             "",
         )?;
         range::duration(

@@ -75,6 +75,11 @@ pub struct ListenerConfig {
     /// `connect`: a new session sees every write the writer had acknowledged (see
     /// [`CausalReads`]).
     pub causal_reads: CausalReads,
+    /// A client accepted while this listener has no usable backend (the writer being elected
+    /// again, every node drained, the cluster re-forming) waits up to this long (10ms to 1m)
+    /// for one and is then served; only after it does it get the ERR packet. At most
+    /// `limits.max_held_clients` wait at once. `null` (the default): the ERR packet at once.
+    pub failover_hold: Option<std::time::Duration>,
 }
 
 /// What a listener promises about reading what was written before a session started.
@@ -266,6 +271,22 @@ pub(super) fn validate_causal_reads(
                     check.as_str()
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// `failover_hold`: from 10ms to 1m.
+pub(super) fn validate_holds(listeners: &[ListenerConfig], file: &str) -> Result<(), ConfigError> {
+    for (i, listener) in listeners.iter().enumerate() {
+        if let Some(hold) = listener.failover_hold {
+            range::duration(
+                file,
+                &format!("listeners[{i}].failover_hold"),
+                hold,
+                std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(60),
+                " (e.g. 3s), or null for the ERR packet at once",
+            )?;
         }
     }
     Ok(())

@@ -225,6 +225,7 @@ impl Config {
         self.health.validate(file)?;
         self.locality.validate(self.health.check, file)?;
         listener::validate_causal_reads(&self.listeners, self.health.check, file)?;
+        listener::validate_holds(&self.listeners, file)?;
         pool::validate_check_ports(&pools, file)?;
         pool::validate_names(&pools, file)
     }

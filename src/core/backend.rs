@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::core::limit::ActiveCount;
 use crate::core::wsrep::WsrepStatus;
@@ -119,6 +119,8 @@ pub struct BackendState {
     report: ArcSwap<HealthReport>,
     /// Bumped to close every open session to this backend.
     close_sessions: watch::Sender<u64>,
+    /// Wakes the backend's check task for a check now (a client's connect just failed).
+    recheck: Notify,
     /// An [`AdminState`] as a number.
     admin: AtomicU8,
     /// Proxied connections open now, or being opened.
@@ -163,6 +165,7 @@ impl BackendState {
             lagging: AtomicBool::new(false),
             report: ArcSwap::from_pointee(HealthReport::default()),
             close_sessions: watch::Sender::new(0),
+            recheck: Notify::new(),
             admin: AtomicU8::new(0),
             active: ActiveCount::default(),
             total: AtomicU64::new(0),
@@ -282,6 +285,18 @@ impl BackendState {
 
     pub(crate) fn set_report(&self, report: HealthReport) {
         self.report.store(Arc::new(report));
+    }
+
+    /// Asks for a check of this backend now rather than at the next interval: traffic just
+    /// showed it may be gone (a refused or timed-out connect). Requests made while one is
+    /// pending count once.
+    pub(crate) fn request_check(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Completes when [`BackendState::request_check`] has been called (for the check task).
+    pub(crate) async fn check_requested(&self) {
+        self.recheck.notified().await
     }
 
     /// A receiver that changes when [`BackendState::close_sessions`] is called.

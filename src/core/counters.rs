@@ -25,7 +25,12 @@ pub struct Metrics {
     pub idle_timeouts: IntCounterVec,
     pub proxy_header_rejected: IntCounterVec,
     pub clients_evicted: IntCounterVec,
+    pub clients_held: IntGauge,
+    pub client_holds: IntCounterVec,
 }
+
+/// How a client's wait for a usable backend (`failover_hold`) ended.
+pub(crate) const HOLD_OUTCOMES: [&str; 3] = ["served", "expired", "full"];
 
 /// The process-wide event counters.
 pub fn metrics() -> &'static Metrics {
@@ -84,6 +89,18 @@ pub fn metrics() -> &'static Metrics {
                 "Idle sessions parked off the runtime until either side sends again.",
             )
             .expect("valid gauge"),
+            clients_held: IntGauge::new(
+                "galera_lb_clients_held",
+                "Clients waiting now for a usable backend (a listener's failover_hold).",
+            )
+            .expect("valid gauge"),
+            client_holds: counter(
+                "galera_lb_client_holds_total",
+                "Clients that waited for a usable backend (failover_hold), by how the wait ended: \
+                 served, expired (then the ERR packet), full (limits.max_held_clients reached: \
+                 the ERR packet at once).",
+                &["listener", "outcome"],
+            ),
             idle_timeouts: counter(
                 "galera_lb_client_idle_timeouts_total",
                 "Sessions closed because they moved no bytes for limits.client_idle_timeout.",
@@ -115,6 +132,8 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.idle_timeouts.clone()),
             Box::new(metrics.proxy_header_rejected.clone()),
             Box::new(metrics.clients_evicted.clone()),
+            Box::new(metrics.clients_held.clone()),
+            Box::new(metrics.client_holds.clone()),
         ] {
             metrics
                 .registry
@@ -144,6 +163,9 @@ impl Metrics {
             self.client_errors.with_label_values(&[listener, reason]);
         }
         self.idle_timeouts.with_label_values(&[listener]);
+        for outcome in HOLD_OUTCOMES {
+            self.client_holds.with_label_values(&[listener, outcome]);
+        }
     }
 
     /// Makes a pool's writer changes show 0 from the start (for a pool that elects a writer).

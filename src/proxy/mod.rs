@@ -36,7 +36,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -86,6 +86,9 @@ pub(crate) struct ProxyContext {
     pub runtime: tokio::runtime::Handle,
     /// Asks nodes for their `wsrep_last_committed` now (`causal_reads: connect`).
     pub seqnos: Arc<dyn SeqnoProbe>,
+    /// Clients waiting for a usable backend (`failover_hold`), at most `max_held_clients`.
+    pub held_clients: Arc<ActiveCount>,
+    pub max_held_clients: Option<u64>,
 }
 
 /// A listener's own counters, kept for as long as it runs.
@@ -548,8 +551,14 @@ async fn writer_moved_away(follows: Option<&Arc<WriterRole>>, backend: &BackendS
     }
 }
 
+/// How often a held client (`failover_hold`) looks for a usable backend again.
+const HOLD_POLL: Duration = Duration::from_millis(20);
+
 /// Asks the route for members until one accepts a connection; the client gets an ERR packet
-/// when none does.
+/// when none does. While no backend of the listener's pool is in service (the writer being
+/// elected again, every node drained, the cluster re-forming), a listener with
+/// `failover_hold` keeps the client waiting, looking again every [`HOLD_POLL`], for up to that
+/// long before the ERR packet; at most `limits.max_held_clients` wait at once.
 async fn connect_with_failover(
     origin: &ClientOrigin,
     listener: &ListenerState,
@@ -557,13 +566,123 @@ async fn connect_with_failover(
     client: &TcpStream,
 ) -> Option<Connected> {
     let peer = origin.peer;
-    let snapshot = ctx.router.load_full();
-    let Some(route) = snapshot.route(&listener.name) else {
-        let message = format!("galera-lb: listener '{}' has no route", listener.name);
-        let error = (mysql_packet::NO_BACKEND, "no_route");
+    let metrics = crate::core::counters::metrics();
+    let mut held: Option<Held> = None;
+    loop {
+        let snapshot = ctx.router.load_full();
+        let Some(route) = snapshot.route(&listener.name) else {
+            let message = format!("galera-lb: listener '{}' has no route", listener.name);
+            let error = (mysql_packet::NO_BACKEND, "no_route");
+            send_error(client, peer, listener, error, message).await;
+            return None;
+        };
+        let (no_member, connect_failures) = match try_members(origin, listener, ctx, route).await {
+            Ok(connected) => {
+                if held.is_some() {
+                    metrics
+                        .client_holds
+                        .with_label_values(&[listener.name.as_str(), "served"])
+                        .inc();
+                }
+                return Some(connected);
+            }
+            Err(failure) => failure,
+        };
+        let pool = &route.pool;
+        let any_in_service = pool.members.iter().any(|m| m.is_in_service());
+        if let (Some(hold), false) = (route.failover_hold, any_in_service) {
+            if held.is_none() {
+                held = Held::start(ctx, hold);
+                if held.is_none() {
+                    metrics
+                        .client_holds
+                        .with_label_values(&[listener.name.as_str(), "full"])
+                        .inc();
+                }
+            }
+            if let Some(Held { deadline, .. }) = &held
+                && Instant::now() < *deadline
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(HOLD_POLL) => {}
+                    _ = ctx.force_close.cancelled() => return None,
+                }
+                continue;
+            }
+            if held.take().is_some() {
+                metrics
+                    .client_holds
+                    .with_label_values(&[listener.name.as_str(), "expired"])
+                    .inc();
+            }
+        }
+        let (error, message) = match no_member {
+            NoMember::AllTried if !connect_failures.is_empty() => (
+                (mysql_packet::NO_BACKEND, "connect_failed"),
+                format!(
+                    "galera-lb: cannot connect to any backend for listener '{}': {}",
+                    listener.name,
+                    connect_failures.join("; ")
+                ),
+            ),
+            // Members in service that could not be picked or taken are full.
+            _ if any_in_service => (
+                (mysql_packet::TOO_MANY_CONNECTIONS, "too_many_connections"),
+                format!(
+                    "Too many connections (galera-lb: every usable backend of pool '{}' is at its \
+                     max_connections)",
+                    pool.name
+                ),
+            ),
+            _ => (
+                (mysql_packet::NO_BACKEND, "no_usable_backend"),
+                format!(
+                    "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
+                    listener.name,
+                    pool.name,
+                    pool.members.len()
+                ),
+            ),
+        };
         send_error(client, peer, listener, error, message).await;
         return None;
-    };
+    }
+}
+
+/// A client waiting for a usable backend: its place among `limits.max_held_clients`, counted
+/// in `galera_lb_clients_held` until it is dropped.
+struct Held {
+    _slot: Slot<ActiveCount>,
+    deadline: Instant,
+}
+
+impl Held {
+    /// A place for `hold`, unless `limits.max_held_clients` wait already.
+    fn start(ctx: &ProxyContext, hold: Duration) -> Option<Held> {
+        let slot = try_acquire(&ctx.held_clients, ctx.max_held_clients)?;
+        crate::core::counters::metrics().clients_held.inc();
+        Some(Held {
+            _slot: slot,
+            deadline: Instant::now() + hold,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        crate::core::counters::metrics().clients_held.dec();
+    }
+}
+
+/// One round of [`connect_with_failover`] over `route`: members in the route's order until one
+/// accepts a connection; else why none did, and the connect failures on the way.
+async fn try_members(
+    origin: &ClientOrigin,
+    listener: &ListenerState,
+    ctx: &ProxyContext,
+    route: &Route,
+) -> Result<Connected, (NoMember, Vec<String>)> {
+    let peer = origin.peer;
     let mut causal = match route.causal_reads {
         CausalReads::Connect => causal_order(route, peer.ip(), ctx.seqnos.as_ref())
             .await
@@ -572,7 +691,7 @@ async fn connect_with_failover(
     };
     let mut tried: Vec<usize> = Vec::new();
     let mut connect_failures: Vec<String> = Vec::new();
-    let no_member = loop {
+    loop {
         let picked = match causal.as_mut() {
             Some(order) => order.next().ok_or(match tried.is_empty() {
                 true => NoMember::NoneUsable,
@@ -582,7 +701,7 @@ async fn connect_with_failover(
         };
         let index = match picked {
             Ok(index) => index,
-            Err(no_member) => break no_member,
+            Err(no_member) => return Err((no_member, connect_failures)),
         };
         tried.push(index);
         let member = &route.pool.members[index];
@@ -607,52 +726,25 @@ async fn connect_with_failover(
         match connected {
             Ok(stream) => {
                 let follows_writer = route.follows_writer.then(|| route.pool.writer_role.clone());
-                return Some(Connected {
+                return Ok(Connected {
                     stream,
                     slot,
                     follows_writer,
                 });
             }
             Err(e) => {
-                member.backend.count_connect_error(ConnectError::of(&e));
+                let kind = ConnectError::of(&e);
+                member.backend.count_connect_error(kind);
+                if kind != ConnectError::Other {
+                    // Refused or timed out: the node may be gone; its checks look now.
+                    member.backend.request_check();
+                }
                 warn!(listener = %listener.name, client = %peer, backend = %member.backend.address,
                     name = %member.backend.name(), error = %e, "cannot connect to backend; trying the next one");
                 connect_failures.push(format!("{}: {e}", member.backend.address));
             }
         }
-    };
-    let pool = &route.pool;
-    let any_in_service = pool.members.iter().any(|m| m.is_in_service());
-    let (error, message) = match no_member {
-        NoMember::AllTried if !connect_failures.is_empty() => (
-            (mysql_packet::NO_BACKEND, "connect_failed"),
-            format!(
-                "galera-lb: cannot connect to any backend for listener '{}': {}",
-                listener.name,
-                connect_failures.join("; ")
-            ),
-        ),
-        // Members in service that could not be picked or taken are full.
-        _ if any_in_service => (
-            (mysql_packet::TOO_MANY_CONNECTIONS, "too_many_connections"),
-            format!(
-                "Too many connections (galera-lb: every usable backend of pool '{}' is at its \
-                 max_connections)",
-                pool.name
-            ),
-        ),
-        _ => (
-            (mysql_packet::NO_BACKEND, "no_usable_backend"),
-            format!(
-                "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
-                listener.name,
-                pool.name,
-                pool.members.len()
-            ),
-        ),
-    };
-    send_error(client, peer, listener, error, message).await;
-    None
+    }
 }
 
 /// `causal_reads: connect`: the members a new session may go to, in order. The route's pick

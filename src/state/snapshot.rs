@@ -261,6 +261,8 @@ pub struct Route {
     pub causal_reads: CausalReads,
     /// The segment whose nodes readers prefer (`locality.segment`).
     pub local_segment: Option<u8>,
+    /// How long a client waits for a usable backend before the ERR packet (`failover_hold`).
+    pub failover_hold: Option<Duration>,
     pub pool: Arc<Pool>,
     /// Shared by the snapshots that keep this route's pool as it was.
     policy: Arc<dyn Policy>,
@@ -1327,6 +1329,7 @@ async fn build(
                 accept_proxy: listener.accept_proxy,
                 causal_reads: listener.causal_reads,
                 local_segment: config.locality.segment,
+                failover_hold: listener.failover_hold,
                 policy: Arc::from(build_policy(listener.policy, &pool.members)),
                 pool,
             })

@@ -1,7 +1,8 @@
 //! Health checks and the writer role.
 //!
 //! [`HealthMonitor`] runs one check task per backend (on `interval`, with a little jitter, each
-//! check bounded by `timeout`) and a coordinator that elects each pool's writer. A check task
+//! check bounded by `timeout`; sooner, 50 ms after the last check at the earliest, when a
+//! client's connect to the backend was refused or timed out) and a coordinator that elects each pool's writer. A check task
 //! feeds its results through a rise/fall state machine ([`RiseFall`]) and writes the outcome into
 //! the backend's [`BackendState`] atomics and report; it never touches the proxy, which only reads
 //! those atomics. A state change is logged once, with the old state, the new one and the reason,
@@ -386,6 +387,10 @@ struct CheckTarget {
     proxy_header: ProxyProtocol,
 }
 
+/// The least time between a check and one that traffic asked for
+/// ([`BackendState::request_check`]).
+const RECHECK_GAP: Duration = Duration::from_millis(50);
+
 /// What the check tasks of every backend share: the views and the seqnos they saw.
 struct Shared {
     views: Arc<Views>,
@@ -485,9 +490,18 @@ async fn run_checks(
             first_checks_pending.send_modify(|n| *n = n.saturating_sub(1));
         }
         let jitter = config.interval.mul_f64(fastrand::f64() * 0.1);
+        let next = tokio::time::Instant::now() + config.interval + jitter;
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.interval + jitter) => {}
+            _ = tokio::time::sleep_until(next) => {}
+            // A client's connect just failed: check now, but not sooner than RECHECK_GAP after
+            // this check, so that a burst of failures costs a few checks, not one each.
+            _ = backend.check_requested() => {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RECHECK_GAP.min(config.interval)) => {}
+                }
+            }
         }
     }
 }
