@@ -321,3 +321,56 @@ fn past_max_held_clients_a_client_gets_the_err_packet_at_once() {
     );
     drop(lb);
 }
+
+/// A writer listener whose pool has no writable node (all `read_only`, as during a switch in
+/// which the new writer is not open for writes yet) answers "no usable backend ... as the
+/// writer" without a hold (it used to say "Too many connections"), and with a hold keeps the
+/// client until a node is writable again.
+#[test]
+fn a_writer_listener_holds_clients_while_every_node_is_read_only() {
+    let _fault = sandbox::fault_lock();
+    let cluster = sandbox::cluster();
+    let restore = RestoreOnDrop(cluster);
+    let (held, plain) = (free_port(), free_port());
+    let mut yaml = format!(
+        "listeners:\n\
+         \x20 - name: held\n    bind: 127.0.0.1:{held}\n    role: writer\n    failover_hold: 5s\n\
+         \x20 - name: plain\n    bind: 127.0.0.1:{plain}\n    role: writer\n\
+         backends:\n"
+    );
+    for address in &cluster.addresses {
+        yaml.push_str(&format!("  - address: {address}\n"));
+    }
+    yaml.push_str("health:\n  interval: 300ms\n  user: monitor\n  password: monitor\n");
+    let lb = LbProcess::start(&yaml);
+    for n in 1..=3 {
+        cluster.read_only(n, true);
+    }
+    std::thread::sleep(Duration::from_secs(2)); // checks see read_only everywhere
+    let (refused, _) = first_bytes(plain);
+    let text = String::from_utf8_lossy(&refused).to_string();
+    assert!(
+        refused.len() > 7
+            && refused[4] == 0xff
+            && text.contains("no usable backend for listener 'plain'")
+            && text.contains("as the writer"),
+        "{text:?}\n{}",
+        lb.log()
+    );
+    let waiting = std::thread::spawn(move || first_bytes(held));
+    std::thread::sleep(Duration::from_millis(1000));
+    cluster.read_only(2, false);
+    let (greeting, waited) = waiting.join().unwrap();
+    assert!(
+        greeting.len() > 5 && greeting[4] == 10,
+        "a server greeting (protocol 10) once node2 is writable: {greeting:?}\n{}",
+        lb.log()
+    );
+    println!(
+        "every node read_only: without a hold ERR 1429 ({text:?}); with failover_hold 5s the \
+         client got node2's greeting after {:.2} s",
+        waited.as_secs_f64()
+    );
+    drop(lb);
+    drop(restore);
+}

@@ -48,8 +48,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
-use crate::config::CausalReads;
-use crate::config::TcpConfig;
+use crate::config::{CausalReads, Role, TcpConfig};
 use crate::core::backend::{BackendState, ConnectError};
 use crate::core::limit::{ActiveCount, Slot, try_acquire};
 use crate::core::log_limit::LogLimit;
@@ -555,8 +554,9 @@ async fn writer_moved_away(follows: Option<&Arc<WriterRole>>, backend: &BackendS
 const HOLD_POLL: Duration = Duration::from_millis(20);
 
 /// Asks the route for members until one accepts a connection; the client gets an ERR packet
-/// when none does. While no backend of the listener's pool is in service (the writer being
-/// elected again, every node drained, the cluster re-forming), a listener with
+/// when none does. While no backend of the listener's pool is in service (for a writer
+/// listener: no writable one; every node drained or read_only, the cluster re-forming), a
+/// listener with
 /// `failover_hold` keeps the client waiting, looking again every [`HOLD_POLL`], for up to that
 /// long before the ERR packet; at most `limits.max_held_clients` wait at once.
 async fn connect_with_failover(
@@ -589,7 +589,13 @@ async fn connect_with_failover(
             Err(failure) => failure,
         };
         let pool = &route.pool;
-        let any_in_service = pool.members.iter().any(|m| m.is_in_service());
+        // A writer listener can use only a writable node (not read_only): with none, it has
+        // no usable backend whatever the others' state.
+        let writer_only = route.role == Role::Writer;
+        let any_in_service = pool
+            .members
+            .iter()
+            .any(|m| m.is_in_service() && (!writer_only || m.backend.is_writable()));
         if let (Some(hold), false) = (route.failover_hold, any_in_service) {
             if held.is_none() {
                 held = Held::start(ctx, hold);
@@ -637,10 +643,16 @@ async fn connect_with_failover(
             _ => (
                 (mysql_packet::NO_BACKEND, "no_usable_backend"),
                 format!(
-                    "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none usable)",
+                    "galera-lb: no usable backend for listener '{}' (pool '{}': {} backends, none \
+                     usable{})",
                     listener.name,
                     pool.name,
-                    pool.members.len()
+                    pool.members.len(),
+                    if writer_only {
+                        " as the writer: down, drained or read_only"
+                    } else {
+                        ""
+                    }
                 ),
             ),
         };
