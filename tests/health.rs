@@ -21,8 +21,6 @@
 mod lb;
 mod support;
 
-use std::panic::AssertUnwindSafe;
-use std::sync::RwLockWriteGuard;
 use std::time::{Duration, Instant};
 
 use lb::{LbProcess, free_port};
@@ -30,7 +28,7 @@ use support::load::{
     self, Attempt, Load, LoadSpec, describe, errors_after, errors_between, last_session_on, secs,
     sessions_on, sessions_on_between, spread_between, started_between,
 };
-use support::sandbox::{self, Cluster};
+use support::sandbox::{self, Cluster, FaultSession};
 
 // ---------------------------------------------------------------------------------------------
 // Check timing, and the windows that follow from it
@@ -248,39 +246,6 @@ fn assert_logged_down_once(log: &str, address: &str, reason: Option<&str>) -> St
 
 // ---------------------------------------------------------------------------------------------
 // Test scaffolding
-
-/// Exclusive use of the cluster for one test: holds the fault lock, creates the load's tables,
-/// and restores the cluster (all three Synced, every setting back) when dropped — also when the
-/// test fails, before the lock is released.
-struct FaultSession {
-    cluster: &'static Cluster,
-    _lock: RwLockWriteGuard<'static, ()>,
-}
-
-impl FaultSession {
-    fn begin() -> FaultSession {
-        let lock = sandbox::fault_lock();
-        let cluster = sandbox::cluster();
-        cluster.sql(1, load::SCHEMA);
-        FaultSession {
-            cluster,
-            _lock: lock,
-        }
-    }
-}
-
-impl Drop for FaultSession {
-    fn drop(&mut self) {
-        let cluster = self.cluster;
-        if std::thread::panicking() {
-            // A second panic here would abort the test binary; the next test to take the lock
-            // restores the cluster again anyway.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| cluster.restore()));
-        } else {
-            cluster.restore();
-        }
-    }
-}
 
 fn sleep_until(t: Instant) {
     let now = Instant::now();

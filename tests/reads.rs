@@ -16,8 +16,6 @@
 mod lb;
 mod support;
 
-use std::panic::AssertUnwindSafe;
-use std::sync::RwLockWriteGuard;
 use std::time::{Duration, Instant};
 
 use lb::{LbProcess, free_port};
@@ -26,7 +24,7 @@ use mysql_async::{Conn, OptsBuilder};
 use support::load::{
     self, Attempt, Load, LoadSpec, describe, errors_after, sessions_on, spread_between,
 };
-use support::sandbox::{self, Cluster, OwnCluster};
+use support::sandbox::{Cluster, FaultSession, OwnCluster};
 
 /// `health.interval` and `health.timeout` of these tests.
 const INTERVAL: Duration = Duration::from_millis(300);
@@ -42,35 +40,6 @@ const MARGIN: Duration = Duration::from_secs(1);
 /// old figures, then each of the `n` starts at most 1.1 × INTERVAL after the previous one ended.
 fn checks_window(n: u32) -> Duration {
     TIMEOUT + (INTERVAL.mul_f64(1.1) + TIMEOUT) * n
-}
-
-/// Exclusive use of the shared cluster, restored (lag off, all Synced) when dropped.
-struct FaultSession {
-    cluster: &'static Cluster,
-    _lock: RwLockWriteGuard<'static, ()>,
-}
-
-impl FaultSession {
-    fn begin() -> FaultSession {
-        let lock = sandbox::fault_lock();
-        let cluster = sandbox::cluster();
-        cluster.sql(1, load::SCHEMA);
-        FaultSession {
-            cluster,
-            _lock: lock,
-        }
-    }
-}
-
-impl Drop for FaultSession {
-    fn drop(&mut self) {
-        let cluster = self.cluster;
-        if std::thread::panicking() {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| cluster.restore()));
-        } else {
-            cluster.restore();
-        }
-    }
 }
 
 /// One node's figures, read over its own socket (not through galera-lb).

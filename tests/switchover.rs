@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lb::{LbProcess, control, free_port};
 use support::load::{self, Attempt, Load, LoadSpec, describe};
-use support::sandbox;
+use support::sandbox::{self, FaultSession};
 
 /// How long every backend stays drained.
 const GAP: Duration = Duration::from_secs(2);
@@ -176,9 +176,8 @@ fn a_failover_hold_serves_every_client_of_a_gap_where_no_backend_is_usable() {
 /// checks come in a fraction of a second instead of `fall` × `interval`.
 #[test]
 fn refused_connects_check_a_killed_node_at_once_instead_of_at_the_next_interval() {
-    let _fault = sandbox::fault_lock();
-    let cluster = sandbox::cluster();
-    cluster.sql(1, load::SCHEMA);
+    let session = FaultSession::begin();
+    let cluster = session.cluster;
     let port = free_port();
     const INTERVAL: Duration = Duration::from_secs(5);
     let mut yaml = format!("listeners:\n  - name: any\n    bind: 127.0.0.1:{port}\nbackends:\n");
@@ -195,7 +194,6 @@ fn refused_connects_check_a_killed_node_at_once_instead_of_at_the_next_interval(
         a.ok() && a.node.as_deref() == Some("node3")
     })
     .expect("node3 serves before the kill");
-    let restore = RestoreOnDrop(cluster);
     cluster.kill(3);
     let killed = Instant::now();
     let address = cluster.node_address(3).to_string();
@@ -238,21 +236,6 @@ fn refused_connects_check_a_killed_node_at_once_instead_of_at_the_next_interval(
         "connect failover hides the kill: {}",
         describe(&errors, killed, 10)
     );
-    drop(restore);
-}
-
-/// Restores the cluster when dropped, also when the test fails.
-struct RestoreOnDrop(&'static sandbox::Cluster);
-
-impl Drop for RestoreOnDrop {
-    fn drop(&mut self) {
-        let cluster = self.0;
-        if std::thread::panicking() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.restore()));
-        } else {
-            cluster.restore();
-        }
-    }
 }
 
 /// The first bytes a client of `port` gets within 5 s, and how long they took.
@@ -328,9 +311,8 @@ fn past_max_held_clients_a_client_gets_the_err_packet_at_once() {
 /// client until a node is writable again.
 #[test]
 fn a_writer_listener_holds_clients_while_every_node_is_read_only() {
-    let _fault = sandbox::fault_lock();
-    let cluster = sandbox::cluster();
-    let restore = RestoreOnDrop(cluster);
+    let session = FaultSession::begin();
+    let cluster = session.cluster;
     let (held, plain) = (free_port(), free_port());
     let mut yaml = format!(
         "listeners:\n\
@@ -372,5 +354,4 @@ fn a_writer_listener_holds_clients_while_every_node_is_read_only() {
         waited.as_secs_f64()
     );
     drop(lb);
-    drop(restore);
 }

@@ -1698,26 +1698,11 @@ health:
         assert_eq!(pool.elect_writer(false), None, "nothing changed");
     }
 
-    /// A writer listener and a round-robin reader listener over three nodes with the wsrep
-    /// check, every node up from the start; `extra` goes at the end of the file.
+    /// [`ROLES`] (a writer listener and a round-robin reader listener over three nodes, every
+    /// node up from the start) with `reader` as the reader listener's extra lines instead of
+    /// `exclude_writer`, and `extra` at the end of the file.
     fn galera_reads(reader: &str, extra: &str) -> String {
-        format!(
-            "
-listeners:
-  - name: rw
-    bind: 127.0.0.1:3306
-    role: writer
-  - name: ro
-    bind: 127.0.0.1:3307
-    role: reader
-{reader}backends:
-  - address: 127.0.0.1:3316
-  - address: 127.0.0.1:3326
-  - address: 127.0.0.1:3336
-health:
-  initial: up
-{extra}"
-        )
+        ROLES.replace("    exclude_writer: true\n", reader) + extra
     }
 
     /// Which members `route` picks over `n` clients, in order.

@@ -67,6 +67,39 @@ pub fn fault_lock() -> RwLockWriteGuard<'static, ()> {
     }
 }
 
+/// Exclusive use of the cluster for one fault test: holds the fault lock, creates the load's
+/// tables (`super::load::SCHEMA`), and restores the cluster (all three Synced, every setting
+/// and `lag` back) when dropped — also when the test fails, before the lock is released.
+pub struct FaultSession {
+    pub cluster: &'static Cluster,
+    _lock: RwLockWriteGuard<'static, ()>,
+}
+
+impl FaultSession {
+    pub fn begin() -> FaultSession {
+        let lock = fault_lock();
+        let cluster = cluster();
+        cluster.sql(1, super::load::SCHEMA);
+        FaultSession {
+            cluster,
+            _lock: lock,
+        }
+    }
+}
+
+impl Drop for FaultSession {
+    fn drop(&mut self) {
+        let cluster = self.cluster;
+        if std::thread::panicking() {
+            // A second panic here would abort the test binary; the next test to take the lock
+            // restores the cluster again anyway.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.restore()));
+        } else {
+            cluster.restore();
+        }
+    }
+}
+
 /// Shared access, for a test that only reads (or writes its own tables).
 pub fn shared_lock() -> RwLockReadGuard<'static, ()> {
     loop {
