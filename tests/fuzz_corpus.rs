@@ -27,6 +27,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("wsrep_status", checks::wsrep_status),
     ("glbd_args", checks::glbd_args),
     ("proxy_header", checks::proxy_header),
+    ("mysql_follow", checks::mysql_follow),
 ];
 
 fn fuzz_dir() -> PathBuf {

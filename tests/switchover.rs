@@ -355,3 +355,63 @@ fn a_writer_listener_holds_clients_while_every_node_is_read_only() {
     );
     drop(lb);
 }
+
+/// A session the backend resets (RST, as when a node dies with a query unread) asks for a
+/// check of that node at once, not at the next `health.interval`.
+#[test]
+fn a_session_reset_by_its_backend_checks_that_node_at_once() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(b"hello\n");
+                let mut byte = [0u8; 1];
+                let _ = stream.read(&mut byte);
+                // Closed with data unread and SO_LINGER 0: the kernel sends a RST.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            });
+        }
+    });
+    let (port, admin_port) = (free_port(), free_port());
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let yaml = format!(
+        "listeners:\n  - name: any\n    bind: 127.0.0.1:{port}\nbackends:\n  - address: {backend}\n\
+         health:\n  check: tcp\n  interval: 1h\nadmin:\n  bind: {admin}\n"
+    );
+    let lb = LbProcess::start(&yaml);
+    let checks = || {
+        lb::metric(
+            admin,
+            "galera_lb_health_check_duration_seconds_count",
+            &[("backend", &backend.to_string())],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = checks();
+    assert!(before >= 1.0, "the first check ran");
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut greeting = [0u8; 6];
+    client.read_exact(&mut greeting).unwrap();
+    client.write_all(b"xy").unwrap();
+    let reset = Instant::now();
+    let mut rest = [0u8; 16];
+    let _ = client.read(&mut rest);
+    while checks() <= before {
+        assert!(
+            reset.elapsed() < Duration::from_secs(3),
+            "a check after the reset (interval 1h)\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "a session reset by its backend: that node checked again {:.0} ms later (interval 1h)",
+        reset.elapsed().as_secs_f64() * 1000.0
+    );
+}

@@ -54,6 +54,7 @@
 //! | `galera_lb_sessions_parked` | gauge | none (idle sessions waiting off the runtime, see limits.park_idle_after) |
 //! | `galera_lb_clients_held` | gauge | none (clients waiting now for a usable backend: a listener's failover_hold) |
 //! | `galera_lb_client_holds_total` | counter | `listener`, `outcome` (served, expired: then the ERR packet, full: limits.max_held_clients reached) |
+//! | `galera_lb_session_drains_total` | counter | `listener`, `outcome` (between_transactions, or deadline: health.drain_timeout or pxc_maint_transition_period) |
 //! | `galera_lb_client_idle_timeouts_total` | counter | `listener` (sessions closed by limits.client_idle_timeout) |
 //! | `galera_lb_proxy_header_rejected_total` | counter | `listener`, `reason` (accept_proxy connections closed: timeout, closed, missing, malformed, too_long, unsupported) |
 //! | `galera_lb_port_clients_evicted_total` | counter | `port` (admin, control: connections closed to make room for a new one when max_clients were all taken) |

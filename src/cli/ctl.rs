@@ -57,7 +57,7 @@ pub(crate) enum CtlRequest {
     Stats,
     /// No new clients for BACKEND; its open sessions stay.
     Drain { backend: String },
-    /// Like drain, and its health checks pause.
+    /// Like drain, its health checks pause, and its sessions close between transactions.
     Maint { backend: String },
     /// BACKEND back in service.
     Ready { backend: String },

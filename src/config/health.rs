@@ -63,6 +63,19 @@ pub enum SessionAction {
     None,
     /// Close them, so clients reconnect through galera-lb to a usable node.
     ShutdownSessions,
+    /// Close each at its next point between transactions (no command in flight, no
+    /// transaction open), and the rest after `health.drain_timeout`.
+    CloseWhenIdle,
+}
+
+impl SessionAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAction::None => "none",
+            SessionAction::ShutdownSessions => "shutdown_sessions",
+            SessionAction::CloseWhenIdle => "close_when_idle",
+        }
+    }
 }
 
 /// Health checks: how, how often, and what to do on a change.
@@ -92,6 +105,11 @@ pub struct HealthConfig {
     pub on_down: SessionAction,
     /// When the writer changes: close the sessions that writer listeners have on the old writer.
     pub on_writer_change: SessionAction,
+    /// How long sessions that are to close between transactions (`close_when_idle`, `maint`,
+    /// `wsrep_reject_queries`) may take to get there before they are closed anyway, from 0s
+    /// to 1h. `pxc_maint_mode` uses the node's `pxc_maint_transition_period` when shorter.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// Give the writer role back to the preferred node when it is usable again (default: the
     /// writer stays where it is while it is usable).
     pub failback: bool,
@@ -267,6 +285,7 @@ impl Default for HealthConfig {
             stale_view_after: Some(Duration::from_secs(1)),
             on_down: SessionAction::None,
             on_writer_change: SessionAction::None,
+            drain_timeout: Duration::from_secs(30),
             failback: false,
             user: "monitor".to_string(),
             password: None,
@@ -312,6 +331,13 @@ impl HealthConfig {
             self.timeout,
             ms(10)..=hour,
             " (e.g. 500ms)",
+        )?;
+        range::duration(
+            file,
+            "health.drain_timeout",
+            self.drain_timeout,
+            Duration::ZERO..=hour,
+            " (e.g. 30s)",
         )?;
         range::count(file, "health.rise", self.rise, 1..=1000, "")?;
         range::count(file, "health.fall", self.fall, 1..=1000, "")?;

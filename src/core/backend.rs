@@ -12,7 +12,7 @@
 //! behind an `ArcSwap`, for the status displays; routing only reads the atomics.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -94,6 +94,15 @@ impl HealthReport {
     }
 }
 
+/// What a backend's open sessions are to do (see [`BackendState::session_closer`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Closing {
+    /// Bumped for each request to close them all now.
+    pub now: u64,
+    /// Close each between transactions, the rest at this deadline.
+    pub when_idle: Option<Instant>,
+}
+
 /// Live state of one backend, shared across routing snapshots.
 #[derive(Debug)]
 pub struct BackendState {
@@ -117,8 +126,8 @@ pub struct BackendState {
     /// while another reader does not.
     lagging: AtomicBool,
     report: ArcSwap<HealthReport>,
-    /// Bumped to close every open session to this backend.
-    close_sessions: watch::Sender<u64>,
+    /// What the backend's open sessions are to do: close now, or between transactions.
+    close_sessions: watch::Sender<Closing>,
     /// Wakes the backend's check task for a check now (a client's connect just failed).
     recheck: Notify,
     /// An [`AdminState`] as a number.
@@ -164,7 +173,7 @@ impl BackendState {
             segment: AtomicU32::new(u32::MAX),
             lagging: AtomicBool::new(false),
             report: ArcSwap::from_pointee(HealthReport::default()),
-            close_sessions: watch::Sender::new(0),
+            close_sessions: watch::Sender::new(Closing::default()),
             recheck: Notify::new(),
             admin: AtomicU8::new(0),
             active: ActiveCount::default(),
@@ -299,14 +308,34 @@ impl BackendState {
         self.recheck.notified().await
     }
 
-    /// A receiver that changes when [`BackendState::close_sessions`] is called.
-    pub(crate) fn session_closer(&self) -> watch::Receiver<u64> {
+    /// A receiver that changes when [`BackendState::close_sessions`] or
+    /// [`BackendState::close_sessions_when_idle`] is called.
+    pub(crate) fn session_closer(&self) -> watch::Receiver<Closing> {
         self.close_sessions.subscribe()
     }
 
     /// Closes every open client session to this backend.
     pub fn close_sessions(&self) {
-        self.close_sessions.send_modify(|n| *n += 1);
+        self.close_sessions.send_modify(|c| c.now += 1);
+    }
+
+    /// Closes each open session to this backend at its next point between transactions, and
+    /// those still open after `within` then. An earlier deadline already set stays.
+    pub fn close_sessions_when_idle(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        self.close_sessions.send_if_modified(|c| match c.when_idle {
+            Some(earlier) if earlier <= deadline => false,
+            _ => {
+                c.when_idle = Some(deadline);
+                true
+            }
+        });
+    }
+
+    /// Withdraws [`BackendState::close_sessions_when_idle`] (the node is back in service).
+    pub(crate) fn keep_sessions(&self) {
+        self.close_sessions
+            .send_if_modified(|c| c.when_idle.take().is_some());
     }
 
     pub fn active(&self) -> u64 {

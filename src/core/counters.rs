@@ -27,7 +27,12 @@ pub struct Metrics {
     pub clients_evicted: IntCounterVec,
     pub clients_held: IntGauge,
     pub client_holds: IntCounterVec,
+    pub session_drains: IntCounterVec,
 }
+
+/// How a session that was to close between transactions ended: at an idle point, or at the
+/// drain's deadline (busy, or a session galera-lb cannot follow: TLS, compressed).
+pub(crate) const DRAIN_OUTCOMES: [&str; 2] = ["between_transactions", "deadline"];
 
 /// How a client's wait for a usable backend (`failover_hold`) ended.
 pub(crate) const HOLD_OUTCOMES: [&str; 3] = ["served", "expired", "full"];
@@ -101,6 +106,13 @@ pub fn metrics() -> &'static Metrics {
                  the ERR packet at once).",
                 &["listener", "outcome"],
             ),
+            session_drains: counter(
+                "galera_lb_session_drains_total",
+                "Sessions closed by a drain between transactions (maint, pxc_maint_mode, \
+                 wsrep_reject_queries, close_when_idle), by how: between_transactions, or at \
+                 the deadline (health.drain_timeout).",
+                &["listener", "outcome"],
+            ),
             idle_timeouts: counter(
                 "galera_lb_client_idle_timeouts_total",
                 "Sessions closed because they moved no bytes for limits.client_idle_timeout.",
@@ -134,6 +146,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.clients_evicted.clone()),
             Box::new(metrics.clients_held.clone()),
             Box::new(metrics.client_holds.clone()),
+            Box::new(metrics.session_drains.clone()),
         ] {
             metrics
                 .registry
@@ -165,6 +178,9 @@ impl Metrics {
         self.idle_timeouts.with_label_values(&[listener]);
         for outcome in HOLD_OUTCOMES {
             self.client_holds.with_label_values(&[listener, outcome]);
+        }
+        for outcome in DRAIN_OUTCOMES {
+            self.session_drains.with_label_values(&[listener, outcome]);
         }
     }
 

@@ -7,6 +7,7 @@
 //!   `crate::admin::metrics`).
 //! - [`wsrep`]: the wsrep status of a node and the rules that make it usable.
 //! - [`proxy_protocol`]: the PROXY protocol header (v1, v2), written and read.
+//! - [`mysql_follow`]: following a session's packets to know when it sits between transactions.
 //! - [`mysql_packet`]: the ERR packet galera-lb sends to clients it cannot serve.
 //! - [`access`]: address allowlists and tokens for the control and admin ports.
 //! - [`bounded_read`]: reading configuration and secret files: regular files only, bounded in
@@ -27,6 +28,7 @@ pub mod counters;
 pub(crate) mod fd_budget;
 pub(crate) mod limit;
 pub(crate) mod log_limit;
+pub mod mysql_follow;
 pub mod mysql_packet;
 pub(crate) mod net;
 pub(crate) mod notify;

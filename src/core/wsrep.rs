@@ -8,6 +8,7 @@
 //! role.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// The statements of the check, sent as one multi-statement query (one round trip). `SHOW`
 /// works on a node that is not ready, where a `SELECT` from tables would fail with 1047.
@@ -18,7 +19,7 @@ pub(crate) const QUERY: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsre
      'wsrep_last_committed', 'wsrep_flow_control_paused'); \
      SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_desync', 'wsrep_reject_queries', \
      'wsrep_sst_donor_rejects_queries', 'read_only', 'pxc_maint_mode', 'wsrep_on', \
-     'wsrep_provider_options')";
+     'wsrep_provider_options', 'pxc_maint_transition_period')";
 
 /// What the check learned about a node, whatever the verdict.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +53,16 @@ pub struct WsrepStatus {
     pub donor_rejects_queries: bool,
     pub read_only: bool,
     pub maint_mode: String,
+    /// `pxc_maint_transition_period` in seconds (Percona XtraDB Cluster only).
+    pub maint_transition_period: Option<u64>,
     pub wsrep_on: bool,
+}
+
+/// A node being taken out on purpose (see [`WsrepStatus::leaving`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leaving {
+    /// How long its sessions have to move: `pxc_maint_transition_period`, when the node says.
+    pub within: Option<Duration>,
 }
 
 /// The verdict on a node.
@@ -111,9 +121,23 @@ impl WsrepStatus {
                 .get("pxc_maint_mode")
                 .cloned()
                 .unwrap_or_else(|| "DISABLED".to_string()),
+            maint_transition_period: number(&values, "pxc_maint_transition_period"),
             // Absent on a server without wsrep support at all: the status checks then fail.
             wsrep_on: values.get("wsrep_on").is_none_or(|_| on("wsrep_on")),
         }
+    }
+
+    /// Whether an operator is taking the node out on purpose: `pxc_maint_mode` other than
+    /// DISABLED, or `wsrep_reject_queries` other than NONE. Such a node gets no new sessions
+    /// from the first check that sees it, and its sessions close between transactions.
+    pub(crate) fn leaving(&self) -> Option<Leaving> {
+        let set = |value: &str, off: &str| !value.is_empty() && !value.eq_ignore_ascii_case(off);
+        if set(&self.maint_mode, "DISABLED") {
+            return Some(Leaving {
+                within: self.maint_transition_period.map(Duration::from_secs),
+            });
+        }
+        set(&self.reject_queries, "NONE").then_some(Leaving { within: None })
     }
 
     /// Applies the rules; `available_when_donor` lets a Donor that does not reject queries serve.

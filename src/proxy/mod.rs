@@ -34,7 +34,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -48,10 +48,11 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
-use crate::config::{CausalReads, Role, TcpConfig};
-use crate::core::backend::{BackendState, ConnectError};
+use crate::config::{CausalReads, Role, SessionAction, TcpConfig};
+use crate::core::backend::{BackendState, Closing, ConnectError};
 use crate::core::limit::{ActiveCount, Slot, try_acquire};
 use crate::core::log_limit::LogLimit;
+use crate::core::mysql_follow::Follower;
 use crate::core::mysql_packet::{self, ServerError};
 use crate::core::net;
 use crate::core::proxy_protocol::{self, Addresses, Header};
@@ -211,9 +212,17 @@ fn refuse_in_background(
 struct Connected {
     stream: TcpStream,
     slot: Slot<BackendState>,
-    /// Set for writer listeners with `on_writer_change: shutdown_sessions`: the writer role this
-    /// session follows (the pool's, shared by every snapshot, so a rebuild does not hide a move).
-    follows_writer: Option<Arc<WriterRole>>,
+    /// Set for writer listeners with an `on_writer_change` action.
+    follows_writer: Option<FollowsWriter>,
+}
+
+/// The writer role a session follows (the pool's, shared by every snapshot, so a rebuild does
+/// not hide a move), what it does when the role moves away, and the drain's timeout then.
+#[derive(Debug)]
+struct FollowsWriter {
+    role: Arc<WriterRole>,
+    action: SessionAction,
+    drain_timeout: Duration,
 }
 
 /// How long an `accept_proxy` listener waits for a new connection's PROXY header.
@@ -311,13 +320,23 @@ async fn handle(
     let backend = connected.slot.owner().clone();
     backend.count_established();
     debug!(listener = %listener.name, client = %peer, backend = %backend.address, name = %backend.name(), "proxying");
+    let backend_down = backend.session_closer();
+    let closed_now_seen = backend_down.borrow().now;
+    let mut follower = Follower::new();
+    follower.client_bytes(&origin.early_bytes);
     let session = Session {
         peer,
-        backend_down: backend.session_closer(),
+        backend_down,
+        closed_now_seen,
         listener,
         _slots: slots,
         backend: connected.slot,
         follows_writer: connected.follows_writer,
+        follow: Box::new(Follow {
+            follower: std::sync::Mutex::new(follower),
+            close_when_idle: AtomicBool::new(false),
+        }),
+        writer_drain_deadline: std::sync::OnceLock::new(),
         idle_before_park: Duration::ZERO,
         _tracked: ctx.tasks.token(),
         ctx,
@@ -334,9 +353,18 @@ pub(crate) struct Session {
     _slots: (Slot<ActiveCount>, Slot<ListenerState>),
     backend: Slot<BackendState>,
     /// The writer role this session follows, if any (see [`Connected::follows_writer`]).
-    follows_writer: Option<Arc<WriterRole>>,
-    /// Changes when the backend's sessions are to be closed (`on_down: shutdown_sessions`).
-    backend_down: watch::Receiver<u64>,
+    follows_writer: Option<FollowsWriter>,
+    /// Changes when the backend's sessions are to be closed, now (`on_down:
+    /// shutdown_sessions`, a removal) or between transactions (a drain).
+    backend_down: watch::Receiver<Closing>,
+    /// [`Closing::now`] when the session started: a larger one closes it.
+    closed_now_seen: u64,
+    /// The session's packets, followed to find the points between its transactions. Boxed: a
+    /// parked session's slot in the parking lot stays small (the lot keeps its slots).
+    follow: Box<Follow>,
+    /// Set when the writer moved away under `on_writer_change: close_when_idle`: the session
+    /// closes at its next idle point or at this deadline.
+    writer_drain_deadline: std::sync::OnceLock<Instant>,
     /// How long the session had been idle when it was parked.
     idle_before_park: Duration,
     /// Counts the session as a running task for the shutdown drain, also while it is parked.
@@ -344,23 +372,139 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn writer_moved(&self) -> bool {
+    /// The writer role this session follows, once it has moved away from its backend.
+    fn writer_moved(&self) -> Option<&FollowsWriter> {
         self.follows_writer
             .as_ref()
-            .is_some_and(|role| !role.is_held_by(self.backend.owner()))
+            .filter(|follows| !follows.role.is_held_by(self.backend.owner()))
+    }
+
+    /// Whether the session must end now, and why: closed at once by its backend or the
+    /// writer's move, or a drain between transactions that is at an idle point or at its
+    /// deadline. Also arms the copy loop to close at the next idle point while a drain is on.
+    fn verdict(&self) -> Option<Ending> {
+        if self.backend_down.borrow().now != self.closed_now_seen {
+            return Some(Ending::Now(BACKEND_DOWN));
+        }
+        let writer_deadline = match self.writer_moved() {
+            Some(moved) if moved.action == SessionAction::ShutdownSessions => {
+                return Some(Ending::Now(WRITER_MOVED));
+            }
+            Some(moved) => Some(
+                *self
+                    .writer_drain_deadline
+                    .get_or_init(|| Instant::now() + moved.drain_timeout),
+            ),
+            None => None,
+        };
+        let backend_deadline = self.backend_down.borrow().when_idle;
+        let deadline = [writer_deadline, backend_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        self.follow
+            .close_when_idle
+            .store(deadline.is_some(), Ordering::Relaxed);
+        let deadline = deadline?;
+        if self.follow.is_idle() {
+            return Some(Ending::BetweenTransactions);
+        }
+        (Instant::now() >= deadline).then_some(Ending::DrainDeadline)
+    }
+
+    /// The next moment [`Session::verdict`] may change without a signal: a drain's deadline.
+    fn drain_deadline(&self) -> Option<Instant> {
+        let writer = self.writer_drain_deadline.get().copied();
+        [writer, self.backend_down.borrow().when_idle]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
+
+/// Why a session is closed by galera-lb rather than by either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Now(&'static str),
+    /// A drain found it between transactions.
+    BetweenTransactions,
+    /// A drain's deadline passed before it was.
+    DrainDeadline,
+}
+
+impl Ending {
+    fn reason(self) -> &'static str {
+        match self {
+            Ending::Now(reason) => reason,
+            Ending::BetweenTransactions => "closed between transactions (a drain)",
+            Ending::DrainDeadline => {
+                "closed at the drain's deadline, not between transactions (health.drain_timeout)"
+            }
+        }
+    }
+
+    /// Counts a drain's ending in `galera_lb_session_drains_total`.
+    fn count(self, listener: &str) {
+        let outcome = match self {
+            Ending::Now(_) => return,
+            Ending::BetweenTransactions => "between_transactions",
+            Ending::DrainDeadline => "deadline",
+        };
+        crate::core::counters::metrics()
+            .session_drains
+            .with_label_values(&[listener, outcome])
+            .inc();
+    }
+}
+
+/// A session's [`Follower`], fed by the copy loop, and whether the loop closes the session at
+/// its next idle point (a drain is on).
+#[derive(Debug)]
+struct Follow {
+    follower: std::sync::Mutex<Follower>,
+    close_when_idle: AtomicBool,
+}
+
+impl Follow {
+    fn is_idle(&self) -> bool {
+        self.follower.lock().is_ok_and(|f| f.is_idle())
+    }
+
+    fn observe(&self, towards_client: bool, data: &[u8]) {
+        if let Ok(mut follower) = self.follower.lock() {
+            match towards_client {
+                true => follower.server_bytes(data),
+                false => follower.client_bytes(data),
+            }
+        }
+    }
+
+    /// Whether a drain is on and the session just reached an idle point.
+    fn closes_now(&self) -> bool {
+        self.close_when_idle.load(Ordering::Relaxed) && self.is_idle()
+    }
+}
+
+/// The error a copy loop ends with when a drain closes its session between transactions.
+#[derive(Debug)]
+struct ClosedBetweenTransactions;
+
+impl std::fmt::Display for ClosedBetweenTransactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Ending::BetweenTransactions.reason())
+    }
+}
+
+impl std::error::Error for ClosedBetweenTransactions {}
 
 impl park::Session for Session {
     fn must_end(&self, parked_for: Duration) -> Option<String> {
         if self.ctx.force_close.is_cancelled() {
             return Some("closed at the end of the shutdown grace period".into());
         }
-        if self.backend_down.has_changed().unwrap_or(false) {
-            return Some(BACKEND_DOWN.into());
-        }
-        if self.writer_moved() {
-            return Some(WRITER_MOVED.into());
+        if let Some(ending) = self.verdict() {
+            ending.count(&self.listener.name);
+            return Some(ending.reason().into());
         }
         let idle = self.idle_before_park + parked_for;
         let timeout = self.ctx.client_idle_timeout?;
@@ -414,6 +558,8 @@ fn idle_timeout_message(idle: Duration) -> String {
 /// How a session's copying stopped.
 enum Stop {
     Ended(io::Result<()>),
+    /// galera-lb closes it (see [`Session::verdict`]).
+    Closed(Ending),
     /// Quiet for `limits.park_idle_after` with nothing in flight.
     Park(Duration),
     /// Quiet for `limits.client_idle_timeout`.
@@ -423,19 +569,7 @@ enum Stop {
 /// Copies until the session ends, parking it whenever it falls idle.
 async fn run_session(mut client: TcpStream, mut backend_stream: TcpStream, mut session: Session) {
     loop {
-        let stop = {
-            let backend = session.backend.owner();
-            let activity = Activity::default();
-            let ctx = &session.ctx;
-            let parking = ctx.parking.as_ref().and(ctx.park_idle_after);
-            tokio::select! {
-                outcome = copy_both_ways(&mut client, &mut backend_stream, backend, &activity) => Stop::Ended(outcome),
-                stop = until_idle(&activity, parking, ctx.client_idle_timeout) => stop,
-                _ = ctx.force_close.cancelled() => Stop::Ended(Err(io::Error::other("closed at the end of the shutdown grace period"))),
-                _ = session.backend_down.changed() => Stop::Ended(Err(io::Error::other(BACKEND_DOWN))),
-                _ = writer_moved_away(session.follows_writer.as_ref(), backend) => Stop::Ended(Err(io::Error::other(WRITER_MOVED))),
-            }
-        };
+        let stop = copy_until_stop(&mut client, &mut backend_stream, &session).await;
         let (listener, peer, address) = (
             &session.listener.name,
             session.peer,
@@ -448,6 +582,11 @@ async fn run_session(mut client: TcpStream, mut backend_stream: TcpStream, mut s
             }
             Stop::Ended(Err(e)) => {
                 debug!(listener = %listener, client = %peer, backend = %address, error = %e, "session ended with an error");
+                return;
+            }
+            Stop::Closed(ending) => {
+                ending.count(listener);
+                debug!(listener = %listener, client = %peer, backend = %address, "session {}", ending.reason());
                 return;
             }
             Stop::IdleTimeout(idle) => {
@@ -484,6 +623,56 @@ async fn run_session(mut client: TcpStream, mut backend_stream: TcpStream, mut s
                     }
                 }
             }
+        }
+    }
+}
+
+/// Copies until the session ends, falls idle for parking or its idle timeout, or galera-lb
+/// closes it ([`Session::verdict`], looked at again on each signal: the backend's sessions to
+/// close, the writer's move, a drain's deadline). A signal does not stop the copy: bytes on
+/// their way are never dropped.
+async fn copy_until_stop(
+    client: &mut TcpStream,
+    backend_stream: &mut TcpStream,
+    session: &Session,
+) -> Stop {
+    if let Some(ending) = session.verdict() {
+        return Stop::Closed(ending);
+    }
+    let backend = session.backend.owner();
+    let activity = Activity::default();
+    let ctx = &session.ctx;
+    let parking = ctx.parking.as_ref().and(ctx.park_idle_after);
+    let copy = copy_both_ways(client, backend_stream, backend, &activity, &session.follow);
+    let idle = until_idle(&activity, parking, ctx.client_idle_timeout);
+    tokio::pin!(copy, idle);
+    let mut closing = session.backend_down.clone();
+    closing.borrow_and_update();
+    let mut closing_open = true;
+    let role = session.follows_writer.as_ref().map(|f| &f.role);
+    let mut writer_here = role.is_some();
+    loop {
+        let deadline = session.drain_deadline();
+        let far = Instant::now() + Duration::from_secs(86_400);
+        tokio::select! {
+            outcome = &mut copy => {
+                return match outcome {
+                    Err(e) if e.get_ref().is_some_and(|e| e.is::<ClosedBetweenTransactions>()) => {
+                        Stop::Closed(Ending::BetweenTransactions)
+                    }
+                    outcome => Stop::Ended(outcome),
+                };
+            }
+            stop = &mut idle => return stop,
+            _ = ctx.force_close.cancelled() => {
+                return Stop::Ended(Err(io::Error::other("closed at the end of the shutdown grace period")));
+            }
+            changed = closing.changed(), if closing_open => closing_open = changed.is_ok(),
+            _ = writer_moved_away(role, backend), if writer_here => writer_here = false,
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
+        }
+        if let Some(ending) = session.verdict() {
+            return Stop::Closed(ending);
         }
     }
 }
@@ -737,7 +926,12 @@ async fn try_members(
         };
         match connected {
             Ok(stream) => {
-                let follows_writer = route.follows_writer.then(|| route.pool.writer_role.clone());
+                let follows_writer =
+                    (route.writer_moved != SessionAction::None).then(|| FollowsWriter {
+                        role: route.pool.writer_role.clone(),
+                        action: route.writer_moved,
+                        drain_timeout: route.drain_timeout,
+                    });
                 return Ok(Connected {
                     stream,
                     slot,
@@ -877,15 +1071,24 @@ async fn copy_both_ways(
     backend_stream: &mut TcpStream,
     backend: &BackendState,
     activity: &Activity,
+    follow: &Follow,
 ) -> io::Result<()> {
     let (client_read, client_write) = client.split();
     let (backend_read, backend_write) = backend_stream.split();
-    let upstream = pump(client_read, backend_write, activity, |n| {
-        backend.add_bytes_to_backend(n)
-    });
-    let downstream = pump(backend_read, client_write, activity, |n| {
-        backend.add_bytes_to_client(n)
-    });
+    let upstream = pump(
+        client_read,
+        backend_write,
+        activity,
+        follow,
+        Towards::Backend(backend),
+    );
+    let downstream = pump(
+        backend_read,
+        client_write,
+        activity,
+        follow,
+        Towards::Client(backend),
+    );
     tokio::pin!(upstream, downstream);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
@@ -900,22 +1103,45 @@ async fn copy_both_ways(
 /// The size of the stack buffer one read fills.
 const READ_CHUNK: usize = 32 * 1024;
 
+/// Which way a pump moves bytes, and the backend whose counters it bumps.
+#[derive(Clone, Copy)]
+enum Towards<'a> {
+    Backend(&'a BackendState),
+    Client(&'a BackendState),
+}
+
 /// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`. `activity` learns
-/// of every read, and is unsettled while bytes wait for `dst` and once `src` has ended.
+/// of every read, and is unsettled while bytes wait for `dst` and once `src` has ended;
+/// `follow` sees every byte, and ends the session (with [`ClosedBetweenTransactions`]) once
+/// what was read is written and a drain finds the session idle. A backend that resets the
+/// connection gets a check now: the node may be gone.
 async fn pump(
     mut src: ReadHalf<'_>,
     mut dst: WriteHalf<'_>,
     activity: &Activity,
-    count: impl Fn(u64),
+    follow: &Follow,
+    towards: Towards<'_>,
 ) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
+    let to_client = matches!(towards, Towards::Client(_));
     loop {
-        let transfer = poll_fn(|cx| transfer_ready(cx, &mut src, &mut dst, &mut pending)).await?;
+        let transfer =
+            poll_fn(|cx| transfer_ready(cx, &mut src, &mut dst, &mut pending, follow, to_client))
+                .await?;
+        if let (Transfer::ReadFailed(e), Towards::Client(backend)) = (&transfer, towards)
+            && e.kind() == io::ErrorKind::ConnectionReset
+        {
+            backend.request_check();
+        }
         if let Transfer::Moved(n) | Transfer::Blocked(n) = transfer {
-            count(n as u64);
+            match towards {
+                Towards::Backend(backend) => backend.add_bytes_to_backend(n as u64),
+                Towards::Client(backend) => backend.add_bytes_to_client(n as u64),
+            }
             activity.moved.fetch_add(n as u64, Ordering::Relaxed);
         }
         match transfer {
+            Transfer::ReadFailed(e) => return Err(e),
             Transfer::Moved(_) => {}
             Transfer::Blocked(_) => {
                 activity.unsettled.fetch_add(1, Ordering::Relaxed);
@@ -931,6 +1157,9 @@ async fn pump(
                 };
             }
         }
+        if follow.closes_now() {
+            return Err(io::Error::other(ClosedBetweenTransactions));
+        }
     }
 }
 
@@ -941,6 +1170,8 @@ enum Transfer {
     Blocked(usize),
     /// `src` reached its end.
     End,
+    /// Reading `src` failed (writing `dst` failing is the poll's error).
+    ReadFailed(io::Error),
 }
 
 /// One read from `src` into a stack buffer and as much of it written to `dst` as it takes now.
@@ -955,14 +1186,19 @@ fn transfer_ready(
     src: &mut ReadHalf<'_>,
     dst: &mut WriteHalf<'_>,
     pending: &mut Vec<u8>,
+    follow: &Follow,
+    to_client: bool,
 ) -> Poll<io::Result<Transfer>> {
     let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
     let mut read_buf = ReadBuf::uninit(&mut buf);
-    ready!(Pin::new(&mut *src).poll_read(cx, &mut read_buf))?;
+    if let Err(e) = ready!(Pin::new(&mut *src).poll_read(cx, &mut read_buf)) {
+        return Poll::Ready(Ok(Transfer::ReadFailed(e)));
+    }
     let data = read_buf.filled();
     if data.is_empty() {
         return Poll::Ready(Ok(Transfer::End));
     }
+    follow.observe(to_client, data);
     let mut written = 0;
     while written < data.len() {
         match Pin::new(&mut *dst).poll_write(cx, &data[written..]) {

@@ -411,7 +411,8 @@ getinfo json            every pool and backend as JSON
 getstat | getstats      traffic since the previous getstat (glbd layout)
 HOST:PORT[:WEIGHT]      add a backend or set its weight; :0 drains it, a negative weight removes it
 drain HOST:PORT         no new clients; open sessions stay
-maint HOST:PORT         like drain, and its health checks pause
+maint HOST:PORT         like drain, its health checks pause, and its sessions close
+                        between transactions (within health.drain_timeout)
 ready HOST:PORT         back in service
 health                  each backend's state, role and reason
 reload                  re-read the configuration file

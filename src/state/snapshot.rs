@@ -251,8 +251,11 @@ pub struct Route {
     pub exclude_writer: bool,
     /// With no usable non-backup member: every usable backup, not only the first.
     pub all_backups: bool,
-    /// Sessions of this (writer) listener close when the writer moves to another node.
-    pub follows_writer: bool,
+    /// What this (writer) listener's sessions do when the writer moves to another node
+    /// (`health.on_writer_change`; always `None` for other listeners).
+    pub writer_moved: SessionAction,
+    /// How long sessions closing between transactions may take (`health.drain_timeout`).
+    pub drain_timeout: Duration,
     /// The listener's `proxy_protocol`, for members without their own.
     pub proxy_protocol: ProxyProtocol,
     /// The listener reads a PROXY header from each new client (`accept_proxy`).
@@ -1323,8 +1326,11 @@ async fn build(
                 role: listener.role,
                 exclude_writer: listener.exclude_writer,
                 all_backups: listener.all_backups,
-                follows_writer: listener.role == Role::Writer
-                    && config.health.on_writer_change == SessionAction::ShutdownSessions,
+                writer_moved: match listener.role {
+                    Role::Writer => config.health.on_writer_change,
+                    _ => SessionAction::None,
+                },
+                drain_timeout: config.health.drain_timeout,
                 proxy_protocol: listener.proxy_protocol,
                 accept_proxy: listener.accept_proxy,
                 causal_reads: listener.causal_reads,

@@ -177,6 +177,15 @@ impl<E: Effects> UpdaterTask<E> {
                     .ok_or_else(|| format!("no backend {address}"))?;
                 member.backend.set_admin_state(state);
                 info!(backend = %identity, name = %member.backend.name(), state = state.as_str(), "admin state set over the control port");
+                // `maint` moves the node's sessions off it between transactions; `drain` and
+                // `ready` leave them (glbd's drain), withdrawing a `maint` not yet done.
+                match state {
+                    AdminState::Maint => member
+                        .backend
+                        .close_sessions_when_idle(self.config.health.drain_timeout),
+                    _ if member.backend.is_healthy() => member.backend.keep_sessions(),
+                    _ => {}
+                }
                 // A drained writer must give its role up: let the coordinator elect.
                 self.effects.elect_writers();
                 if state == AdminState::Ready {

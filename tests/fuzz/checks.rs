@@ -391,3 +391,179 @@ pub fn proxy_header(data: &[u8]) {
         Err(refused) => assert!(!refused.detail.is_empty()),
     }
 }
+
+/// `mysql_follow`: the session follower that decides when a drain may close a session.
+///
+/// 1. The input, split at its first byte into a client and a server stream, fed in chunks
+///    after a login and a query: never a panic, whatever the bytes.
+/// 2. The input as choices that build a *valid* reply to a query (OK, ERR, result sets whose
+///    rows look like OK, EOF or anything else, several results, with or without
+///    `CLIENT_DEPRECATE_EOF`), fed in chunks the input chooses: the follower never says idle
+///    before the reply's last byte (a drain would cut a result), and after it says idle exactly
+///    when no transaction is open (it follows valid streams to the end).
+pub fn mysql_follow(data: &[u8]) {
+    use galera_lb::core::mysql_follow::Follower;
+
+    let mut raw = follow::logged_in(false);
+    raw.client_bytes(&follow::packet(0, b"\x03SELECT 1"));
+    let split = data.first().map_or(0, |&b| b as usize).min(data.len());
+    let (client, server) = data.split_at(split);
+    for (i, chunk) in server.chunks(7).enumerate() {
+        raw.server_bytes(chunk);
+        if let Some(c) = client.chunks(5).nth(i) {
+            raw.client_bytes(c);
+        }
+        let _ = raw.is_idle();
+    }
+    let mut fresh = Follower::new();
+    fresh.server_bytes(server);
+    fresh.client_bytes(client);
+    let _ = (fresh.is_idle(), fresh.opaque_reason());
+
+    let mut choices = follow::Choices { data, at: 0 };
+    let deprecate_eof = choices.next() & 1 == 1;
+    let (reply, in_transaction) = follow::reply(&mut choices, deprecate_eof);
+    let mut f = follow::logged_in(deprecate_eof);
+    f.client_bytes(&follow::packet(0, b"\x03SELECT a FROM t"));
+    let mut fed = 0;
+    while fed < reply.len() {
+        assert!(!f.is_idle(), "idle after {fed} of {} bytes", reply.len());
+        let size = 1 + choices.next() as usize % 64;
+        let end = (fed + size).min(reply.len());
+        f.server_bytes(&reply[fed..end]);
+        fed = end;
+    }
+    assert_eq!(f.opaque_reason(), None, "a valid reply is followed");
+    assert_eq!(
+        f.is_idle(),
+        !in_transaction,
+        "idle after the reply unless in a transaction"
+    );
+}
+
+mod follow {
+    use galera_lb::core::mysql_follow::Follower;
+
+    const PROTOCOL_41: u32 = 1 << 9;
+    const DEPRECATE_EOF: u32 = 1 << 24;
+    const IN_TRANS: u16 = 1;
+    const MORE_RESULTS: u16 = 8;
+
+    pub struct Choices<'a> {
+        pub data: &'a [u8],
+        pub at: usize,
+    }
+
+    impl Choices<'_> {
+        /// The next byte of the input, 0 once it is used up.
+        pub fn next(&mut self) -> u8 {
+            let byte = self.data.get(self.at).copied().unwrap_or(0);
+            self.at += 1;
+            byte
+        }
+    }
+
+    pub fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        bytes.push(seq);
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// A follower past a MariaDB greeting, a login (with `CLIENT_DEPRECATE_EOF` or not) and
+    /// its OK.
+    pub fn logged_in(deprecate_eof: bool) -> Follower {
+        let caps: u32 = !1;
+        let mut greeting = vec![10];
+        greeting.extend_from_slice(b"5.5.5-10.11.6-MariaDB\0\x07\0\0\0");
+        greeting.extend_from_slice(&[1; 8]);
+        greeting.push(0);
+        greeting.extend_from_slice(&(caps as u16).to_le_bytes());
+        greeting.extend_from_slice(&[45, 2, 0]);
+        greeting.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+        greeting.extend_from_slice(&[21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let client = PROTOCOL_41 | (1 << 15) | if deprecate_eof { DEPRECATE_EOF } else { 0 };
+        let mut response = client.to_le_bytes().to_vec();
+        response.extend_from_slice(&[0, 0, 0, 1, 45]);
+        response.extend_from_slice(&[0; 23]);
+        response.extend_from_slice(b"app\0");
+        let mut f = Follower::new();
+        f.server_bytes(&packet(0, &greeting));
+        f.client_bytes(&packet(1, &response));
+        f.server_bytes(&packet(2, &[0, 0, 0, 2, 0, 0, 0]));
+        f
+    }
+
+    fn status_ok(header: u8, status: u16) -> Vec<u8> {
+        let mut p = vec![header, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p
+    }
+
+    fn eof(status: u16) -> Vec<u8> {
+        let mut p = vec![0xFE, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p
+    }
+
+    /// A valid reply to a query, and whether it leaves a transaction open.
+    pub fn reply(c: &mut Choices<'_>, deprecate_eof: bool) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut seq = 1u8;
+        let mut push = |out: &mut Vec<u8>, payload: &[u8]| {
+            out.extend(packet(seq, payload));
+            seq = seq.wrapping_add(1);
+        };
+        let mut in_transaction = false;
+        let results = 1 + c.next() % 3;
+        for i in 0..results {
+            let last = i + 1 == results;
+            let trans = c.next() & 1 == 1;
+            let status = 2 | if trans { IN_TRANS } else { 0 } | if last { 0 } else { MORE_RESULTS };
+            match c.next() % 4 {
+                0 => {
+                    push(&mut out, &status_ok(0, status));
+                    in_transaction = trans;
+                }
+                1 => {
+                    push(&mut out, b"\xFF\x28\x04#42000error");
+                    return (out, in_transaction);
+                }
+                kind => {
+                    let binary = kind == 3;
+                    let columns = 1 + c.next() % 4;
+                    push(&mut out, &[columns]);
+                    for _ in 0..columns {
+                        let mut def = b"\x03def\x01s\x01t\x01t\x01c\x01c\x0c".to_vec();
+                        def.extend((0..c.next() % 12).map(|_| c.next()));
+                        push(&mut out, &def);
+                    }
+                    if !deprecate_eof {
+                        push(&mut out, &eof(2));
+                    }
+                    for _ in 0..c.next() % 6 {
+                        let mut row = vec![if binary {
+                            0
+                        } else {
+                            // A text row starts with a length (or 0xFB, NULL); 0xFE only for
+                            // fields of 16 MiB and more, and never 0xFF.
+                            match c.next() {
+                                0xFE | 0xFF => 0xFB,
+                                b => b,
+                            }
+                        }];
+                        row.extend((0..c.next() % 40).map(|_| c.next()));
+                        push(&mut out, &row);
+                    }
+                    match deprecate_eof {
+                        true => push(&mut out, &status_ok(0xFE, status)),
+                        false => push(&mut out, &eof(status)),
+                    }
+                    in_transaction = trans;
+                }
+            }
+        }
+        (out, in_transaction)
+    }
+}

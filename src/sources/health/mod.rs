@@ -84,6 +84,12 @@ impl RiseFall {
         self.checked
     }
 
+    /// Takes the backend down at once, whatever `fall` says (an operator's maintenance).
+    pub(crate) fn force_down(&mut self) -> bool {
+        (self.checked, self.up, self.streak) = (true, false, 0);
+        false
+    }
+
     /// Records one result and returns the state after it.
     pub(crate) fn record(&mut self, passed: bool) -> bool {
         if !self.checked {
@@ -597,7 +603,11 @@ fn apply(
     let was_up = backend.is_healthy();
     let was_writable = backend.is_writable();
     let first = !state.has_checked();
-    let up = state.record(outcome.passed);
+    let leaving = outcome.wsrep.as_ref().and_then(|w| w.leaving());
+    let up = match leaving {
+        Some(_) => state.force_down(),
+        None => state.record(outcome.passed),
+    };
     if outcome.passed {
         // Writability and position follow passing checks only: a failed check is not a reason
         // to move the writer before `fall` says the node is down.
@@ -651,9 +661,31 @@ fn apply(
         }
         *logged_reason = Some(reason.clone());
     }
-    if was_up && !up && config.on_down == SessionAction::ShutdownSessions {
-        info!(backend = %backend.address, name = %backend.name(), sessions = backend.active(), "closing the sessions of a backend that went down");
-        backend.close_sessions();
+    if was_up && !up {
+        let sessions = backend.active();
+        let (address, name) = (&backend.address, backend.name());
+        match (leaving, config.on_down) {
+            (Some(leaving), _) => {
+                let within = leaving
+                    .within
+                    .map_or(config.drain_timeout, |t| t.min(config.drain_timeout));
+                info!(backend = %address, name = %name, sessions, within = ?within,
+                    "closing the sessions of a node taken out for maintenance between transactions");
+                backend.close_sessions_when_idle(within);
+            }
+            (None, SessionAction::ShutdownSessions) => {
+                info!(backend = %address, name = %name, sessions, "closing the sessions of a backend that went down");
+                backend.close_sessions();
+            }
+            (None, SessionAction::CloseWhenIdle) => {
+                info!(backend = %address, name = %name, sessions, within = ?config.drain_timeout,
+                    "closing the sessions of a backend that went down between transactions");
+                backend.close_sessions_when_idle(config.drain_timeout);
+            }
+            (None, SessionAction::None) => {}
+        }
+    } else if up && !was_up {
+        backend.keep_sessions();
     }
     if up != was_up || backend.is_writable() != was_writable {
         changed.notify_one();
@@ -901,6 +933,46 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2300)).await;
         assert!(backend(&router, 3316).is_healthy());
         assert_eq!(writer_port(&router), Some(3326));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pxc_maint_mode_takes_a_node_out_at_the_first_check_and_drains_it_within_the_transition()
+     {
+        let (script, router, _monitor) = three_synced_nodes().await;
+        let node = backend(&router, 3326);
+        let sessions = node.session_closer();
+        let maintenance = Outcome {
+            wsrep: Some(WsrepStatus {
+                local_index: Some(1),
+                maint_mode: "MAINTENANCE".into(),
+                maint_transition_period: Some(10),
+                ..WsrepStatus::default()
+            }),
+            ..Outcome::failed("pxc_maint_mode=MAINTENANCE", String::new())
+        };
+        script.set(3326, maintenance, NOW);
+        // One check, not fall (2): an operator's decision is acted on at once.
+        tokio::time::sleep(Duration::from_millis(1150)).await;
+        assert!(!node.is_healthy());
+        let closing = *sessions.borrow();
+        assert_eq!(
+            closing.now, 0,
+            "on_down's shutdown_sessions does not cut them"
+        );
+        let within = closing
+            .when_idle
+            .expect("its sessions close between transactions")
+            .saturating_duration_since(std::time::Instant::now());
+        assert!(
+            within > Duration::from_secs(9) && within <= Duration::from_secs(10),
+            "within pxc_maint_transition_period (10 s), below drain_timeout (30 s): {within:?}"
+        );
+
+        // Back in service: the drain not yet done is withdrawn.
+        script.set(3326, synced(1), NOW);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert!(node.is_healthy());
+        assert_eq!(sessions.borrow().when_idle, None);
     }
 
     #[tokio::test(start_paused = true)]
