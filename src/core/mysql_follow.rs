@@ -501,6 +501,8 @@ impl Follower {
                 Some(0xFB) => self.infile = true,
                 Some(_) => match column_count(packet.head(), self.cache_metadata) {
                     Some((columns, true)) => self.within = Within::Columns(columns),
+                    // Definitions cached by the client: the EOF after them still comes.
+                    Some((_, false)) if !self.deprecate_eof => self.within = Within::ColumnsEof,
                     Some((_, false)) => self.within = Within::Rows,
                     None => self.give_up(Opaque::Unfollowed("malformed column count")),
                 },
@@ -598,7 +600,8 @@ fn eof_status(head: &[u8]) -> Option<u16> {
 }
 
 /// A result set's column count, and whether definitions follow (with MariaDB's metadata
-/// cache, a byte after the count says).
+/// cache, a byte after the count says; the EOF that ends the definitions comes either way
+/// unless `CLIENT_DEPRECATE_EOF`).
 fn column_count(head: &[u8], cache_metadata: bool) -> Option<(u64, bool)> {
     let (count, rest) = lenenc(head)?;
     if count == 0 {
