@@ -1,11 +1,14 @@
 //! How long galera-lb's parsers take on the inputs they see: control-port request lines (glbd's
 //! protocol and the extensions), destinations, the MySQL ERR packet it writes and reads back,
-//! and the wsrep status rows a health check turns into a verdict.
+//! the wsrep status rows a health check turns into a verdict, and the session follower
+//! (`core::mysql_follow`) on one point select's bytes, what every proxied query pays for drains
+//! that never cut a transaction.
 //! Run with `cargo bench --bench parsers`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use galera_lb::core::mysql_follow::Follower;
 use galera_lb::core::mysql_packet::{NO_BACKEND, err_packet, parse_err_packet};
 use galera_lb::core::wsrep::{WsrepStatus, parse_incoming_addresses};
 use galera_lb::sources::control::{parse, parse_destination};
@@ -44,6 +47,61 @@ fn mysql(c: &mut Criterion) {
     });
     c.bench_function("err_packet/parse_truncated", |b| {
         b.iter(|| black_box(parse_err_packet(black_box(&packet[..packet.len() / 2]))))
+    });
+}
+
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+    bytes.push(seq);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A follower past a login with `CLIENT_DEPRECATE_EOF` (as sysbench's libmariadb logs in).
+fn logged_in() -> Follower {
+    let caps: u32 = !1;
+    let mut greeting = vec![10];
+    greeting.extend_from_slice(b"5.5.5-10.11.6-MariaDB\0\x07\0\0\0");
+    greeting.extend_from_slice(&[1; 8]);
+    greeting.push(0);
+    greeting.extend_from_slice(&(caps as u16).to_le_bytes());
+    greeting.extend_from_slice(&[45, 2, 0]);
+    greeting.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+    greeting.extend_from_slice(&[21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let client: u32 = (1 << 9) | (1 << 15) | (1 << 24);
+    let mut response = client.to_le_bytes().to_vec();
+    response.extend_from_slice(&[0, 0, 0, 1, 45]);
+    response.extend_from_slice(&[0; 23]);
+    response.extend_from_slice(b"app\0");
+    let mut f = Follower::new();
+    f.server_bytes(&packet(0, &greeting));
+    f.client_bytes(&packet(1, &response));
+    f.server_bytes(&packet(2, &[0, 0, 0, 2, 0, 0, 0]));
+    f
+}
+
+fn follow(c: &mut Criterion) {
+    // oltp_point_select: COM_STMT_EXECUTE of `SELECT c FROM sbtest1 WHERE id=?`, and its binary
+    // result: one column, its definition, one row of 120 bytes, the closing OK.
+    let execute = packet(
+        0,
+        &[
+            0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 0x39, 0x30, 0, 0,
+        ],
+    );
+    let mut reply = packet(1, &[1]);
+    reply.extend(packet(2, b"\x03def\x06sbtest\x07sbtest1\x07sbtest1\x01c\x01c\x0c\x08\x00\x78\x00\x00\x00\xfe\x81\x50\x00\x00\x00"));
+    let mut row = vec![0, 0, 120];
+    row.extend_from_slice(&[b'7'; 120]);
+    reply.extend(packet(3, &row));
+    reply.extend(packet(4, &[0xFE, 0, 0, 2, 0, 0, 0]));
+    let follower = std::sync::Mutex::new(logged_in());
+    c.bench_function("follow/point_select_exchange", |b| {
+        b.iter(|| {
+            follower.lock().unwrap().client_bytes(black_box(&execute));
+            follower.lock().unwrap().server_bytes(black_box(&reply));
+            assert!(follower.lock().unwrap().is_idle());
+        })
     });
 }
 
@@ -88,5 +146,5 @@ fn wsrep(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, control, mysql, wsrep);
+criterion_group!(benches, control, mysql, wsrep, follow);
 criterion_main!(benches);
