@@ -22,6 +22,7 @@ use crate::core::secret::Secret;
 use crate::proxy::listeners::{self, ListenerSet};
 use crate::sources::discovery;
 use crate::sources::health::seqno::MysqlSeqnos;
+use crate::sources::health::socket::CheckSockets;
 use crate::sources::health::{HealthMonitor, HealthSettings};
 use crate::state::change::Change;
 use crate::state::snapshot::{Delta, Router, Snapshot};
@@ -122,6 +123,7 @@ impl Effects for AppEffects {
                 HealthSettings {
                     config: new.health.clone(),
                     password: prepared.password,
+                    sockets: CheckSockets::of(&new.tcp),
                 },
                 self.router.clone(),
                 self.tasks.clone(),

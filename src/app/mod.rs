@@ -37,6 +37,7 @@ use crate::proxy::park::ParkingLot;
 use crate::proxy::{ListenerState, ProxyContext, trim};
 use crate::sources::control::{self, ControlContext};
 use crate::sources::health::seqno::MysqlSeqnos;
+use crate::sources::health::socket::CheckSockets;
 use crate::sources::health::{HealthMonitor, HealthSettings};
 use crate::sources::signals;
 use crate::state::change::Change;
@@ -195,7 +196,11 @@ pub async fn start_from(
     };
 
     let router = updater.router();
-    let seqnos = Arc::new(MysqlSeqnos::new(&config.health, &password));
+    let seqnos = Arc::new(MysqlSeqnos::new(
+        &config.health,
+        &password,
+        CheckSockets::of(&config.tcp),
+    ));
     let ctx = Arc::new(ProxyContext {
         router: router.clone(),
         tcp: config.tcp.clone(),
@@ -227,6 +232,7 @@ pub async fn start_from(
         HealthSettings {
             config: config.health.clone(),
             password,
+            sockets: CheckSockets::of(&config.tcp),
         },
         router.clone(),
         background.clone(),

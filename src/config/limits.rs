@@ -66,6 +66,16 @@ pub struct TcpConfig {
     /// the range Linux takes; `null` turns keepalive off.
     #[serde(with = "humantime_serde")]
     pub keepalive: Option<Duration>,
+    /// TCP_USER_TIMEOUT on each session's backend socket and on the health checks' own sockets:
+    /// how long data sent to a node may stay unacknowledged (and, with keepalive, how long its
+    /// probes may go unanswered) before the kernel drops the connection, so that a session on a
+    /// node that vanished without a reset (power loss, a cut cable) ends instead of hanging for
+    /// the kernel's ~15 minutes (`net.ipv4.tcp_retries2`). Whole milliseconds from 1s to 1h;
+    /// default 30s (longer than Galera's own `evs.inactive_timeout`, 15 s, after which such a
+    /// node is out of the cluster anyway); `null` leaves the kernel's behaviour. Not set on
+    /// client sockets (see docs/src/operations.md).
+    #[serde(with = "humantime_serde")]
+    pub user_timeout: Option<Duration>,
     /// SO_REUSEPORT on listening sockets (several processes may share a port).
     pub reuse_port: bool,
     /// The listen backlog, from 1 to 65535 (the kernel caps it at `net.core.somaxconn`).
@@ -87,11 +97,15 @@ impl Default for TcpConfig {
         TcpConfig {
             nodelay: true,
             keepalive: Some(Duration::from_secs(60)),
+            user_timeout: Some(DEFAULT_USER_TIMEOUT),
             reuse_port: false,
             backlog: 1024,
         }
     }
 }
+
+/// `tcp.user_timeout`'s default.
+pub(crate) const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most connections `limits.max_connections` and a listener's or backend's
 /// `max_connections` may allow (each takes two file descriptors).
@@ -160,10 +174,14 @@ impl LimitsConfig {
 }
 
 impl TcpConfig {
-    /// `tcp.*`: a keepalive idle time the kernel takes, a backlog within its range.
+    /// `tcp.*`: a keepalive idle time the kernel takes, a user timeout and a backlog within
+    /// their ranges.
     pub(super) fn validate(&self, file: &str) -> Result<(), ConfigError> {
         if let Some(idle) = self.keepalive {
             range::keepalive(file, "tcp.keepalive", idle)?;
+        }
+        if let Some(timeout) = self.user_timeout {
+            range::user_timeout(file, "tcp.user_timeout", timeout)?;
         }
         range::count(file, "tcp.backlog", self.backlog, 1..=65_535, "")
     }

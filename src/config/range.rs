@@ -84,6 +84,33 @@ pub(super) fn keepalive(file: &str, field: &str, value: Duration) -> Result<(), 
     ))
 }
 
+/// The range of `tcp.user_timeout`: below a second, a few lost packets in a row (the first
+/// retransmission waits 200 ms, each next one twice as long) would end a healthy session; past
+/// an hour it is longer than the kernel's own ~15 minutes, which it replaces.
+pub(crate) const USER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// `tcp.user_timeout`: TCP_USER_TIMEOUT takes whole milliseconds; within
+/// [`USER_TIMEOUT_RANGE`]. Fractions of a millisecond are refused rather than rounded, as for
+/// keepalive.
+pub(super) fn user_timeout(file: &str, field: &str, value: Duration) -> Result<(), ConfigError> {
+    let whole = value.subsec_nanos() % 1_000_000 == 0;
+    if whole && USER_TIMEOUT_RANGE.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        file,
+        field,
+        format!(
+            "must be whole milliseconds from {} to {} (e.g. 30s), or null for the kernel's \
+             default, not {}",
+            show(*USER_TIMEOUT_RANGE.start()),
+            show(*USER_TIMEOUT_RANGE.end()),
+            show(value)
+        ),
+    ))
+}
+
 /// A duration as the file would write it: its non-zero parts from days (from two days on) to
 /// nanoseconds (`1h`, `24h`, `30d`, `1s 500ms`, `0s`).
 pub(super) fn show(d: Duration) -> String {
@@ -153,6 +180,27 @@ mod tests {
                 .to_string(),
             "f: n: must be from 1 to 3 (or left out), not 0"
         );
+    }
+
+    #[test]
+    fn user_timeout_takes_whole_milliseconds_from_a_second_to_an_hour() {
+        let ms = Duration::from_millis;
+        for ok in [ms(1000), ms(1500), ms(30_000), ms(3_600_000)] {
+            assert!(user_timeout("f", "u", ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            Duration::ZERO,
+            ms(999),
+            Duration::from_micros(1_500_500),
+            ms(3_600_001),
+            Duration::from_secs(u64::MAX),
+        ] {
+            let error = user_timeout("f", "u", refused).unwrap_err().to_string();
+            assert!(
+                error.contains("must be whole milliseconds from 1s to 1h"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

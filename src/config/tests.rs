@@ -441,7 +441,7 @@ fn every_count_and_duration_is_accepted_at_both_ends_of_its_range() {
     let low = format!(
         "{MINIMAL}runtime:\n  worker_threads: 1\nlimits:\n  max_connections: 1\n  \
          connect_timeout: 10ms\n  shutdown_delay: 0s\n  shutdown_grace: 0s\n  park_idle_after: 10ms\n  \
-         client_idle_timeout: 10ms\ntcp:\n  keepalive: 1s\n  backlog: 1\nhealth:\n  \
+         client_idle_timeout: 10ms\ntcp:\n  keepalive: 1s\n  user_timeout: 1s\n  backlog: 1\nhealth:\n  \
          interval: 10ms\n  timeout: 10ms\n  rise: 1\n  fall: 1\n  stale_view_after: 0s\n\
          control:\n  max_clients: 1\n  max_line: 16\n  idle_timeout: 100ms\n\
          discover_retire_after: 1\n"
@@ -457,7 +457,7 @@ fn every_count_and_duration_is_accepted_at_both_ends_of_its_range() {
     let high = format!(
         "{MINIMAL}runtime:\n  worker_threads: 1024\nlimits:\n  max_connections: 1000000\n  \
          connect_timeout: 1h\n  shutdown_delay: 10m\n  shutdown_grace: 24h\n  park_idle_after: 24h\n  \
-         client_idle_timeout: 30d\ntcp:\n  keepalive: 32767s\n  backlog: 65535\nhealth:\n  \
+         client_idle_timeout: 30d\ntcp:\n  keepalive: 32767s\n  user_timeout: 1h\n  backlog: 65535\nhealth:\n  \
          interval: 1h\n  timeout: 1h\n  rise: 1000\n  fall: 1000\n  stale_view_after: 1h\n\
          control:\n  max_clients: 10000\n  max_line: 65536\n  idle_timeout: 24h\n\
          discover_retire_after: 1000\n"

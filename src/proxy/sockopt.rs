@@ -1,5 +1,16 @@
 //! The `tcp:` socket options on a session's two sockets: TCP_NODELAY and keepalive on the
-//! client's socket once accepted, and on each backend socket before it connects.
+//! client's socket once accepted, and on each backend socket before it connects; TCP_USER_TIMEOUT
+//! (`tcp.user_timeout`) on the backend socket only.
+//!
+//! TCP_USER_TIMEOUT bounds how long data written to a node may stay unacknowledged (and, with
+//! keepalive, how long keepalive probes may go unanswered) before the kernel drops the
+//! connection: a session on a node that vanished without a reset ends within it rather than
+//! after the kernel's ~15 minutes of retransmissions. On a node whose kernel still answers (a
+//! stopped process) it also ends a session whose writes wait on the node's full receive window
+//! (Linux counts zero-window probes against it), but not one that only waits for an answer: the
+//! kernel acknowledged the query, nothing is outstanding. The client side keeps the kernel's
+//! behaviour: a client on a slow or lossy network is not cut off by the proxy, and a client that
+//! vanished costs one backend connection until the kernel gives up.
 //!
 //! Loading refuses every value the kernel would (keepalive: whole seconds, 1 to 32767, see
 //! `crate::config`), so setting them is not expected to fail. If one does anyway (another
@@ -29,9 +40,12 @@ pub(super) enum Side {
 enum SocketOption {
     NoDelay,
     Keepalive,
+    UserTimeout,
 }
 
-static WARNED: [AtomicBool; 4] = [
+static WARNED: [AtomicBool; 6] = [
+    AtomicBool::new(false),
+    AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
@@ -43,6 +57,7 @@ impl SocketOption {
         match self {
             SocketOption::NoDelay => "TCP_NODELAY (tcp.nodelay)",
             SocketOption::Keepalive => "TCP keepalive (tcp.keepalive)",
+            SocketOption::UserTimeout => "TCP_USER_TIMEOUT (tcp.user_timeout)",
         }
     }
 }
@@ -66,6 +81,11 @@ pub(super) fn apply<S: AsFd>(socket: &S, tcp: &TcpConfig, side: Side) {
     if let Some(idle) = tcp.keepalive {
         if let Err(e) = socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle)) {
             report(side, SocketOption::Keepalive, &e);
+        }
+    }
+    if side == Side::Backend && tcp.user_timeout.is_some() {
+        if let Err(e) = socket.set_tcp_user_timeout(tcp.user_timeout) {
+            report(side, SocketOption::UserTimeout, &e);
         }
     }
 }
@@ -122,5 +142,49 @@ mod tests {
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+    }
+
+    /// `tcp.user_timeout` reaches the backend socket (read back with getsockopt), before the
+    /// connect and after it; the client socket keeps the kernel's default (none); `null` sets
+    /// nothing.
+    #[tokio::test]
+    async fn the_user_timeout_is_set_on_the_backend_socket_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpConfig {
+            user_timeout: Some(Duration::from_millis(2500)),
+            ..TcpConfig::default()
+        };
+        let socket = TcpSocket::new_v4().unwrap();
+        apply(&socket, &tcp, Side::Backend);
+        assert_eq!(
+            SockRef::from(&socket).tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        let backend = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            SockRef::from(&backend).tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        let (accepted, _) = listener.accept().await.unwrap();
+        apply(&accepted, &tcp, Side::Client);
+        assert_eq!(SockRef::from(&accepted).tcp_user_timeout().unwrap(), None);
+        // The default is 30 s.
+        let socket = TcpSocket::new_v4().unwrap();
+        apply(&socket, &TcpConfig::default(), Side::Backend);
+        assert_eq!(
+            SockRef::from(&socket).tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        // null: nothing set.
+        let off = TcpConfig {
+            user_timeout: None,
+            ..TcpConfig::default()
+        };
+        let socket = TcpSocket::new_v4().unwrap();
+        apply(&socket, &off, Side::Backend);
+        assert_eq!(SockRef::from(&socket).tcp_user_timeout().unwrap(), None);
     }
 }

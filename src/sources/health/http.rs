@@ -13,14 +13,21 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::socket::CheckSockets;
 use crate::config::HttpCheckConfig;
 
 /// The longest status line read; an answer without a line end by then is not HTTP.
 pub(crate) const MAX_STATUS_LINE: usize = 1024;
 
-/// Sends the request and returns the answer's status code.
-pub(crate) async fn check(address: SocketAddr, http: &HttpCheckConfig) -> io::Result<u16> {
+/// Sends the request and returns the answer's status code; the socket gets `sockets`'
+/// TCP_USER_TIMEOUT.
+pub(crate) async fn check(
+    address: SocketAddr,
+    http: &HttpCheckConfig,
+    sockets: CheckSockets,
+) -> io::Result<u16> {
     let mut stream = TcpStream::connect(address).await?;
+    sockets.bound(&stream);
     let request = format!(
         "{} {} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: galera-lb\r\nConnection: close\r\n\r\n",
         http.method, http.path
@@ -121,7 +128,12 @@ mod tests {
             path: "/health?x=1".into(),
             expect_status: 200,
         };
-        assert_eq!(check(address, &http).await.unwrap(), 503);
+        assert_eq!(
+            check(address, &http, CheckSockets::default())
+                .await
+                .unwrap(),
+            503
+        );
         let request = task.await.unwrap();
         assert!(
             request.starts_with("GET /health?x=1 HTTP/1.0\r\n"),
@@ -130,10 +142,24 @@ mod tests {
         let (address, _task) =
             server(b"HTTP/1.0 200 OK\r\n\r\nPercona XtraDB Cluster Node is synced.").await;
         assert_eq!(
-            check(address, &HttpCheckConfig::default()).await.unwrap(),
+            check(
+                address,
+                &HttpCheckConfig::default(),
+                CheckSockets::default()
+            )
+            .await
+            .unwrap(),
             200
         );
         let (address, _task) = server(b"").await;
-        assert!(check(address, &HttpCheckConfig::default()).await.is_err());
+        assert!(
+            check(
+                address,
+                &HttpCheckConfig::default(),
+                CheckSockets::default()
+            )
+            .await
+            .is_err()
+        );
     }
 }

@@ -21,6 +21,8 @@
 //! - [`seqno`]: asking a node for its `wsrep_last_committed` now, for `causal_reads: connect`.
 //! - [`relay`]: the loopback relay that puts a PROXY header in front of a check's login, for
 //!   backends that get PROXY headers.
+//! - [`socket`]: the `tcp:` options of the checks' own connections (TCP_USER_TIMEOUT where
+//!   galera-lb opens the socket, keepalive on mysql_async's).
 //!
 //! A backend that gets PROXY headers (its own `proxy_protocol`, or, when it sets none, that of a
 //! listener routing to its pool) is checked with a header too: `PROXY UNKNOWN` (v1) or a v2
@@ -31,6 +33,7 @@ pub(crate) mod lag;
 pub(crate) mod probe;
 pub(crate) mod relay;
 pub(crate) mod seqno;
+pub(crate) mod socket;
 pub mod view;
 
 use std::collections::HashMap;
@@ -140,6 +143,8 @@ pub(crate) type MakeCheck =
 pub(crate) struct HealthSettings {
     pub config: HealthConfig,
     pub password: crate::core::secret::Secret,
+    /// The `tcp:` options of the checks' connections.
+    pub sockets: socket::CheckSockets,
 }
 
 /// Runs the check tasks and the writer coordinator.
@@ -185,6 +190,7 @@ impl HealthMonitor {
                 &settings.config,
                 address,
                 &settings.password,
+                settings.sockets,
                 header,
                 relays.clone(),
             ))
@@ -830,6 +836,7 @@ mod tests {
         let settings = HealthSettings {
             config: config.health.clone(),
             password: Default::default(),
+            sockets: Default::default(),
         };
         let script = script.clone();
         let fakes: MakeCheck = Arc::new(move |_, address, _| {

@@ -19,6 +19,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use tokio_util::task::TaskTracker;
 
 use super::relay;
+use super::socket::CheckSockets;
 use crate::config::{CheckKind, HealthConfig, HttpCheckConfig, ProxyProtocol};
 use crate::core::proxy_protocol::Version;
 use crate::core::secret::Secret;
@@ -93,6 +94,8 @@ pub(crate) struct Probe {
     /// The PROXY header version each check sends first, `None` for none.
     proxy_header: Option<Version>,
     conn: Option<Conn>,
+    /// The `tcp:` options of the sockets the checks open.
+    sockets: CheckSockets,
     /// Where the PROXY header relays run, so that shutdown waits for them too.
     relays: TaskTracker,
 }
@@ -115,10 +118,11 @@ impl Probe {
         config: &HealthConfig,
         address: SocketAddr,
         password: &Secret,
+        sockets: CheckSockets,
         proxy_header: ProxyProtocol,
         relays: TaskTracker,
     ) -> Probe {
-        let opts = login_opts(&config.user, password, address).into();
+        let opts = login_opts(&config.user, password, address, sockets).into();
         Probe {
             kind: config.check,
             address,
@@ -127,6 +131,7 @@ impl Probe {
             http: config.http.clone(),
             proxy_header: proxy_header.version(),
             conn: None,
+            sockets,
             relays,
         }
     }
@@ -138,8 +143,12 @@ impl Probe {
             CheckKind::None => Outcome::passed("unchecked"),
             CheckKind::Tcp => {
                 let connected = match self.proxy_header {
-                    None => tokio::net::TcpStream::connect(self.address).await,
-                    Some(version) => relay::connect_with_header(self.address, version).await,
+                    None => tokio::net::TcpStream::connect(self.address)
+                        .await
+                        .inspect(|stream| self.sockets.bound(stream)),
+                    Some(version) => {
+                        relay::connect_with_header(self.address, version, self.sockets).await
+                    }
                 };
                 match connected {
                     Ok(_) => Outcome::passed("tcp_ok"),
@@ -154,16 +163,18 @@ impl Probe {
                 Err(e) => e,
             },
             CheckKind::Wsrep => self.check_wsrep().await,
-            CheckKind::Http => match super::http::check(self.address, &self.http).await {
-                Ok(status) if status == self.http.expect_status => {
-                    Outcome::passed(&format!("http {status}"))
+            CheckKind::Http => {
+                match super::http::check(self.address, &self.http, self.sockets).await {
+                    Ok(status) if status == self.http.expect_status => {
+                        Outcome::passed(&format!("http {status}"))
+                    }
+                    Ok(status) => Outcome::failed(
+                        &format!("http {status}"),
+                        format!("expected status {}", self.http.expect_status),
+                    ),
+                    Err(e) => Outcome::failed(&io_reason(&e.to_string()), e.to_string()),
                 }
-                Ok(status) => Outcome::failed(
-                    &format!("http {status}"),
-                    format!("expected status {}", self.http.expect_status),
-                ),
-                Err(e) => Outcome::failed(&io_reason(&e.to_string()), e.to_string()),
-            },
+            }
         }
     }
 
@@ -178,7 +189,7 @@ impl Probe {
         let opts = match self.proxy_header {
             None => self.opts.clone(),
             Some(version) => {
-                let relay = relay::open(self.address, version, &self.relays)
+                let relay = relay::open(self.address, version, self.sockets, &self.relays)
                     .await
                     .map_err(|e| Outcome::failed(&io_reason(&e.to_string()), e.to_string()))?;
                 OptsBuilder::from_opts(self.opts.clone())
@@ -217,9 +228,16 @@ impl Probe {
 }
 
 /// How the check user logs in to `address`: over TCP, with the settings that would otherwise
-/// cost a query at login (`SELECT @@max_allowed_packet, @@wait_timeout`) given up front.
-pub(crate) fn login_opts(user: &str, password: &Secret, address: SocketAddr) -> OptsBuilder {
+/// cost a query at login (`SELECT @@max_allowed_packet, @@wait_timeout`) given up front, and
+/// `tcp.keepalive` (mysql_async takes no TCP_USER_TIMEOUT: see [`super::socket`]).
+pub(crate) fn login_opts(
+    user: &str,
+    password: &Secret,
+    address: SocketAddr,
+    sockets: CheckSockets,
+) -> OptsBuilder {
     OptsBuilder::default()
+        .tcp_keepalive(sockets.keepalive)
         .ip_or_hostname(address.ip().to_string())
         .tcp_port(address.port())
         .user(Some(user))

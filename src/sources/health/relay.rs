@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
+use super::socket::CheckSockets;
 use crate::core::proxy_protocol::{self, Version};
 
 /// How long the relay waits for mysql_async to connect to it.
@@ -31,13 +32,16 @@ const ACCEPT_WITHIN: Duration = Duration::from_secs(10);
 
 /// Connects to `node`, sends a header without addresses of `version`, and returns the loopback
 /// address of a relay to it, run on `tasks`, that accepts one connection and copies until
-/// either side closes.
+/// either side closes. The connection to the node gets `sockets`' TCP_USER_TIMEOUT: when a check
+/// times out and drops its login, the relay passes the close on and then waits for the node's;
+/// a node that vanished would otherwise keep it waiting for ever.
 pub(crate) async fn open(
     node: SocketAddr,
     version: Version,
+    sockets: CheckSockets,
     tasks: &TaskTracker,
 ) -> io::Result<SocketAddr> {
-    let mut upstream = connect_with_header(node, version).await?;
+    let mut upstream = connect_with_header(node, version, sockets).await?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let address = listener.local_addr()?;
     tasks.spawn(async move {
@@ -57,13 +61,15 @@ pub(crate) async fn open(
 }
 
 /// A connection to `node` whose first bytes are a header without addresses (v1 `PROXY
-/// UNKNOWN`, v2 `LOCAL`): for the `tcp` check and the relay.
+/// UNKNOWN`, v2 `LOCAL`): for the `tcp` check and the relay; with `sockets`' TCP_USER_TIMEOUT.
 pub(crate) async fn connect_with_header(
     node: SocketAddr,
     version: Version,
+    sockets: CheckSockets,
 ) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect(node).await?;
     stream.set_nodelay(true)?;
+    sockets.bound(&stream);
     stream
         .write_all(&proxy_protocol::encode(version, None))
         .await?;
@@ -94,9 +100,14 @@ mod tests {
                 // The relay passes the close on.
                 assert_eq!(stream.read(&mut reply).await.unwrap(), 0);
             });
-            let relay = open(node_address, version, &TaskTracker::new())
-                .await
-                .unwrap();
+            let relay = open(
+                node_address,
+                version,
+                CheckSockets::default(),
+                &TaskTracker::new(),
+            )
+            .await
+            .unwrap();
             assert!(relay.ip().is_loopback());
             let mut client = TcpStream::connect(relay).await.unwrap();
             let mut greeting = vec![0u8; 8];
@@ -113,9 +124,14 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = closed.local_addr().unwrap();
         drop(closed);
-        let error = open(address, Version::V1, &TaskTracker::new())
-            .await
-            .unwrap_err();
+        let error = open(
+            address,
+            Version::V1,
+            CheckSockets::default(),
+            &TaskTracker::new(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

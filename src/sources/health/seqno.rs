@@ -14,6 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, PoolConstraints, PoolOpts};
 
 use super::probe::login_opts;
+use super::socket::CheckSockets;
 use crate::config::HealthConfig;
 use crate::core::secret::Secret;
 use crate::core::seqno::{SeqnoFuture, SeqnoProbe};
@@ -33,12 +34,19 @@ struct Settings {
 #[derive(Debug)]
 pub(crate) struct MysqlSeqnos {
     settings: ArcSwap<Settings>,
+    /// The keepalive of the pooled connections (`tcp:` takes a restart to change).
+    sockets: CheckSockets,
     pools: Mutex<HashMap<SocketAddr, Pool>>,
 }
 
 impl MysqlSeqnos {
-    pub(crate) fn new(config: &HealthConfig, password: &Secret) -> MysqlSeqnos {
+    pub(crate) fn new(
+        config: &HealthConfig,
+        password: &Secret,
+        sockets: CheckSockets,
+    ) -> MysqlSeqnos {
         MysqlSeqnos {
+            sockets,
             settings: ArcSwap::from_pointee(Settings {
                 user: config.user.clone(),
                 password: password.clone(),
@@ -65,12 +73,13 @@ impl MysqlSeqnos {
             .or_insert_with(|| {
                 let constraints = PoolConstraints::new(0, CONNECTIONS_PER_NODE)
                     .expect("0 <= CONNECTIONS_PER_NODE");
-                let opts = login_opts(&settings.user, &settings.password, node).pool_opts(
-                    PoolOpts::default()
-                        .with_constraints(constraints)
-                        .with_inactive_connection_ttl(Duration::from_secs(60))
-                        .with_ttl_check_interval(Duration::from_secs(30)),
-                );
+                let opts = login_opts(&settings.user, &settings.password, node, self.sockets)
+                    .pool_opts(
+                        PoolOpts::default()
+                            .with_constraints(constraints)
+                            .with_inactive_connection_ttl(Duration::from_secs(60))
+                            .with_ttl_check_interval(Duration::from_secs(30)),
+                    );
                 Pool::new(opts)
             })
             .clone()
