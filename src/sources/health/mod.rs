@@ -154,6 +154,9 @@ pub(crate) struct HealthMonitor {
     /// How many started check tasks have not finished their first check yet, plus one until the
     /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
     first_checks_pending: Arc<watch::Sender<usize>>,
+    /// Set once the coordinator has run its first election (with `writer_agreement: cluster`,
+    /// its first round with the cluster's table).
+    elected_once: watch::Receiver<bool>,
     synced_once: bool,
     stop: CancellationToken,
     /// Where the coordinator and the check tasks run, so that shutdown can wait for them.
@@ -209,6 +212,7 @@ impl HealthMonitor {
         let changed = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let first_checks_pending = Arc::new(watch::Sender::new(1));
+        let (elected, elected_once) = watch::channel(false);
         tasks.spawn(coordinate(
             router,
             settings.clone(),
@@ -216,6 +220,7 @@ impl HealthMonitor {
             first_checks_pending.subscribe(),
             stop.clone(),
             agreement,
+            elected,
         ));
         HealthMonitor {
             settings,
@@ -224,6 +229,7 @@ impl HealthMonitor {
             views: Arc::new(Views::default()),
             seqnos: Arc::new(Seqnos::default()),
             first_checks_pending,
+            elected_once,
             synced_once: false,
             stop,
             tracker: tasks,
@@ -231,11 +237,17 @@ impl HealthMonitor {
         }
     }
 
-    /// Waits until every check task started so far has finished its first check (at most
-    /// `limit`), so that routing starts from real health rather than the initial state.
+    /// Waits until every check task started so far has finished its first check and the
+    /// first election has run on their results (at most `limit` in all), so that routing starts
+    /// from real health and a writer rather than the initial state.
     pub(crate) async fn first_round(&self, limit: Duration) {
         let mut pending = self.first_checks_pending.subscribe();
-        let _ = tokio::time::timeout(limit, pending.wait_for(|n| *n == 0)).await;
+        let mut elected = self.elected_once.clone();
+        let _ = tokio::time::timeout(limit, async {
+            let _ = pending.wait_for(|n| *n == 0).await;
+            let _ = elected.wait_for(|done| *done).await;
+        })
+        .await;
     }
 
     /// Starts a check task for every backend of `snapshot` that has none, and stops the tasks
@@ -688,6 +700,7 @@ async fn coordinate(
     mut first_checks_pending: watch::Receiver<usize>,
     stop: CancellationToken,
     agreement: Option<Arc<dyn AgreementStore>>,
+    elected: watch::Sender<bool>,
 ) {
     // The first election waits for every backend's first check, so that it does not go to
     // whichever node happened to answer first: the result must not depend on timing.
@@ -745,6 +758,7 @@ async fn coordinate(
                 warn!(pool = %pool.name, old = %member_name(pool, old), new = %member_name(pool, new), "writer changed");
             }
         }
+        elected.send_if_modified(|done| !std::mem::replace(done, true));
     }
 }
 
