@@ -800,6 +800,12 @@ impl Agreeing {
         failback: bool,
     ) -> Option<(Option<usize>, Option<usize>)> {
         let metrics = crate::core::counters::metrics();
+        // Each outcome shows 0 from the first round on, as other counters of known things do.
+        for outcome in ["won", "lost", "failed"] {
+            metrics
+                .writer_proposals
+                .with_label_values(&[pool.name.as_str(), outcome]);
+        }
         let count = |outcome: &str| {
             metrics
                 .writer_proposals
