@@ -8,8 +8,9 @@
 //!   three-node Galera sandbox (`scripts/sandbox`), with a little client traffic and one event
 //!   of each kind the panels count (an ERR packet, a refused backend connect, failed checks, a
 //!   refused control request, an evicted control client, a reload, a bad PROXY header, an idle
-//!   timeout), scraped every second by a real Prometheus server (`/usr/bin/prometheus`, Debian
-//!   package `prometheus`) of the test's own. Every expression of the dashboard (panel targets,
+//!   timeout; `writer_agreement: cluster`, so that its proposals and epoch are exported),
+//!   scraped every second by a real Prometheus server (`/usr/bin/prometheus`, Debian package
+//!   `prometheus`) of the test's own. Every expression of the dashboard (panel targets,
 //!   annotations, variable queries), with the variables substituted as Grafana would, is sent
 //!   to Prometheus' `/api/v1/query`: an expression that errors fails the test, and so does one
 //!   that returns nothing although every metric it names is in galera-lb's export (an event
@@ -613,6 +614,11 @@ struct Ports {
 /// a time, the admin port, a 1 s client idle timeout.
 fn start_lb() -> (LbProcess, Ports) {
     let nodes = &sandbox::cluster().addresses;
+    // The writer agreement's panel needs its metrics: the check user may keep the writer table.
+    sandbox::cluster().sql(
+        1,
+        "GRANT SELECT, INSERT, UPDATE, CREATE ON galera_lb_grafana.* TO 'monitor'@'%'",
+    );
     let ports = Ports {
         rw: free_port(),
         full: free_port(),
@@ -644,6 +650,7 @@ fn start_lb() -> (LbProcess, Ports) {
          \x20     - address: {refusing_but_up}\n        check_port: {}\n\
          \x20     - address: {refusing}\n        max_connections: 10\n\
          health:\n  check: wsrep\n  user: monitor\n  password: monitor\n  interval: 300ms\n\
+         \x20 writer_agreement: cluster\n  agreement_schema: galera_lb_grafana\n\
          limits:\n  client_idle_timeout: 1s\n\
          control:\n  bind: {}\n  token: grafana-test\n  max_clients: 1\n\
          admin:\n  bind: {}\n",

@@ -48,6 +48,8 @@
 //! | `galera_lb_health_check_duration_seconds` | histogram | `backend`, `name` |
 //! | `galera_lb_health_check_failures_total` | counter | `backend`, `name`, `reason` |
 //! | `galera_lb_writer_changes_total` | counter | `pool` |
+//! | `galera_lb_writer_proposals_total` | counter | `pool`, `outcome` (won, lost, failed; `writer_agreement: cluster`) |
+//! | `galera_lb_writer_epoch` | gauge | `pool` (the agreed writer's epoch; `writer_agreement: cluster`, once read) |
 //! | `galera_lb_control_commands_total` | counter | `command` |
 //! | `galera_lb_access_denied_total` | counter | `port` (control, admin), `reason` (not_allowed, no_token, wrong_token) |
 //! | `galera_lb_reloads_total` | counter | `result` (ok, error) |
@@ -323,7 +325,17 @@ pub(crate) fn render(router: &Router, listeners: &[Arc<ListenerState>], limits: 
         "The backend's max_connections in the pool (only for backends that have one).",
         &["pool", "backend", "name"],
     );
+    let epoch = gauge(
+        "galera_lb_writer_epoch",
+        "writer_agreement: cluster: the epoch of the pool's agreed writer last read from the \
+         cluster's table (pools with an agreed writer only).",
+        &["pool"],
+    );
     for pool in &snapshot.pools {
+        if pool.writer_role.epoch() > 0 {
+            let agreed = i64::try_from(pool.writer_role.epoch()).unwrap_or(i64::MAX);
+            epoch.with_label_values(&[pool.name.as_str()]).set(agreed);
+        }
         let pool_writer = pool.writer();
         for (i, member) in pool.members.iter().enumerate() {
             let backend_name = member.backend.name();

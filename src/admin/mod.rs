@@ -3,7 +3,7 @@
 //! | endpoint | answer |
 //! |---|---|
 //! | `/metrics` | Prometheus text format (see [`crate::core::counters`]) |
-//! | `/status` | JSON: listeners (policy, role, connections, usable backends of how many, the writer's name) and backends (address, name, pool, weight, admin state, health and since when, reason, role, wsrep state, cluster size and configuration id, connections, bytes, last check time and duration) |
+//! | `/status` | JSON: listeners (policy, role, connections, usable backends of how many, the writer's name, and with `writer_agreement: cluster` the agreed writer's `writer_epoch`) and backends (address, name, pool, weight, admin state, health and since when, reason, role, wsrep state, cluster size and configuration id, connections, bytes, last check time and duration) |
 //! | `/ready` | 200 `ready` once the first health round has run and every listener has a usable backend; 503 with the reason otherwise, and 503 `not ready: draining ...` from SIGTERM/SIGINT on |
 //! | `/live` | 200 `live` while the process serves HTTP, draining included |
 //! | `/` | an HTML status page that refreshes itself every 2 s, no external assets: per listener how many backends are usable of how many and the writer; per backend its name, state and for how long, reason, cluster size and configuration id, last check and its latency |
@@ -351,7 +351,7 @@ pub(crate) fn status_json(
         .map(|ready| {
             let route = ready.route;
             let state = listeners.iter().find(|l| l.name == route.listener);
-            json!({
+            let mut entry = json!({
                 "name": route.listener,
                 "pool": route.pool.name,
                 "policy": route.policy_kind.as_str(),
@@ -361,7 +361,13 @@ pub(crate) fn status_json(
                 "usable_backends": ready.usable,
                 "backends": ready.backends,
                 "writer": ready.writer.as_deref(),
-            })
+            });
+            // `writer_agreement: cluster`: the agreed writer's epoch, once read.
+            let epoch = route.pool.writer_role.epoch();
+            if epoch > 0 && route.role == Role::Writer {
+                entry["writer_epoch"] = json!(epoch);
+            }
+            entry
         })
         .collect();
     let mut backends = Vec::new();

@@ -78,6 +78,28 @@ impl SessionAction {
     }
 }
 
+/// How the instances of galera-lb settle each pool's writer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WriterAgreement {
+    /// Each instance elects on its own, from configuration and cluster state; the choice is not
+    /// remembered across restarts.
+    #[default]
+    Local,
+    /// The writer of each pool is kept in a table on the cluster (`agreement_schema`.`writer`),
+    /// changed only by a compare-and-set that one instance wins; every instance follows it.
+    Cluster,
+}
+
+impl WriterAgreement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterAgreement::Local => "local",
+            WriterAgreement::Cluster => "cluster",
+        }
+    }
+}
+
 /// Health checks: how, how often, and what to do on a change.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -113,6 +135,12 @@ pub struct HealthConfig {
     /// Give the writer role back to the preferred node when it is usable again (default: the
     /// writer stays where it is while it is usable).
     pub failback: bool,
+    /// `local` (each instance elects alone) or `cluster` (the writer is kept in a table on the
+    /// cluster and agreed by every instance, across their restarts).
+    pub writer_agreement: WriterAgreement,
+    /// `writer_agreement: cluster`: the schema of the `writer` table (created when missing), a
+    /// plain identifier of 1 to 64 letters, digits, `_` or `$`.
+    pub agreement_schema: String,
     /// The user the checks log in as.
     pub user: String,
     /// The password, written in the file (prefer `password_env` or `password_file`).
@@ -287,6 +315,8 @@ impl Default for HealthConfig {
             on_writer_change: SessionAction::None,
             drain_timeout: Duration::from_secs(30),
             failback: false,
+            writer_agreement: WriterAgreement::Local,
+            agreement_schema: "galera_lb".to_string(),
             user: "monitor".to_string(),
             password: None,
             password_env: None,
@@ -362,7 +392,40 @@ impl HealthConfig {
             ));
         }
         self.lag.validate(self.check, file)?;
+        self.validate_agreement(file)?;
         self.http.validate(file)
+    }
+
+    /// `health.writer_agreement` needs `check: wsrep` (only a node of the Primary component may
+    /// be asked); `health.agreement_schema` is a plain identifier (it is written into SQL).
+    fn validate_agreement(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::invalid(file, field, reason);
+        let schema = &self.agreement_schema;
+        if schema.is_empty()
+            || schema.len() > 64
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        {
+            return Err(err(
+                "health.agreement_schema",
+                format!(
+                    "'{schema}' is not a plain schema name (1 to 64 letters, digits, _ or $, \
+                     e.g. galera_lb)"
+                ),
+            ));
+        }
+        if self.writer_agreement == WriterAgreement::Cluster && self.check != CheckKind::Wsrep {
+            return Err(err(
+                "health.writer_agreement",
+                format!(
+                    "cluster needs health.check: wsrep (the table is read and written only on \
+                     nodes of the Primary component), not {}",
+                    self.check.as_str()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -65,6 +65,7 @@ use crate::core::secret::Secret;
 pub use access::{AdminConfig, ControlConfig};
 pub use health::{
     CheckKind, HealthConfig, HttpCheckConfig, InitialState, LagConfig, SessionAction,
+    WriterAgreement,
 };
 pub use limits::{LimitsConfig, TcpConfig};
 pub use listener::{CausalReads, ListenerConfig, PolicyKind, ProxyProtocol, Role};

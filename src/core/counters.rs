@@ -18,6 +18,7 @@ pub struct Metrics {
     pub check_failures: IntCounterVec,
     pub client_errors: IntCounterVec,
     pub writer_changes: IntCounterVec,
+    pub writer_proposals: IntCounterVec,
     pub control_commands: IntCounterVec,
     pub access_denied: IntCounterVec,
     pub reloads: IntCounterVec,
@@ -72,6 +73,13 @@ pub fn metrics() -> &'static Metrics {
                 "galera_lb_writer_changes_total",
                 "Times a pool's writer changed (including the first election).",
                 &["pool"],
+            ),
+            writer_proposals: counter(
+                "galera_lb_writer_proposals_total",
+                "writer_agreement: cluster: this instance's proposals of a new writer to the \
+                 cluster's table, by outcome: won, lost (another instance's won), failed (no \
+                 answer, no Primary component, an error).",
+                &["pool", "outcome"],
             ),
             control_commands: counter(
                 "galera_lb_control_commands_total",
@@ -137,6 +145,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(metrics.check_failures.clone()),
             Box::new(metrics.client_errors.clone()),
             Box::new(metrics.writer_changes.clone()),
+            Box::new(metrics.writer_proposals.clone()),
             Box::new(metrics.control_commands.clone()),
             Box::new(metrics.access_denied.clone()),
             Box::new(metrics.reloads.clone()),

@@ -224,15 +224,33 @@ impl Pool {
     /// Returns `(old, new)` when it changed. Only the health coordinator calls this, so
     /// elections never race.
     pub fn elect_writer(&self, failback: bool) -> Option<(Option<usize>, Option<usize>)> {
-        let current = self.writer();
-        let eligible = |i: usize| {
-            let member = &self.members[i];
-            !member.unresolved && member.weight > 0.0 && member.backend.is_writable()
-        };
+        let chosen = self.writer_choice(failback, self.writer());
+        self.hand_writer(chosen)
+    }
+
+    /// Whether member `i` may hold the writer role: resolved, weighted, up, ready and writable.
+    pub(crate) fn writer_eligible(&self, i: usize) -> bool {
+        let member = &self.members[i];
+        !member.unresolved && member.weight > 0.0 && member.backend.is_writable()
+    }
+
+    /// What [`Pool::elect_writer`] would choose with `current` as the writer now, without
+    /// handing the role: `current` while it stays eligible (unless `failback` prefers a better
+    /// one), else the best eligible candidate. `writer_agreement: cluster` proposes this.
+    pub(crate) fn writer_choice(&self, failback: bool, current: Option<usize>) -> Option<usize> {
+        let eligible = |i: usize| self.writer_eligible(i);
         let best = || self.best_writer(eligible);
         let keep = current.filter(|&w| eligible(w));
         // Without failback a writer that stays eligible stays: no need to look at the others.
-        let chosen = if failback { best() } else { keep.or_else(best) };
+        if failback { best() } else { keep.or_else(best) }
+    }
+
+    /// Hands the writer role to member `chosen` (or to nobody); `(old, new)` when it changed.
+    pub(crate) fn hand_writer(
+        &self,
+        chosen: Option<usize>,
+    ) -> Option<(Option<usize>, Option<usize>)> {
+        let current = self.writer();
         if chosen == current {
             return None;
         }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -25,6 +26,9 @@ pub struct WriterRole {
     holder: ArcSwapOption<BackendState>,
     /// Bumped on every change of holder.
     changed: watch::Sender<u64>,
+    /// `writer_agreement: cluster`: the epoch of the agreed writer last read from the cluster's
+    /// table (0: none read yet, or local agreement).
+    epoch: AtomicU64,
 }
 
 impl Default for WriterRole {
@@ -32,6 +36,7 @@ impl Default for WriterRole {
         WriterRole {
             holder: ArcSwapOption::empty(),
             changed: watch::Sender::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 }
@@ -53,6 +58,16 @@ impl WriterRole {
     /// A receiver that changes whenever the holder changes.
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// The agreed epoch last read (`writer_agreement: cluster`), 0 when none.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Records the agreed epoch read from the cluster. Only the coordinator calls this.
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
     }
 
     /// Gives the role to `backend` (or to nobody). Only the election calls this.

@@ -11,7 +11,10 @@
 //! Whenever health or writability changes, the task wakes the coordinator, which runs
 //! [`crate::state::snapshot::Pool::elect_writer`] for every pool. Only the coordinator elects, so
 //! elections never race; the choice depends only on configuration and cluster state, so several
-//! galera-lb instances agree on the writer without talking to each other.
+//! galera-lb instances agree on the writer without talking to each other. With
+//! `writer_agreement: cluster` the coordinator instead follows the writer kept in a table on the
+//! cluster, and proposes the next candidate there when that node is not usable ([`agreement`]),
+//! so that the choice survives a restart of galera-lb.
 //!
 //! - [`probe`]: one check of one backend (tcp, handshake, wsrep, http).
 //! - [`http`]: the `http` check's request and the reading of its answer.
@@ -28,6 +31,7 @@
 //! listener routing to its pool) is checked with a header too: `PROXY UNKNOWN` (v1) or a v2
 //! `LOCAL` header, which tell the node that the connection is galera-lb's own.
 
+pub(crate) mod agreement;
 pub(crate) mod http;
 pub(crate) mod lag;
 pub(crate) mod probe;
@@ -48,9 +52,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction};
+use crate::config::{CheckKind, HealthConfig, ProxyProtocol, SessionAction, WriterAgreement};
 use crate::core::backend::{AdminState, BackendState, HealthReport};
-use crate::state::snapshot::{Delta, Router, Snapshot};
+use crate::state::snapshot::{Delta, Pool, Router, Snapshot};
+use agreement::{AgreementStore, MysqlAgreement, Proposal};
 use lag::{LagGate, Reading, Seqnos};
 use probe::{Outcome, Probe};
 use view::Views;
@@ -160,6 +165,9 @@ pub(crate) struct HealthMonitor {
     /// How many started check tasks have not finished their first check yet, plus one until the
     /// first [`HealthMonitor::sync`] has started them: the first election must not run before.
     first_checks_pending: Arc<watch::Sender<usize>>,
+    /// Set once the coordinator has run its first election (with `writer_agreement: cluster`,
+    /// its first round with the cluster's table).
+    elected_once: watch::Receiver<bool>,
     synced_once: bool,
     stop: CancellationToken,
     /// Where the coordinator and the check tasks run, so that shutdown can wait for them.
@@ -195,26 +203,39 @@ impl HealthMonitor {
                 relays.clone(),
             ))
         });
-        HealthMonitor::start_with(settings, router, tasks, probes)
+        // `writer_agreement: cluster`: the table on the cluster, as the check user.
+        let agreement = (settings.config.writer_agreement == WriterAgreement::Cluster).then(|| {
+            Arc::new(MysqlAgreement::new(
+                &settings.config,
+                &settings.password,
+                settings.sockets,
+            )) as Arc<dyn AgreementStore>
+        });
+        HealthMonitor::start_with(settings, router, tasks, probes, agreement)
     }
 
-    /// [`HealthMonitor::start`] with the checks `make_check` makes (fakes, in tests).
+    /// [`HealthMonitor::start`] with the checks `make_check` makes and the agreement store
+    /// `agreement` (fakes, in tests); `None` elects locally.
     pub(crate) fn start_with(
         settings: HealthSettings,
         router: Arc<Router>,
         tasks: TaskTracker,
         make_check: MakeCheck,
+        agreement: Option<Arc<dyn AgreementStore>>,
     ) -> HealthMonitor {
         let settings = Arc::new(settings);
         let changed = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let first_checks_pending = Arc::new(watch::Sender::new(1));
+        let (elected, elected_once) = watch::channel(false);
         tasks.spawn(coordinate(
             router,
             settings.clone(),
             changed.clone(),
             first_checks_pending.subscribe(),
             stop.clone(),
+            agreement,
+            elected,
         ));
         HealthMonitor {
             settings,
@@ -223,6 +244,7 @@ impl HealthMonitor {
             views: Arc::new(Views::default()),
             seqnos: Arc::new(Seqnos::default()),
             first_checks_pending,
+            elected_once,
             synced_once: false,
             stop,
             tracker: tasks,
@@ -230,11 +252,17 @@ impl HealthMonitor {
         }
     }
 
-    /// Waits until every check task started so far has finished its first check (at most
-    /// `limit`), so that routing starts from real health rather than the initial state.
+    /// Waits until every check task started so far has finished its first check and the
+    /// first election has run on their results (at most `limit` in all), so that routing starts
+    /// from real health and a writer rather than the initial state.
     pub(crate) async fn first_round(&self, limit: Duration) {
         let mut pending = self.first_checks_pending.subscribe();
-        let _ = tokio::time::timeout(limit, pending.wait_for(|n| *n == 0)).await;
+        let mut elected = self.elected_once.clone();
+        let _ = tokio::time::timeout(limit, async {
+            let _ = pending.wait_for(|n| *n == 0).await;
+            let _ = elected.wait_for(|done| *done).await;
+        })
+        .await;
     }
 
     /// Starts a check task for every backend of `snapshot` that has none, and stops the tasks
@@ -703,13 +731,17 @@ fn up_down(up: bool) -> &'static str {
 }
 
 /// Elects every pool's writer whenever a check task reports a change (and when the backend set
-/// changes). The one place that elects.
+/// changes). The one place that elects. With an agreement store (`writer_agreement: cluster`) it
+/// also looks at the cluster's table every `health.interval`, so that it follows a writer another
+/// instance agreed.
 async fn coordinate(
     router: Arc<Router>,
     settings: Arc<HealthSettings>,
     changed: Arc<Notify>,
     mut first_checks_pending: watch::Receiver<usize>,
     stop: CancellationToken,
+    agreement: Option<Arc<dyn AgreementStore>>,
+    elected: watch::Sender<bool>,
 ) {
     // The first election waits for every backend's first check, so that it does not go to
     // whichever node happened to answer first: the result must not depend on timing.
@@ -718,10 +750,20 @@ async fn coordinate(
         _ = stop.cancelled() => return,
         _ = tokio::time::timeout(first_round, first_checks_pending.wait_for(|n| *n == 0)) => {}
     }
+    let mut agreeing = Agreeing::default();
+    // Local elections run on a change only; agreement also looks at the table on every tick.
+    let every = agreement.as_ref().map(|_| settings.config.interval);
     loop {
+        let tick = async {
+            match every {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = changed.notified() => {}
+            _ = tick => {}
         }
         let snapshot = router.load_full();
         for pool in &snapshot.pools {
@@ -734,29 +776,166 @@ async fn coordinate(
                 }
                 continue;
             }
-            let Some((old, new)) = pool.elect_writer(settings.config.failback) else {
-                continue;
-            };
-            // `NAME (ADDRESS)`, or the address alone for a backend named by it.
-            let name = |i: Option<usize>| {
-                i.map_or("none".to_string(), |i| {
-                    let backend = &pool.members[i].backend;
-                    let name = backend.name();
-                    if *name == backend.address {
-                        backend.address.clone()
-                    } else {
-                        format!("{name} ({})", backend.address)
+            let change = match &agreement {
+                None => pool.elect_writer(settings.config.failback),
+                Some(store) => {
+                    let agree = agreeing.agree(pool, store.as_ref(), settings.config.failback);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        change = agree => change,
                     }
-                })
+                }
+            };
+            let Some((old, new)) = change else {
+                continue;
             };
             crate::core::counters::metrics()
                 .writer_changes
                 .with_label_values(&[pool.name.as_str()])
                 .inc();
             if old.is_none() && new.is_some() {
-                info!(pool = %pool.name, writer = %name(new), "writer elected");
+                info!(pool = %pool.name, writer = %member_name(pool, new), "writer elected");
             } else {
-                warn!(pool = %pool.name, old = %name(old), new = %name(new), "writer changed");
+                warn!(pool = %pool.name, old = %member_name(pool, old), new = %member_name(pool, new), "writer changed");
+            }
+        }
+        elected.send_if_modified(|done| !std::mem::replace(done, true));
+    }
+}
+
+/// `NAME (ADDRESS)`, or the address alone for a backend named by it; `none` for no member.
+fn member_name(pool: &Pool, i: Option<usize>) -> String {
+    i.map_or("none".to_string(), |i| {
+        let backend = &pool.members[i].backend;
+        let name = backend.name();
+        if *name == backend.address {
+            backend.address.clone()
+        } else {
+            format!("{name} ({})", backend.address)
+        }
+    })
+}
+
+/// Proposals in one round, at most: a lost one is followed by a read of the winner.
+const PROPOSALS_PER_ROUND: usize = 2;
+
+/// The coordinator's memory for `writer_agreement: cluster`: which pools' tables could not be
+/// read at the last attempt (each outage is logged once, and its end once).
+#[derive(Debug, Default)]
+struct Agreeing {
+    unreadable: HashMap<String, String>,
+}
+
+impl Agreeing {
+    /// One round of agreement for `pool`: read the agreed writer; follow it while it is eligible
+    /// here; otherwise propose what [`Pool::elect_writer`] would choose (the agreed node as the
+    /// current writer: the next by the writer order, or with `failback` the best) and follow
+    /// the winner. Without an answer from the cluster (no Primary component, no node up, an
+    /// error) nothing changes, except that a writer that is not eligible any more is given up:
+    /// no writer rather than one of this instance's own choosing. Returns `(old, new)` when the
+    /// role here changed.
+    async fn agree(
+        &mut self,
+        pool: &Pool,
+        store: &dyn AgreementStore,
+        failback: bool,
+    ) -> Option<(Option<usize>, Option<usize>)> {
+        let metrics = crate::core::counters::metrics();
+        // Each outcome shows 0 from the first round on, as other counters of known things do.
+        for outcome in ["won", "lost", "failed"] {
+            metrics
+                .writer_proposals
+                .with_label_values(&[pool.name.as_str(), outcome]);
+        }
+        let count = |outcome: &str| {
+            metrics
+                .writer_proposals
+                .with_label_values(&[pool.name.as_str(), outcome])
+                .inc()
+        };
+        // Any node that passes its checks can answer (reads wait for the cluster's commits).
+        let nodes: Vec<SocketAddr> = pool
+            .writer_order()
+            .into_iter()
+            .map(|i| &pool.members[i])
+            .filter(|m| !m.unresolved && m.backend.is_healthy())
+            .map(|m| m.socket_addr)
+            .collect();
+        let keep_if_eligible = || {
+            let keep = pool.writer().filter(|&w| pool.writer_eligible(w));
+            pool.hand_writer(keep)
+        };
+        let mut proposals = 0;
+        loop {
+            let agreed = match store.read(&nodes, &pool.name).await {
+                Ok(agreed) => agreed,
+                Err(reason) => {
+                    if !self.unreadable.contains_key(&pool.name) {
+                        warn!(pool = %pool.name, reason = %reason,
+                            writer = %member_name(pool, pool.writer()),
+                            "writer agreement: cannot read the agreed writer; no change of writer \
+                             (the current one is kept while it is usable) until it can be read");
+                    }
+                    self.unreadable.insert(pool.name.clone(), reason);
+                    return keep_if_eligible();
+                }
+            };
+            if self.unreadable.remove(&pool.name).is_some() {
+                info!(pool = %pool.name, "writer agreement: the agreed writer can be read again");
+            }
+            let member = |node: &str| pool.members.iter().position(|m| m.backend.address == node);
+            let agreed_member = agreed.as_ref().and_then(|a| member(&a.node));
+            if let Some(a) = &agreed {
+                pool.writer_role.set_epoch(a.epoch);
+                if agreed_member.is_none() {
+                    warn!(pool = %pool.name, node = %a.node, epoch = a.epoch,
+                        "writer agreement: the agreed writer is no backend of this pool here \
+                         (do all instances name the nodes alike?)");
+                }
+            }
+            // With no row yet, the writer this instance holds (none at start) is the current one.
+            let current = match &agreed {
+                Some(_) => agreed_member,
+                None => pool.writer(),
+            };
+            let choice = pool.writer_choice(failback, current);
+            if agreed.is_some() && choice == agreed_member {
+                return pool.hand_writer(agreed_member);
+            }
+            let Some(candidate) = choice else {
+                // Nothing eligible to propose: no writer here; the row stays as it is.
+                return pool.hand_writer(None);
+            };
+            if proposals == PROPOSALS_PER_ROUND {
+                // Lost every time: try again next round, with what is eligible now.
+                return keep_if_eligible();
+            }
+            proposals += 1;
+            let expected = agreed.as_ref().map(|a| a.epoch);
+            let node = &pool.members[candidate].backend.address;
+            let old = agreed.as_ref().map_or("none", |a| a.node.as_str());
+            match store.propose(&nodes, &pool.name, node, expected).await {
+                Proposal::Won(epoch) => {
+                    count("won");
+                    pool.writer_role.set_epoch(epoch);
+                    info!(pool = %pool.name, old = %old, new = %member_name(pool, Some(candidate)),
+                        epoch, "writer agreement: proposed a new writer and won");
+                    return pool.hand_writer(Some(candidate));
+                }
+                Proposal::Lost => {
+                    count("lost");
+                    info!(pool = %pool.name, old = %old, proposed = %member_name(pool, Some(candidate)),
+                        expected_epoch = expected.unwrap_or(0),
+                        "writer agreement: proposed a new writer and lost (another instance's \
+                         proposal won): following it");
+                }
+                Proposal::Failed(reason) => {
+                    count("failed");
+                    warn!(pool = %pool.name, old = %old, proposed = %member_name(pool, Some(candidate)),
+                        reason = %reason,
+                        "writer agreement: a proposal of a new writer failed; no change of writer");
+                    return keep_if_eligible();
+                }
             }
         }
     }
@@ -846,7 +1025,7 @@ mod tests {
             })
         });
         let mut monitor =
-            HealthMonitor::start_with(settings, router.clone(), TaskTracker::new(), fakes);
+            HealthMonitor::start_with(settings, router.clone(), TaskTracker::new(), fakes, None);
         monitor.sync(&router.load_full());
         (router, monitor)
     }
@@ -993,6 +1172,254 @@ mod tests {
             backend(&router, 3316).is_healthy(),
             "read_only keeps it a reader"
         );
+    }
+
+    /// The cluster's table, faked: rows by pool, a switch that makes it unreadable, and a rival
+    /// instance whose proposal commits just before this one's.
+    #[derive(Default)]
+    struct FakeTable {
+        rows: std::sync::Mutex<HashMap<String, agreement::Agreed>>,
+        unreadable: std::sync::atomic::AtomicBool,
+        /// The next proposal loses: this node's proposal by another instance commits first.
+        rival: std::sync::Mutex<Option<String>>,
+        /// Every proposal: the node, the epoch it expected.
+        proposals: std::sync::Mutex<Vec<(String, Option<u64>)>>,
+    }
+
+    impl FakeTable {
+        fn set(&self, node: u16, epoch: u64) {
+            let agreed = agreement::Agreed {
+                node: format!("127.0.0.1:{node}"),
+                epoch,
+            };
+            self.rows.lock().unwrap().insert("default".into(), agreed);
+        }
+
+        fn row(&self) -> Option<(u16, u64)> {
+            let rows = self.rows.lock().unwrap();
+            let row = rows.get("default")?;
+            let port = row.node.rsplit(':').next().unwrap().parse().unwrap();
+            Some((port, row.epoch))
+        }
+
+        fn unreadable(&self, yes: bool) {
+            self.unreadable
+                .store(yes, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        fn proposals(&self) -> Vec<(u16, Option<u64>)> {
+            let proposals = self.proposals.lock().unwrap();
+            proposals
+                .iter()
+                .map(|(node, e)| (node.rsplit(':').next().unwrap().parse().unwrap(), *e))
+                .collect()
+        }
+    }
+
+    impl AgreementStore for FakeTable {
+        fn read<'a>(
+            &'a self,
+            nodes: &'a [SocketAddr],
+            pool: &'a str,
+        ) -> agreement::AgreementFuture<'a, Result<Option<agreement::Agreed>, String>> {
+            let answer = if self.unreadable.load(std::sync::atomic::Ordering::Relaxed) {
+                Err("no Primary component".to_string())
+            } else if nodes.is_empty() {
+                Err("no node is up to ask".to_string())
+            } else {
+                Ok(self.rows.lock().unwrap().get(pool).cloned())
+            };
+            Box::pin(async move { answer })
+        }
+
+        fn propose<'a>(
+            &'a self,
+            _nodes: &'a [SocketAddr],
+            pool: &'a str,
+            node: &'a str,
+            expected: Option<u64>,
+        ) -> agreement::AgreementFuture<'a, Proposal> {
+            self.proposals
+                .lock()
+                .unwrap()
+                .push((node.to_string(), expected));
+            let mut rows = self.rows.lock().unwrap();
+            if let Some(rival) = self.rival.lock().unwrap().take() {
+                let epoch = rows.get(pool).map_or(1, |r| r.epoch + 1);
+                rows.insert(pool.to_string(), agreement::Agreed { node: rival, epoch });
+            }
+            let outcome = if self.unreadable.load(std::sync::atomic::Ordering::Relaxed) {
+                Proposal::Failed("no Primary component".into())
+            } else if rows.get(pool).map(|r| r.epoch) != expected {
+                Proposal::Lost
+            } else {
+                let epoch = expected.map_or(1, |e| e + 1);
+                let agreed = agreement::Agreed {
+                    node: node.to_string(),
+                    epoch,
+                };
+                rows.insert(pool.to_string(), agreed);
+                Proposal::Won(epoch)
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    /// [`monitor`] with `writer_agreement: cluster` over `table`.
+    async fn agreeing_monitor(
+        script: &Script,
+        table: &Arc<FakeTable>,
+    ) -> (Arc<Router>, HealthMonitor) {
+        let yaml = "listeners:\n  - name: rw\n    bind: 127.0.0.1:0\n    role: writer\n\
+             backends:\n  - address: 127.0.0.1:3316\n  - address: 127.0.0.1:3326\n  \
+             - address: 127.0.0.1:3336\nhealth:\n  check: wsrep\n  interval: 1s\n  \
+             timeout: 2s\n  rise: 2\n  fall: 2\n  writer_agreement: cluster\n";
+        let config = Config::from_yaml(yaml, "test.yaml").unwrap();
+        let router = Updater::new(&config).await.unwrap().router();
+        let settings = HealthSettings {
+            config: config.health.clone(),
+            password: Default::default(),
+            sockets: Default::default(),
+        };
+        let script = script.clone();
+        let fakes: MakeCheck = Arc::new(move |_, address, _| {
+            Box::new(FakeCheck {
+                address,
+                script: script.clone(),
+            })
+        });
+        let store: Arc<dyn AgreementStore> = table.clone();
+        let mut monitor = HealthMonitor::start_with(
+            settings,
+            router.clone(),
+            TaskTracker::new(),
+            fakes,
+            Some(store),
+        );
+        monitor.sync(&router.load_full());
+        monitor.first_round(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        (router, monitor)
+    }
+
+    fn all_synced() -> Script {
+        let script = Script::default();
+        for (i, port) in NODES.into_iter().enumerate() {
+            script.set(port, synced(i as u32), NOW);
+        }
+        script
+    }
+
+    fn epoch(router: &Router) -> u64 {
+        router.load_full().pools[0].writer_role.epoch()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agreement_follows_the_agreed_writer_rather_than_electing_its_own() {
+        // As after a restart: the others agreed on 3336 (3316 had failed meanwhile).
+        let table = Arc::new(FakeTable::default());
+        table.set(3336, 7);
+        let (router, _monitor) = agreeing_monitor(&all_synced(), &table).await;
+        assert_eq!(
+            writer_port(&router),
+            Some(3336),
+            "not 3316, the local choice"
+        );
+        assert_eq!(epoch(&router), 7);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(writer_port(&router), Some(3336));
+        assert!(table.proposals().is_empty(), "{:?}", table.proposals());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agreement_without_a_row_proposes_the_local_choice() {
+        let table = Arc::new(FakeTable::default());
+        let (router, _monitor) = agreeing_monitor(&all_synced(), &table).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        assert_eq!(table.row(), Some((3316, 1)));
+        assert_eq!(table.proposals(), [(3316, None)]);
+        assert_eq!(epoch(&router), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agreement_moves_the_writer_off_a_down_node_and_does_not_fail_back() {
+        let script = all_synced();
+        let table = Arc::new(FakeTable::default());
+        table.set(3316, 1);
+        let (router, _monitor) = agreeing_monitor(&script, &table).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        script.set(3316, Outcome::failed("refused", String::new()), NOW);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert_eq!(writer_port(&router), Some(3326));
+        assert_eq!(table.row(), Some((3326, 2)));
+        assert_eq!(table.proposals(), [(3326, Some(1))]);
+        // Back, and better by the writer order: the agreed writer stays.
+        script.set(3316, synced(0), NOW);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(backend(&router, 3316).is_healthy());
+        assert_eq!(writer_port(&router), Some(3326));
+        assert_eq!(table.row(), Some((3326, 2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agreement_follows_a_change_another_instance_made_within_an_interval() {
+        let table = Arc::new(FakeTable::default());
+        table.set(3316, 1);
+        let (router, _monitor) = agreeing_monitor(&all_synced(), &table).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        table.set(3336, 2);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(writer_port(&router), Some(3336));
+        assert_eq!(epoch(&router), 2);
+        assert!(table.proposals().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_proposal_follows_the_winner() {
+        let script = all_synced();
+        let table = Arc::new(FakeTable::default());
+        table.set(3316, 1);
+        let (router, _monitor) = agreeing_monitor(&script, &table).await;
+        // Another instance moves the writer to 3336 just before this one proposes 3326.
+        *table.rival.lock().unwrap() = Some("127.0.0.1:3336".into());
+        script.set(3316, Outcome::failed("refused", String::new()), NOW);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert_eq!(table.proposals(), [(3326, Some(1))]);
+        assert_eq!(table.row(), Some((3336, 2)));
+        assert_eq!(writer_port(&router), Some(3336), "the winner's choice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_table_changes_no_writer() {
+        let script = all_synced();
+        let table = Arc::new(FakeTable::default());
+        table.unreadable(true);
+        // At start: no writer of this instance's own choosing.
+        let (router, _monitor) = agreeing_monitor(&script, &table).await;
+        assert_eq!(writer_port(&router), None);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(writer_port(&router), None);
+        assert!(table.proposals().is_empty());
+        // Readable: the first proposal makes 3316 the writer.
+        table.unreadable(false);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        // Unreadable again: a change of the table is not seen, the usable writer is kept...
+        table.unreadable(true);
+        table.set(3336, 2);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(writer_port(&router), Some(3316));
+        // ...and one that goes down is given up, with no successor chosen alone.
+        script.set(3316, Outcome::failed("refused", String::new()), NOW);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert!(!backend(&router, 3316).is_healthy());
+        assert_eq!(writer_port(&router), None);
+        assert!(table.proposals().len() == 1, "{:?}", table.proposals());
+        // Readable: the agreed 3336 it had not seen.
+        table.unreadable(false);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(writer_port(&router), Some(3336));
+        assert_eq!(epoch(&router), 2);
     }
 
     #[test]
