@@ -303,9 +303,29 @@ fn three_instances_keep_one_writer_across_their_restarts_and_a_writer_crash() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let (after, epoch, _) = agreed(&refs(&all), "node back", limit);
-    assert_eq!((after.as_str(), epoch), (next.as_str(), 3), "no failback");
-    assert_eq!(table_row(cluster), format!("{next}\t3"));
-    println!("node {killed} back: every instance stays on {next}, epoch 3");
+    // No failback: the node that came back does not get the role again. (The writer may still
+    // have moved on, once and for all instances alike: a node that rejoins takes a state
+    // transfer, and when its donor was the writer, the donor was not usable for that time.)
+    assert_ne!(after, back, "no failback to {back}");
+    assert!(
+        (after == next && epoch == 3) || (after != next && epoch > 3),
+        "the row changes only with a new epoch: {after} epoch {epoch}"
+    );
+    assert_eq!(table_row(cluster), format!("{after}\t{epoch}"));
+    println!("node {killed} back: every instance on {after}, epoch {epoch} (not the node back)");
+    if after != next {
+        for instance in &all {
+            for line in instance.log().lines().filter(|l| {
+                l.contains("writer agreement")
+                    || l.contains("writer changed")
+                    || l.contains("backend down")
+                    || l.contains("backend still down")
+                    || l.contains("backend state")
+            }) {
+                println!("  {}: {line}", instance.name);
+            }
+        }
+    }
 
     drop(all);
     cluster.sql(1, &format!("DROP DATABASE IF EXISTS {SCHEMA}"));
