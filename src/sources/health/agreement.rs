@@ -30,10 +30,10 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Pool, PoolConstraints, PoolOpts};
 
-use super::probe::login_opts;
+use super::probe::{login_opts, node_pool};
 use super::socket::CheckSockets;
 use crate::config::HealthConfig;
 use crate::core::secret::Secret;
@@ -129,18 +129,10 @@ impl MysqlAgreement {
         pools
             .entry(node)
             .or_insert_with(|| {
-                let constraints = PoolConstraints::new(0, CONNECTIONS_PER_NODE)
-                    .expect("0 <= CONNECTIONS_PER_NODE");
                 let opts = login_opts(&self.user, &self.password, node, self.sockets)
                     // Reads wait until the node has applied what the cluster had committed.
-                    .init(vec!["SET SESSION wsrep_sync_wait = 1"])
-                    .pool_opts(
-                        PoolOpts::default()
-                            .with_constraints(constraints)
-                            .with_inactive_connection_ttl(Duration::from_secs(60))
-                            .with_ttl_check_interval(Duration::from_secs(30)),
-                    );
-                Pool::new(opts)
+                    .init(vec!["SET SESSION wsrep_sync_wait = 1"]);
+                node_pool(opts, CONNECTIONS_PER_NODE)
             })
             .clone()
     }

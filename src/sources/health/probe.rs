@@ -13,9 +13,10 @@
 //! [`super::relay`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use tokio_util::task::TaskTracker;
 
 use super::relay;
@@ -225,6 +226,21 @@ impl Probe {
             Err(e) => Outcome::from_mysql_error(e),
         }
     }
+}
+
+/// A pool of at most `max` connections to one node with `opts` (from [`login_opts`]); a
+/// connection idle for a minute is closed. For the questions asked between checks (the causal
+/// floor's seqnos, the writer agreement's table).
+pub(crate) fn node_pool(opts: OptsBuilder, max: usize) -> Pool {
+    let constraints = PoolConstraints::new(0, max).expect("0 <= max");
+    Pool::new(
+        opts.pool_opts(
+            PoolOpts::default()
+                .with_constraints(constraints)
+                .with_inactive_connection_ttl(Duration::from_secs(60))
+                .with_ttl_check_interval(Duration::from_secs(30)),
+        ),
+    )
 }
 
 /// How the check user logs in to `address`: over TCP, with the settings that would otherwise

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Pool, PoolConstraints, PoolOpts};
 
-use super::probe::login_opts;
+use super::probe::{login_opts, node_pool};
 use super::socket::CheckSockets;
 use crate::config::HealthConfig;
 use crate::core::secret::Secret;
@@ -71,16 +71,8 @@ impl MysqlSeqnos {
         pools
             .entry(node)
             .or_insert_with(|| {
-                let constraints = PoolConstraints::new(0, CONNECTIONS_PER_NODE)
-                    .expect("0 <= CONNECTIONS_PER_NODE");
-                let opts = login_opts(&settings.user, &settings.password, node, self.sockets)
-                    .pool_opts(
-                        PoolOpts::default()
-                            .with_constraints(constraints)
-                            .with_inactive_connection_ttl(Duration::from_secs(60))
-                            .with_ttl_check_interval(Duration::from_secs(30)),
-                    );
-                Pool::new(opts)
+                let opts = login_opts(&settings.user, &settings.password, node, self.sockets);
+                node_pool(opts, CONNECTIONS_PER_NODE)
             })
             .clone()
     }
